@@ -1,0 +1,125 @@
+"""The ``chatcap`` command: ``serve`` (REST + MCP over HTTP), ``mcp`` (MCP over stdio),
+``generate`` (write or ``--check`` the generated artifacts).
+
+Every flag can also come from an environment variable (``CHATCAP_<FLAG>``, e.g.
+``CHATCAP_API_KEY``); the flag wins.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from mcp_server import __version__
+from mcp_server.errors import ServiceError
+from mcp_server.settings import Settings
+
+__all__ = ["main"]
+
+logger = logging.getLogger("chatcap")
+
+
+def _env(name: str, default=None):
+    return os.environ.get(f"CHATCAP_{name}", default)
+
+
+def _add_runtime_flags(parser: argparse.ArgumentParser) -> None:
+    defaults = Settings()
+    parser.add_argument("--engine", default=_env("ENGINE", defaults.engine), help="inference runtime: embedded")
+    parser.add_argument("--model-path", default=_env("MODEL_PATH"), help="local HF directory or GGUF file")
+    parser.add_argument("--served-model-name", default=_env("SERVED_MODEL_NAME"), help="model id clients send")
+    parser.add_argument("--api-key", default=_env("API_KEY"), help="require this Bearer key")
+    parser.add_argument("--capability", default=_env("CAPABILITY"), help="Naftiko capability file")
+    parser.add_argument("--dtype", default=_env("DTYPE", defaults.dtype), choices=["bfloat16", "float32"])
+    parser.add_argument("--context-length", type=int, default=_env("CONTEXT_LENGTH"))
+    parser.add_argument(
+        "--max-running-requests", type=int,
+        default=int(_env("MAX_RUNNING_REQUESTS", defaults.max_running_requests)),
+        help="most sequences decoded together",
+    )
+    parser.add_argument("--log-level", default=_env("LOG_LEVEL", "info"))
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return Settings(
+        engine=args.engine,
+        model_path=args.model_path,
+        served_model_name=args.served_model_name,
+        host=getattr(args, "host", Settings.host),
+        port=int(getattr(args, "port", Settings.port)),
+        api_key=args.api_key,
+        capability_path=Path(args.capability) if args.capability else None,
+        dtype=args.dtype,
+        context_length=int(args.context_length) if args.context_length else None,
+        max_running_requests=args.max_running_requests,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every sub-command."""
+    parser = argparse.ArgumentParser(prog="chatcap", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"chatcap {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="serve REST /v1 and MCP at /mcp over HTTP")
+    serve.add_argument("--host", default=_env("HOST", Settings.host))
+    serve.add_argument("--port", type=int, default=int(_env("PORT", Settings.port)))
+    _add_runtime_flags(serve)
+    stdio = commands.add_parser("mcp", help="serve MCP over stdio (for desktop MCP clients)")
+    _add_runtime_flags(stdio)
+    generate = commands.add_parser("generate", help="write the generated tools and skill")
+    generate.add_argument("--check", action="store_true", help="exit 1 if a committed artifact is stale")
+    return parser
+
+
+def _serve(settings: Settings, log_level: str) -> None:
+    import uvicorn
+
+    from mcp_server.app import create_app
+
+    app = create_app(settings)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=log_level.lower())
+
+
+def _serve_stdio(settings: Settings) -> None:
+    import anyio
+
+    from mcp_server.app import run_mcp_stdio
+
+    anyio.run(run_mcp_stdio, settings)
+
+
+def _generate(check: bool) -> int:
+    from mcp_server.app import PROJECT_ROOT
+    from mcp_server.generate import generate
+
+    stale = generate(PROJECT_ROOT, check=check)
+    if check and stale:
+        print("stale generated artifacts (run `chatcap generate`):", *stale, sep="\n  ", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``chatcap`` console script; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    level = getattr(args, "log_level", "info").upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        if args.command == "generate":
+            return _generate(args.check)
+        settings = _settings(args)
+        if args.command == "serve":
+            _serve(settings, args.log_level)
+        else:
+            _serve_stdio(settings)
+    except ServiceError as exc:
+        print(f"chatcap: error: {exc.message}" + (f" (at {exc.param})" if exc.param else ""), file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""The engine interface: one small protocol that every inference runtime implements.
+
+Nothing above this module knows which engine runs. The service turns one validated
+chat-completions request into one :class:`GenerationRequest` per choice (``n`` of them)
+and consumes the :class:`GenerationDelta` stream of each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+__all__ = ["Engine", "GenerationDelta", "GenerationRequest", "ModelCard", "SamplingParams"]
+
+FinishReason = Literal["stop", "length", "tool_calls"]
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Sampling settings, with OpenAI's meanings and ranges.
+
+    Attributes:
+        temperature: 0 means greedy decoding; range [0, 2].
+        top_p: nucleus mass kept, (0, 1].
+        top_k: keep only the k most likely tokens; 0 or None disables it.
+        seed: when set, the same seed and request give the same output.
+        presence_penalty: [-2, 2], subtracted once from every token already generated.
+        frequency_penalty: [-2, 2], subtracted per occurrence of a generated token.
+    """
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int | None = None
+    seed: int | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One sequence to generate (one choice of a chat completion).
+
+    Attributes:
+        model: the served model id the client asked for.
+        messages: OpenAI chat messages, already validated (dicts as sent by the client).
+        max_tokens: most new tokens to generate; None means what is left of the context.
+        stop: up to 4 stop strings; neither a stop string nor a prefix of one is ever
+            emitted in ``text`` deltas.
+        sampling: the sampling settings.
+        tools: OpenAI tool definitions (``[{"type": "function", "function": {...}}]``), or None.
+        tool_choice: ``"none" | "auto" | "required" | {"type": "function", "function": {"name"}}``.
+        parallel_tool_calls: False allows at most one tool call.
+        response_format: OpenAI ``response_format`` object, or None.
+    """
+
+    model: str
+    messages: list[dict[str, Any]]
+    max_tokens: int | None = None
+    stop: tuple[str, ...] = ()
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool = True
+    response_format: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class GenerationDelta:
+    """A step of output for one sequence.
+
+    Attributes:
+        text: new visible text (never a partial UTF-8 character, never a stop string or a
+            prefix of one that may still complete).
+        prompt_tokens: tokens in the rendered prompt.
+        completion_tokens: tokens generated so far (cumulative).
+        finish_reason: None until the last delta, then ``stop`` or ``length``.
+    """
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: FinishReason | None = None
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """A served model as listed by ``GET /v1/models``.
+
+    Attributes:
+        id: the model id clients send in ``model``.
+        owned_by: the organisation shown in the model list.
+        context_length: the model's context window in tokens.
+        tool_call_format: the chat-template family for tool calls (e.g. ``hermes``), or None.
+    """
+
+    id: str
+    owned_by: str = "chatcap"
+    context_length: int = 2048
+    tool_call_format: str | None = None
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """An inference runtime.
+
+    ``generate`` yields deltas for one sequence; it raises
+    :class:`mcp_server.errors.InvalidRequest` for input it cannot serve (for example a
+    prompt longer than the context) before yielding anything, and
+    :class:`mcp_server.errors.EngineUnavailable` when the runtime is down. Cancelling the
+    iteration (closing the async generator) stops the sequence and frees its batch slot.
+    """
+
+    @property
+    def models(self) -> list[ModelCard]:
+        """The models this engine serves; the first is the default."""
+        ...
+
+    def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:
+        """Generate one sequence, yielding deltas until one carries a finish_reason."""
+        ...
+
+    async def start(self) -> None:
+        """Load the model / connect; called once before the first request."""
+        ...
+
+    async def aclose(self) -> None:
+        """Stop the runtime and release its resources."""
+        ...

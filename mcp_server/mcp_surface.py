@@ -1,0 +1,190 @@
+"""The MCP surface: a lowlevel ``mcp.server.Server`` built from the capability.
+
+Tools are generated (:func:`mcp_server.generate.mcp_tools`) from the capability's ``mcp``
+adapter and ``schemas/``; their schemas are published unchanged. Each call validates its
+arguments against the tool's ``inputSchema`` (failure: ``isError`` naming the failing
+path), runs on the same :class:`~mcp_server.service.ChatService` as REST, and returns
+``structuredContent`` that matches the ``outputSchema`` plus the same JSON as text.
+Handlers know nothing of the transport: :func:`streamable_http_app` and
+:func:`run_stdio` bind the one server to HTTP or stdio.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import mcp_types as types
+from mcp.server.context import ServerRequestContext
+from mcp.server.lowlevel import Server
+from mcp.server.stdio import stdio_server
+from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
+
+from mcp_server import __version__
+from mcp_server.errors import CapabilityError, InvalidRequest, ServiceError
+from mcp_server.generate import mcp_tools
+from mcp_server.schemas import validate_instance
+from mcp_server.service import ChatService, parse_request
+from mcp_server.spec import Capability
+
+__all__ = ["build_server", "run_stdio", "streamable_http_session_manager"]
+
+logger = logging.getLogger(__name__)
+
+ToolHandler = Callable[[ServerRequestContext, dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+def _tool_result(structured: dict[str, Any]) -> types.CallToolResult:
+    return types.CallToolResult(
+        content=[types.TextContent(type="text", text=json.dumps(structured, ensure_ascii=False))],
+        structured_content=structured,
+    )
+
+
+def _error_result(exc: ServiceError) -> types.CallToolResult:
+    error = exc.to_dict()["error"]
+    where = f" (at {error['param']})" if error["param"] else ""
+    return types.CallToolResult(
+        content=[types.TextContent(type="text", text=f"{error['message']}{where}")],
+        structured_content=None,
+        is_error=True,
+    )
+
+
+def _tool_handlers(service: ChatService) -> dict[str, ToolHandler]:
+    """Map generated tool names to their implementations on the chat service."""
+
+    async def progress_reporter(ctx: ServerRequestContext):
+        async def report(tokens: int) -> None:
+            await ctx.session.report_progress(float(tokens), message=f"{tokens} tokens generated")
+
+        return report
+
+    async def create_chat_completion(ctx: ServerRequestContext, args: dict[str, Any]) -> dict[str, Any]:
+        request = parse_request({**args, "stream": False})
+        return await service.complete(request, progress=await progress_reporter(ctx))
+
+    async def list_models(ctx: ServerRequestContext, args: dict[str, Any]) -> dict[str, Any]:
+        return service.list_models()
+
+    async def chat(ctx: ServerRequestContext, args: dict[str, Any]) -> dict[str, Any]:
+        messages = [{"role": "user", "content": args["prompt"]}]
+        if args.get("system"):
+            messages.insert(0, {"role": "system", "content": args["system"]})
+        body: dict[str, Any] = {
+            "model": args.get("model") or service.engine.models[0].id,
+            "messages": messages,
+        }
+        for key in ("max_tokens", "temperature"):
+            if key in args:
+                body[key] = args[key]
+        schema = args.get("response_schema")
+        if schema is not None:
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "response", "schema": schema, "strict": True},
+            }
+        completion = await service.complete(parse_request(body), progress=await progress_reporter(ctx))
+        text = completion["choices"][0]["message"]["content"]
+        result: dict[str, Any] = {"text": text, "completion": completion}
+        if schema is not None and text is not None:
+            result["parsed"] = json.loads(text)
+        return result
+
+    return {
+        "create-chat-completion": create_chat_completion,
+        "list-models": list_models,
+        "chat": chat,
+    }
+
+
+def _resources(root: Path, capability_path: Path) -> dict[str, tuple[types.Resource, Path]]:
+    """The capability file, the schemas and the skills' SKILL.md as MCP resources."""
+    files = [("capability", capability_path, "application/yaml")]
+    files += [("schema", p, "application/schema+json") for p in sorted((root / "schemas").glob("*.json"))]
+    files += [("skill", p, "text/markdown") for p in sorted((root / "skills").glob("*/SKILL.md"))]
+    resources = {}
+    for kind, path, mime in files:
+        rel = path.relative_to(root).as_posix() if path.is_relative_to(root) else path.name
+        uri = f"chatcap://{rel}"
+        resource = types.Resource(name=rel, title=f"{kind}: {rel}", uri=uri, mime_type=mime)
+        resources[uri] = (resource, path)
+    return resources
+
+
+def build_server(service: ChatService, capability: Capability, root: Path) -> Server:
+    """Build the MCP server for a capability.
+
+    Args:
+        service: the chat service the tools run on.
+        capability: the loaded capability (its ``mcp`` adapter names the tools).
+        root: the project root holding ``schemas/`` and ``skills/`` (for resources).
+
+    Returns:
+        A lowlevel MCP server with tools and resources registered.
+
+    Raises:
+        CapabilityError: a tool in the capability has no implementation here.
+    """
+    tools = {t["name"]: t for t in mcp_tools(capability)}
+    handlers = _tool_handlers(service)
+    missing = sorted(set(tools) - set(handlers))
+    if missing:
+        raise CapabilityError(f"capability.exposes[mcp].tools: no implementation for {missing}")
+    resources = _resources(root, capability.path)
+
+    async def on_list_tools(ctx, params) -> types.ListToolsResult:
+        return types.ListToolsResult(tools=[types.Tool.model_validate(t) for t in tools.values()])
+
+    async def on_call_tool(ctx, params: types.CallToolRequestParams) -> types.CallToolResult:
+        tool = tools.get(params.name)
+        if tool is None:
+            return _error_result(InvalidRequest(f"Unknown tool '{params.name}'.", param="name"))
+        args = params.arguments or {}
+        try:
+            validate_instance(tool["inputSchema"], args)
+            return _tool_result(await handlers[params.name](ctx, args))
+        except ServiceError as exc:
+            return _error_result(exc)
+
+    async def on_list_resources(ctx, params) -> types.ListResourcesResult:
+        return types.ListResourcesResult(resources=[r for r, _ in resources.values()])
+
+    async def on_read_resource(ctx, params: types.ReadResourceRequestParams) -> types.ReadResourceResult:
+        found = resources.get(str(params.uri))
+        if found is None:
+            raise InvalidRequest(f"Unknown resource '{params.uri}'.", param="uri")
+        resource, path = found
+        text = path.read_text(encoding="utf-8")
+        return types.ReadResourceResult(
+            contents=[types.TextResourceContents(uri=resource.uri, mime_type=resource.mime_type, text=text)]
+        )
+
+    return Server(
+        capability.mcp.namespace,
+        version=__version__,
+        title=capability.info.label,
+        description=capability.mcp.description,
+        on_list_tools=on_list_tools,
+        on_call_tool=on_call_tool,
+        on_list_resources=on_list_resources,
+        on_read_resource=on_read_resource,
+    )
+
+
+def streamable_http_session_manager(server: Server) -> tuple[StreamableHTTPSessionManager, StreamableHTTPASGIApp]:
+    """A streamable-HTTP session manager for ``server`` and the ASGI app to mount at ``/mcp``.
+
+    The caller runs ``manager.run()`` in its lifespan.
+    """
+    manager = StreamableHTTPSessionManager(app=server)
+    return manager, StreamableHTTPASGIApp(manager)
+
+
+async def run_stdio(server: Server) -> None:
+    """Serve MCP over stdin/stdout until the client closes the stream."""
+    async with stdio_server() as (read_stream, write_stream):
+        await server.run(read_stream, write_stream, server.create_initialization_options())

@@ -1,0 +1,158 @@
+"""The REST surface: OpenAI-compatible ``/v1`` routes plus health, OpenAPI and skills.
+
+Routes are thin: they decode the body, call :class:`~mcp_server.service.ChatService`, and
+turn the result (or a :class:`~mcp_server.errors.ServiceError`) into a response. Only this
+module builds HTTP responses. Paths come from the capability's ``rest`` adapter.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from sse_starlette import EventSourceResponse
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from mcp_server.errors import AuthenticationError, InvalidRequest, ServiceError
+from mcp_server.generate import skill_archive, skill_index
+from mcp_server.schemas import openapi_document
+from mcp_server.service import ChatService, parse_request
+from mcp_server.sse import sse_events
+
+__all__ = ["error_response", "http_exception_handler", "require_api_key", "rest_routes"]
+
+logger = logging.getLogger(__name__)
+
+
+def error_response(exc: ServiceError) -> JSONResponse:
+    """Render a service error as the OpenAI envelope with its HTTP status."""
+    return JSONResponse(exc.to_dict(), status_code=exc.status_code)
+
+
+async def http_exception_handler(request: Request, exc: Exception) -> JSONResponse:
+    """Starlette's own errors (unknown path 404, wrong method 405) in the OpenAI envelope."""
+    status = getattr(exc, "status_code", 500)
+    detail = getattr(exc, "detail", "Internal server error")
+    if status >= 500:
+        logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        detail = "The server had an error while processing the request."
+    error = ServiceError(f"{detail}: {request.method} {request.url.path}" if status in (404, 405) else detail)
+    error.status_code = status
+    error.error_type = "invalid_request_error" if status < 500 else "server_error"
+    return error_response(error)
+
+
+def require_api_key(request: Request, api_key: str | None) -> None:
+    """Check ``Authorization: Bearer <key>`` when a key is configured.
+
+    Raises:
+        AuthenticationError: the header is missing or carries another key (the key itself
+            is never echoed).
+    """
+    if not api_key:
+        return
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise AuthenticationError("Missing API key: send 'Authorization: Bearer <key>'.")
+    if token.strip() != api_key:
+        raise AuthenticationError("Incorrect API key provided.")
+
+
+async def _json_body(request: Request) -> Any:
+    raw = await request.body()
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidRequest(
+            f"The request body is not valid JSON: {exc}", code="invalid_json"
+        ) from None
+
+
+def rest_routes(service: ChatService, paths: dict[str, str], api_key: str | None) -> list[Route]:
+    """Build the REST routes.
+
+    Args:
+        service: the chat service.
+        paths: operation name -> path, from the capability's ``rest`` adapter; must hold
+            ``create-chat-completion`` and ``list-models``.
+        api_key: when set, ``/v1`` routes require it as a Bearer token.
+
+    Returns:
+        Starlette routes for chat completions, models, health, OpenAPI and skills.
+    """
+
+    def guarded(handler):
+        async def endpoint(request: Request) -> Response:
+            try:
+                require_api_key(request, api_key)
+                return await handler(request)
+            except ServiceError as exc:
+                return error_response(exc)
+
+        return endpoint
+
+    async def create_chat_completion(request: Request) -> Response:
+        chat = parse_request(await _json_body(request))
+        if not chat.stream:
+            return JSONResponse(await service.complete(chat))
+        chunks = service.stream(chat)
+        first = await anext(chunks)  # raises before any byte is sent
+
+        async def replay():
+            try:
+                yield first
+                async for chunk in chunks:
+                    yield chunk
+            finally:
+                await chunks.aclose()
+
+        return EventSourceResponse(sse_events(replay()), ping=15)
+
+    async def list_models(request: Request) -> Response:
+        return JSONResponse(service.list_models())
+
+    async def retrieve_model(request: Request) -> Response:
+        return JSONResponse(service.retrieve_model(request.path_params["model"]))
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok", "models": [m.id for m in service.engine.models]})
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(openapi_document())
+
+    async def skills(request: Request) -> Response:
+        return JSONResponse({"skills": skill_index()})
+
+    async def skill(request: Request) -> Response:
+        name = request.path_params["name"]
+        found = [s for s in skill_index() if s["name"] == name]
+        if not found:
+            raise HTTPException(404, f"Unknown skill '{name}'")
+        return JSONResponse(found[0])
+
+    async def skill_download(request: Request) -> Response:
+        name = request.path_params["name"]
+        if name not in {s["name"] for s in skill_index()}:
+            raise HTTPException(404, f"Unknown skill '{name}'")
+        return Response(
+            skill_archive(name),
+            media_type="application/zip",
+            headers={"Content-Disposition": f'attachment; filename="{name}.zip"'},
+        )
+
+    models_path = paths["list-models"]
+    return [
+        Route(paths["create-chat-completion"], guarded(create_chat_completion), methods=["POST"]),
+        Route(models_path, guarded(list_models), methods=["GET"]),
+        Route(models_path + "/{model:path}", guarded(retrieve_model), methods=["GET"]),
+        Route("/health", health, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+        Route("/skills", skills, methods=["GET"]),
+        Route("/skills/{name}", skill, methods=["GET"]),
+        Route("/skills/{name}/download", skill_download, methods=["GET"]),
+    ]

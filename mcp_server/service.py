@@ -1,0 +1,264 @@
+"""ChatService: the one chat-completions implementation behind REST and MCP.
+
+Data flow (DESIGN.md): a validated request body becomes one :class:`ChatRequest`; the
+service fans it out into ``n`` :class:`~mcp_server.engine.base.GenerationRequest` s, runs
+them on the engine, and turns their deltas into OpenAI ``chat.completion.chunk`` dicts.
+The non-streaming response is that same stream, drained (:func:`drain`), so the two paths
+can never disagree.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from mcp_server import __version__
+from mcp_server.engine.base import Engine, GenerationDelta, GenerationRequest, SamplingParams
+from mcp_server.errors import InvalidRequest, ModelNotFound
+from mcp_server.schemas import validate_request
+
+__all__ = ["ChatRequest", "ChatService", "ProgressCallback", "drain", "parse_request"]
+
+ProgressCallback = Callable[[int], Awaitable[None]]
+"""Called with the total completion tokens generated so far, across all choices."""
+
+SYSTEM_FINGERPRINT = f"chatcap-{__version__}"
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """A validated, normalized chat-completions request.
+
+    Attributes:
+        generation: the per-choice generation request (seed already applied for choice 0).
+        n: number of choices, >= 1.
+        stream: whether the client asked for SSE.
+        include_usage: ``stream_options.include_usage``: send a final usage chunk.
+    """
+
+    generation: GenerationRequest
+    n: int = 1
+    stream: bool = False
+    include_usage: bool = False
+
+
+def parse_request(body: Any) -> ChatRequest:
+    """Validate a chat-completions body against ``schemas/`` and normalize it.
+
+    Args:
+        body: the decoded JSON body, as sent by an OpenAI client.
+
+    Returns:
+        The normalized request.
+
+    Raises:
+        InvalidRequest: the body does not match the request schema; ``param`` names the
+            failing field (e.g. ``messages[0].role``).
+    """
+    validate_request(body)
+    stop = body.get("stop")
+    stops = (stop,) if isinstance(stop, str) else tuple(stop or ())
+    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+    sampling = SamplingParams(
+        temperature=float(body.get("temperature", 1.0)),
+        top_p=float(body.get("top_p", 1.0)),
+        top_k=body.get("top_k") or None,
+        seed=body.get("seed"),
+        presence_penalty=float(body.get("presence_penalty") or 0.0),
+        frequency_penalty=float(body.get("frequency_penalty") or 0.0),
+    )
+    response_format = body.get("response_format")
+    if response_format is not None and response_format.get("type") == "text":
+        response_format = None
+    generation = GenerationRequest(
+        model=body["model"],
+        messages=body["messages"],
+        max_tokens=max_tokens,
+        stop=tuple(s for s in stops if s),
+        sampling=sampling,
+        tools=body.get("tools") or None,
+        tool_choice=body.get("tool_choice"),
+        parallel_tool_calls=body.get("parallel_tool_calls", True),
+        response_format=response_format,
+    )
+    return ChatRequest(
+        generation=generation,
+        n=body.get("n", 1),
+        stream=bool(body.get("stream", False)),
+        include_usage=bool((body.get("stream_options") or {}).get("include_usage", False)),
+    )
+
+
+class ChatService:
+    """Runs chat completions on an engine and shapes the results as OpenAI chunks.
+
+    Args:
+        engine: any :class:`~mcp_server.engine.base.Engine`.
+    """
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    def list_models(self) -> dict[str, Any]:
+        """Return the OpenAI model list ``{"object": "list", "data": [model, ...]}``."""
+        return {"object": "list", "data": [self._model_object(m.id) for m in self.engine.models]}
+
+    def retrieve_model(self, model_id: str) -> dict[str, Any]:
+        """Return one OpenAI model object.
+
+        Raises:
+            ModelNotFound: ``model_id`` is not served; the message lists the served models.
+        """
+        self._check_model(model_id)
+        return self._model_object(model_id)
+
+    def _model_object(self, model_id: str) -> dict[str, Any]:
+        card = next(m for m in self.engine.models if m.id == model_id)
+        return {"id": card.id, "object": "model", "created": 0, "owned_by": card.owned_by}
+
+    def _check_model(self, model_id: str) -> None:
+        served = [m.id for m in self.engine.models]
+        if model_id not in served:
+            raise ModelNotFound(
+                f"The model '{model_id}' does not exist or is not served here. "
+                f"Served models: {', '.join(served)}.",
+                param="model",
+            )
+
+    async def stream(
+        self, request: ChatRequest, progress: ProgressCallback | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Run a request and yield OpenAI ``chat.completion.chunk`` dicts.
+
+        Args:
+            request: the normalized request.
+            progress: optional callback, awaited after each delta with the total number of
+                completion tokens generated so far.
+
+        Order: one role chunk per choice, content deltas, one finish chunk per choice,
+        then (with ``include_usage``) a usage chunk with ``choices: []``.
+
+        Errors the engine raises before it generates (a prompt longer than the context,
+        a schema it cannot enforce) are raised here before the first chunk is yielded,
+        so a caller can still answer with an HTTP error status.
+
+        Raises:
+            ModelNotFound: the model is not served.
+            InvalidRequest: the engine rejected the request.
+        """
+        self._check_model(request.generation.model)
+        generators = [self.engine.generate(g) for g in _choices(request)]
+        try:
+            # Prime every choice: errors surface before the first chunk is sent.
+            firsts = [await gen.__anext__() for gen in generators]
+            meta = {
+                "id": f"chatcmpl-{uuid.uuid4().hex}",
+                "object": "chat.completion.chunk",
+                "created": int(time.time()),
+                "model": request.generation.model,
+                "system_fingerprint": SYSTEM_FINGERPRINT,
+            }
+            usage_field = {"usage": None} if request.include_usage else {}
+
+            def chunk(index: int, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+                choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
+                return {**meta, "choices": [choice], **usage_field}
+
+            for index in range(request.n):
+                yield chunk(index, {"role": "assistant", "content": ""})
+            last: dict[int, GenerationDelta] = {}
+            pending = dict(enumerate(firsts))
+            active = dict(enumerate(generators))
+            while active:
+                for index in list(active):
+                    delta = pending.pop(index, None)
+                    if delta is None:
+                        try:
+                            delta = await active[index].__anext__()
+                        except StopAsyncIteration:
+                            del active[index]
+                            continue
+                    last[index] = delta
+                    if progress is not None:
+                        await progress(sum(d.completion_tokens for d in last.values()))
+                    if delta.text:
+                        yield chunk(index, {"content": delta.text})
+                    if delta.finish_reason is not None:
+                        yield chunk(index, {}, delta.finish_reason)
+                        del active[index]
+            if request.include_usage:
+                prompt = last[0].prompt_tokens if last else 0
+                completion = sum(d.completion_tokens for d in last.values())
+                yield {**meta, "choices": [], "usage": _usage(prompt, completion)}
+        finally:
+            for gen in generators:
+                await gen.aclose()
+
+    async def complete(
+        self, request: ChatRequest, progress: ProgressCallback | None = None
+    ) -> dict[str, Any]:
+        """Run a request to the end and return an OpenAI ``chat.completion`` dict.
+
+        Raises:
+            ModelNotFound, InvalidRequest: as :meth:`stream`.
+        """
+        return await drain(self.stream(replace(request, include_usage=True), progress))
+
+
+def _choices(request: ChatRequest) -> list[GenerationRequest]:
+    """One generation request per choice; choice i gets seed + i so choices differ."""
+    base = request.generation
+    seed = base.sampling.seed
+    if seed is None:
+        return [base] * request.n
+    return [replace(base, sampling=replace(base.sampling, seed=seed + i)) for i in range(request.n)]
+
+
+def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+async def drain(chunks: AsyncIterator[dict[str, Any]]) -> dict[str, Any]:
+    """Fold a chunk stream into one OpenAI ``chat.completion`` dict.
+
+    Args:
+        chunks: ``chat.completion.chunk`` dicts as :meth:`ChatService.stream` yields them.
+
+    Returns:
+        ``{"id", "object": "chat.completion", "created", "model", "choices", "usage", ...}``;
+        ``usage`` is None unless the stream carried a usage chunk.
+    """
+    completion: dict[str, Any] = {}
+    choices: dict[int, dict[str, Any]] = {}
+    async for chunk in chunks:
+        if not completion:
+            completion = {k: chunk[k] for k in ("id", "created", "model", "system_fingerprint")}
+        if chunk.get("usage"):
+            completion["usage"] = chunk["usage"]
+        for c in chunk["choices"]:
+            choice = choices.setdefault(
+                c["index"],
+                {"index": c["index"], "message": {"role": "assistant", "content": None},
+                 "logprobs": None, "finish_reason": None},
+            )
+            content = c["delta"].get("content")
+            if content is not None:
+                choice["message"]["content"] = (choice["message"]["content"] or "") + content
+            if c["finish_reason"] is not None:
+                choice["finish_reason"] = c["finish_reason"]
+    return {
+        "id": completion["id"],
+        "object": "chat.completion",
+        "created": completion["created"],
+        "model": completion["model"],
+        "system_fingerprint": completion["system_fingerprint"],
+        "choices": [choices[i] for i in sorted(choices)],
+        "usage": completion.get("usage"),
+    }

