@@ -16,7 +16,13 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from mcp_server import __version__
-from mcp_server.engine.base import Engine, GenerationDelta, GenerationRequest, SamplingParams
+from mcp_server.engine.base import (
+    Engine,
+    GenerationDelta,
+    GenerationRequest,
+    SamplingParams,
+    ToolCallDelta,
+)
 from mcp_server.errors import InvalidRequest, ModelNotFound
 from mcp_server.schemas import validate_request
 
@@ -59,36 +65,37 @@ def parse_request(body: Any) -> ChatRequest:
             failing field (e.g. ``messages[0].role``).
     """
     validate_request(body)
-    stop = body.get("stop")
-    stops = (stop,) if isinstance(stop, str) else tuple(stop or ())
-    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+    # OpenAI clients send explicit nulls for unset options: null means "the default".
+    fields = {key: value for key, value in body.items() if value is not None}
+    stop = fields.get("stop", ())
+    stops = (stop,) if isinstance(stop, str) else tuple(stop)
     sampling = SamplingParams(
-        temperature=float(body.get("temperature", 1.0)),
-        top_p=float(body.get("top_p", 1.0)),
-        top_k=body.get("top_k") or None,
-        seed=body.get("seed"),
-        presence_penalty=float(body.get("presence_penalty") or 0.0),
-        frequency_penalty=float(body.get("frequency_penalty") or 0.0),
+        temperature=float(fields.get("temperature", 1.0)),
+        top_p=float(fields.get("top_p", 1.0)),
+        top_k=fields.get("top_k") if fields.get("top_k", 0) > 0 else None,
+        seed=fields.get("seed"),
+        presence_penalty=float(fields.get("presence_penalty", 0.0)),
+        frequency_penalty=float(fields.get("frequency_penalty", 0.0)),
     )
-    response_format = body.get("response_format")
+    response_format = fields.get("response_format")
     if response_format is not None and response_format.get("type") == "text":
         response_format = None
     generation = GenerationRequest(
-        model=body["model"],
-        messages=body["messages"],
-        max_tokens=max_tokens,
+        model=fields.get("model", ""),
+        messages=fields["messages"],
+        max_tokens=fields.get("max_completion_tokens", fields.get("max_tokens")),
         stop=tuple(s for s in stops if s),
         sampling=sampling,
-        tools=body.get("tools") or None,
-        tool_choice=body.get("tool_choice"),
-        parallel_tool_calls=body.get("parallel_tool_calls", True),
+        tools=fields.get("tools") or None,
+        tool_choice=fields.get("tool_choice"),
+        parallel_tool_calls=fields.get("parallel_tool_calls", True),
         response_format=response_format,
     )
     return ChatRequest(
         generation=generation,
-        n=body.get("n", 1),
-        stream=bool(body.get("stream", False)),
-        include_usage=bool((body.get("stream_options") or {}).get("include_usage", False)),
+        n=fields.get("n", 1),
+        stream=fields.get("stream", False),
+        include_usage=(fields.get("stream_options") or {}).get("include_usage") is True,
     )
 
 
@@ -118,6 +125,14 @@ class ChatService:
     def _model_object(self, model_id: str) -> dict[str, Any]:
         card = next(m for m in self.engine.models if m.id == model_id)
         return {"id": card.id, "object": "model", "created": 0, "owned_by": card.owned_by}
+
+    def _with_model(self, request: ChatRequest) -> ChatRequest:
+        """Fill in the default model when the body named none; check a named one."""
+        if not request.generation.model:
+            default = self.engine.models[0].id
+            return replace(request, generation=replace(request.generation, model=default))
+        self._check_model(request.generation.model)
+        return request
 
     def _check_model(self, model_id: str) -> None:
         served = [m.id for m in self.engine.models]
@@ -149,7 +164,7 @@ class ChatService:
             ModelNotFound: the model is not served.
             InvalidRequest: the engine rejected the request.
         """
-        self._check_model(request.generation.model)
+        request = self._with_model(request)
         generators = [self.engine.generate(g) for g in _choices(request)]
         try:
             # Prime every choice: errors surface before the first chunk is sent.
@@ -184,8 +199,9 @@ class ChatService:
                     last[index] = delta
                     if progress is not None:
                         await progress(sum(d.completion_tokens for d in last.values()))
-                    if delta.text:
-                        yield chunk(index, {"content": delta.text})
+                    payload = _delta_payload(delta)
+                    if payload:
+                        yield chunk(index, payload)
                     if delta.finish_reason is not None:
                         yield chunk(index, {}, delta.finish_reason)
                         del active[index]
@@ -215,6 +231,28 @@ def _choices(request: ChatRequest) -> list[GenerationRequest]:
     if seed is None:
         return [base] * request.n
     return [replace(base, sampling=replace(base.sampling, seed=seed + i)) for i in range(request.n)]
+
+
+def _delta_payload(delta: GenerationDelta) -> dict[str, Any]:
+    """The OpenAI ``delta`` object for a generation delta ({} when it carries nothing)."""
+    payload: dict[str, Any] = {}
+    if delta.reasoning_content:
+        payload["reasoning_content"] = delta.reasoning_content
+    if delta.text:
+        payload["content"] = delta.text
+    if delta.tool_calls:
+        payload["tool_calls"] = [_tool_call_piece(call) for call in delta.tool_calls]
+    return payload
+
+
+def _tool_call_piece(call: ToolCallDelta) -> dict[str, Any]:
+    piece: dict[str, Any] = {"index": call.index}
+    function: dict[str, Any] = {"arguments": call.arguments}
+    if call.id is not None:
+        piece.update(id=call.id, type="function")
+        function = {"name": call.name, **function}
+    piece["function"] = function
+    return piece
 
 
 def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
@@ -248,11 +286,13 @@ async def drain(chunks: AsyncIterator[dict[str, Any]]) -> dict[str, Any]:
                 {"index": c["index"], "message": {"role": "assistant", "content": None},
                  "logprobs": None, "finish_reason": None},
             )
-            content = c["delta"].get("content")
-            if content is not None:
-                choice["message"]["content"] = (choice["message"]["content"] or "") + content
+            _fold_delta(choice["message"], c["delta"])
             if c["finish_reason"] is not None:
                 choice["finish_reason"] = c["finish_reason"]
+    for choice in choices.values():
+        message = choice["message"]
+        if message.get("tool_calls") and not message["content"]:
+            message["content"] = None  # OpenAI: content is null when there are only tool calls
     return {
         "id": completion["id"],
         "object": "chat.completion",
@@ -262,3 +302,16 @@ async def drain(chunks: AsyncIterator[dict[str, Any]]) -> dict[str, Any]:
         "choices": [choices[i] for i in sorted(choices)],
         "usage": completion.get("usage"),
     }
+
+
+def _fold_delta(message: dict[str, Any], delta: dict[str, Any]) -> None:
+    """Append one streamed ``delta`` to an assistant ``message`` (content, reasoning, calls)."""
+    for key in ("content", "reasoning_content"):
+        if delta.get(key) is not None:
+            message[key] = (message.get(key) or "") + delta[key]
+    for piece in delta.get("tool_calls") or ():
+        calls = message.setdefault("tool_calls", [])
+        if piece["index"] == len(calls):
+            calls.append({"id": piece["id"], "type": "function",
+                          "function": {"name": piece["function"]["name"], "arguments": ""}})
+        calls[piece["index"]]["function"]["arguments"] += piece["function"].get("arguments", "")

@@ -11,7 +11,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
-__all__ = ["Engine", "GenerationDelta", "GenerationRequest", "ModelCard", "SamplingParams"]
+__all__ = [
+    "Engine",
+    "GenerationDelta",
+    "GenerationRequest",
+    "ModelCard",
+    "SamplingParams",
+    "ToolCallDelta",
+]
 
 FinishReason = Literal["stop", "length", "tool_calls"]
 
@@ -66,21 +73,46 @@ class GenerationRequest:
 
 
 @dataclass(frozen=True)
+class ToolCallDelta:
+    """A piece of one tool call, in OpenAI's streaming shape.
+
+    The first piece of a call carries ``id`` and ``name``; later pieces carry only
+    ``arguments`` text. The pieces of one call concatenate to its JSON arguments string.
+
+    Attributes:
+        index: position of the call in the message's ``tool_calls`` (0-based).
+        id: ``call_...`` on the first piece, else None.
+        name: the function name on the first piece, else None.
+        arguments: a piece of the JSON-encoded arguments (may be empty).
+    """
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+@dataclass(frozen=True)
 class GenerationDelta:
     """A step of output for one sequence.
 
     Attributes:
-        text: new visible text (never a partial UTF-8 character, never a stop string or a
-            prefix of one that may still complete).
+        text: new visible content (never a partial UTF-8 character, never a stop string or
+            a prefix of one that may still complete).
         prompt_tokens: tokens in the rendered prompt.
         completion_tokens: tokens generated so far (cumulative).
-        finish_reason: None until the last delta, then ``stop`` or ``length``.
+        finish_reason: None until the last delta, then ``stop``, ``length`` or ``tool_calls``.
+        reasoning_content: new chain-of-thought text of a reasoning model (kept apart from
+            ``text``), or "".
+        tool_calls: tool-call pieces parsed from the output, or ().
     """
 
     text: str
     prompt_tokens: int
     completion_tokens: int
     finish_reason: FinishReason | None = None
+    reasoning_content: str = ""
+    tool_calls: tuple[ToolCallDelta, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -92,12 +124,16 @@ class ModelCard:
         owned_by: the organisation shown in the model list.
         context_length: the model's context window in tokens.
         tool_call_format: the chat-template family for tool calls (e.g. ``hermes``), or None.
+        reasoning_parser: the reasoning format (e.g. ``deepseek-r1``), or None.
+        input_modalities: what the model accepts, e.g. ``("text",)`` or ``("text", "image")``.
     """
 
     id: str
     owned_by: str = "chatcap"
     context_length: int = 2048
     tool_call_format: str | None = None
+    reasoning_parser: str | None = None
+    input_modalities: tuple[str, ...] = ("text",)
 
 
 @runtime_checkable

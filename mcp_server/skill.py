@@ -1,0 +1,363 @@
+"""The Agent Skill (agentskills.io format) rendered from the capability and the schemas.
+
+For each skill in the capability's ``exposes: skill`` this renders ``skills/<name>/``:
+
+- ``SKILL.md``: front matter (``name``, ``description``, ``license``, ``allowed-tools``)
+  from the capability, then when and how to use the service (MCP tools, REST, helper);
+- ``references/parameters.md``: the request parameters, built from
+  ``schemas/chat-completion-request.json``;
+- ``scripts/chat.py``: a stdlib-only helper that POSTs one prompt to the REST endpoint.
+
+`render_skill` returns the files as text; writing them (and checking they are current) is
+`mcp_server.generate.generate`. `skill_index` and `skill_archive` serve the committed files.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mcp_server.schemas import PROJECT_ROOT, load_schema
+from mcp_server.spec import Capability, McpTool, Skill, load_capability
+
+__all__ = ["DEFAULT_BASE_URL", "SKILLS_DIR", "render_skill", "skill_archive", "skill_index"]
+
+SKILLS_DIR = PROJECT_ROOT / "skills"
+DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
+_CHAT_OPERATION = "create-chat-completion"
+_SKILL_NAME = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
+_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+_TABLE_HEAD = "| name | type | range / values | default | description |"
+_HINTS = (("read_only", "read-only"), ("destructive", "destructive"), ("idempotent", "idempotent"),
+          ("open_world", "open-world"))
+
+
+def render_skill(capability: Capability, skill: Skill) -> dict[str, str]:
+    """Render the files of one skill.
+
+    Args:
+        capability: the loaded capability (names, descriptions, REST paths).
+        skill: one of ``capability.skills``.
+
+    Returns:
+        File contents keyed by path relative to ``skills/<skill.name>/``.
+
+    Raises:
+        KeyError: a skill tool names an MCP tool the capability does not define, or no
+            REST resource serves the ``create-chat-completion`` operation.
+    """
+    chat_path = _rest_path(capability, _CHAT_OPERATION)
+    return {
+        "SKILL.md": _skill_md(capability, skill),
+        "references/parameters.md": _parameters_md(),
+        "scripts/chat.py": _CHAT_SCRIPT.replace("__CHAT_PATH__", chat_path.removeprefix("/v1"))
+        .replace("__BASE_URL__", DEFAULT_BASE_URL),
+    }
+
+
+def skill_index(capability: Capability | None = None) -> list[dict[str, Any]]:
+    """List the skills for a catalog endpoint.
+
+    Args:
+        capability: the loaded capability; default `mcp_server.spec.load_capability()`.
+
+    Returns:
+        ``[{"name", "description", "files": [relative paths, sorted]}]`` in capability order.
+    """
+    capability = capability or load_capability()
+    return [
+        {"name": skill.name, "description": skill.description, "files": sorted(render_skill(capability, skill))}
+        for skill in capability.skills
+    ]
+
+
+def skill_archive(name: str, *, root: Path = SKILLS_DIR) -> bytes:
+    """Zip the committed ``skills/<name>/`` directory (the folder at the top of the archive).
+
+    The archive is deterministic: sorted entries, fixed timestamps, no caches or dotfiles.
+
+    Args:
+        name: a skill name (kebab-case).
+        root: the directory holding the skills.
+
+    Returns:
+        The zip file's bytes.
+
+    Raises:
+        KeyError: ``name`` is not a skill directory containing ``SKILL.md``.
+    """
+    folder = root / name
+    if not _SKILL_NAME.match(name) or not (folder / "SKILL.md").is_file():
+        known = sorted(p.parent.name for p in root.glob("*/SKILL.md"))
+        raise KeyError(f"unknown skill {name!r}; known skills: {known}")
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(folder.rglob("*")):
+            relative = path.relative_to(folder)
+            if not path.is_file() or any(p.startswith(".") or p == "__pycache__" for p in relative.parts):
+                continue
+            entry = zipfile.ZipInfo(f"{name}/{relative.as_posix()}", _ZIP_EPOCH)
+            entry.external_attr = (0o755 if relative.parts[0] == "scripts" else 0o644) << 16
+            entry.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(entry, path.read_bytes())
+    return buffer.getvalue()
+
+
+def _rest_path(capability: Capability, operation: str) -> str:
+    for resource in capability.resources:
+        if any(op.name == operation for op in resource.operations):
+            return resource.path
+    raise KeyError(f"no REST resource serves operation {operation!r}")
+
+
+def _skill_md(capability: Capability, skill: Skill) -> str:
+    front = {"name": skill.name, "description": skill.description}
+    if skill.license:
+        front["license"] = skill.license
+    if skill.allowed_tools:
+        front["allowed-tools"] = skill.allowed_tools
+    front["metadata"] = {"generated-from": "capability/chat-completions.yaml"}
+    tools = [capability.tool(t.action or t.name) for t in skill.tools]
+    rest = "\n".join(
+        f"| `{op.method} {resource.path}` | {resource.description or ''} |"
+        for resource in capability.resources
+        for op in resource.operations
+    )
+    return "\n".join([
+        "---",
+        yaml.safe_dump(front, sort_keys=False, allow_unicode=True, width=1000).strip(),
+        "---",
+        "",
+        f"# {capability.info.label}",
+        "",
+        "<!-- Generated from capability/chat-completions.yaml and schemas/ by `chatcap generate`. Do not edit. -->",
+        "",
+        capability.info.description,
+        "",
+        "## When to use",
+        "",
+        "- You need text from an open LLM that this server hosts (a second opinion, a local or private model).",
+        "- You need JSON that is guaranteed to match a JSON Schema (extraction, classification, forms):",
+        "  decoding is grammar-constrained, so the output always parses and validates.",
+        "- You need a model to choose and fill tool calls whose arguments must match their schemas.",
+        "",
+        "Do not use it for facts that need live data: the model knows only its training data.",
+        "",
+        "## MCP tools",
+        "",
+        *[line for tool in tools for line in _tool_section(tool)],
+        "## REST (OpenAI-compatible)",
+        "",
+        f"Base URL `{DEFAULT_BASE_URL}` unless told otherwise (`CHATCAP_BASE_URL`); send",
+        "`Authorization: Bearer $CHATCAP_API_KEY` when the server requires a key.",
+        "",
+        "| endpoint | purpose |",
+        "|---|---|",
+        rest,
+        "",
+        "Any OpenAI SDK works unchanged:",
+        "",
+        "```python",
+        "from openai import OpenAI",
+        "",
+        f'client = OpenAI(base_url="{DEFAULT_BASE_URL}", api_key="unused-or-your-key")',
+        "answer = client.chat.completions.create(",
+        '    model=client.models.list().data[0].id,',
+        '    messages=[{"role": "user", "content": "Name three primes."}],',
+        '    response_format={"type": "json_schema", "json_schema": {"name": "primes", "schema": {',
+        '        "type": "object", "properties": {"primes": {"type": "array", "items": {"type": "integer"}}},',
+        '        "required": ["primes"]}}},',
+        ")",
+        "print(answer.choices[0].message.content)  # always valid against the schema",
+        "```",
+        "",
+        "Or run the helper (stdlib only): `python scripts/chat.py \"your question\"`;",
+        "`--schema schema.json` for structured output, `--raw` for the whole completion.",
+        "",
+        "## Tips",
+        "",
+        "- Structured output: `response_format` `{\"type\": \"json_schema\", \"json_schema\": {\"name\", \"schema\"}}`;",
+        "  `{\"type\": \"json_object\"}` for any JSON object.",
+        "- Tool calling: pass `tools` and optionally `tool_choice` (`auto`, `required`, `none` or",
+        "  `{\"type\": \"function\", \"function\": {\"name\": ...}}`). When `finish_reason` is `tool_calls`, run",
+        "  the calls, append the assistant message and one `tool` message per call (`tool_call_id`), ask again.",
+        "- Reasoning models return their thinking in `message.reasoning_content`, apart from `content`.",
+        "- `finish_reason: length` means the answer was cut by `max_tokens` or the context size.",
+        "- Errors use the OpenAI envelope; a 400's `error.param` names the field at fault",
+        "  (e.g. `messages[0].role`), a 404 means an unknown model (list them first).",
+        "- All request parameters, with types and ranges: [references/parameters.md](references/parameters.md).",
+        "",
+    ])
+
+
+def _tool_section(tool: McpTool) -> list[str]:
+    hints = [label for field, label in _HINTS if getattr(tool.hints, field)]
+    return [
+        f"### `{tool.name}`{f' ({tool.label})' if tool.label else ''}",
+        "",
+        tool.description,
+        "",
+        *([f"Hints: {', '.join(hints)}.", ""] if hints else []),
+    ]
+
+
+def _parameters_md() -> str:
+    request = load_schema("chat-completion-request")
+    defs = request["$defs"]
+    lines = [
+        "# Chat-completion request parameters",
+        "",
+        "<!-- Generated from schemas/chat-completion-request.json by `chatcap generate`. Do not edit. -->",
+        "",
+        f"{request['description']} Required: {', '.join(f'`{k}`' for k in request['required'])}.",
+        "",
+    ]
+    sections = [("Request body", request), ("Message (`messages[]`)", defs["ChatMessage"]),
+                ("Content part (`messages[].content[]`)", defs["ContentPart"]),
+                ("Tool (`tools[]`)", defs["FunctionDefinition"]),
+                ("Response format (`response_format`)", defs["ResponseFormat"]),
+                ("JSON Schema format (`response_format.json_schema`)", defs["JsonSchemaFormat"]),
+                ("Stream options (`stream_options`)", defs["StreamOptions"])]
+    for title, schema in sections:
+        lines += [f"## {title}", "", _TABLE_HEAD, "|---|---|---|---|---|"]
+        for name, prop in schema["properties"].items():
+            kind, limits, description = _summary(prop, defs)
+            default = f"`{_json(prop['default'])}`" if "default" in prop else ""
+            required = " (required)" if name in schema.get("required", ()) else ""
+            lines.append(f"| `{name}`{required} | {kind} | {limits} | {default} | {_cell(description)} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _summary(prop: dict[str, Any], defs: dict[str, Any]) -> tuple[str, str, str]:
+    """Return (type, range or values, description) of one property, following refs and unions."""
+    description = prop.get("description", "")
+    if "$ref" in prop:
+        prop = {**defs[prop["$ref"].rsplit("/", 1)[-1]], **{k: v for k, v in prop.items() if k != "$ref"}}
+        description = description or prop.get("description", "")
+    branches = [defs[b["$ref"].rsplit("/", 1)[-1]] if "$ref" in b else b for b in prop.get("anyOf", [prop])]
+    types: list[str] = []
+    limits: list[str] = []
+    for branch in branches:
+        kinds = branch.get("type", "any")
+        for kind in kinds if isinstance(kinds, list) else [kinds]:
+            if kind not in types:
+                types.append(kind)
+        limits += _limits(branch)
+    return " \\| ".join(types), ", ".join(limits), description
+
+
+def _limits(schema: dict[str, Any]) -> list[str]:
+    words = {"minimum": "≥ {}", "exclusiveMinimum": "> {}", "maximum": "≤ {}", "exclusiveMaximum": "< {}",
+             "minItems": "≥ {} item(s)", "maxItems": "≤ {} items", "minLength": "≥ {} chars",
+             "pattern": "`{}`"}
+    found = [template.format(schema[key]) for key, template in words.items() if key in schema]
+    if "enum" in schema:
+        found.append(" \\| ".join(f"`{_json(v)}`" for v in schema["enum"] if v is not None))
+    if "const" in schema:
+        found.append(f"`{_json(schema['const'])}`")
+    return found
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _cell(text: str) -> str:
+    return " ".join(text.split()).replace("|", "\\|")
+
+
+_CHAT_SCRIPT = '''#!/usr/bin/env python3
+"""Ask the chatcap server one question and print the answer (Python standard library only).
+
+Usage:
+    python scripts/chat.py "What is the capital of France?"
+    python scripts/chat.py --system "Answer in French." --max-tokens 64 "Hello"
+    python scripts/chat.py --schema person.json "Invent a person"   # JSON matching the schema
+    python scripts/chat.py --raw "Hi"                                # the whole chat.completion
+
+Environment:
+    CHATCAP_BASE_URL  the OpenAI-compatible base URL (default __BASE_URL__)
+    CHATCAP_API_KEY   sent as a Bearer token when set
+    CHATCAP_MODEL     model id (default: the server's default model)
+
+Generated by `chatcap generate` from capability/chat-completions.yaml; do not edit.
+"""
+
+import argparse
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+
+CHAT_PATH = "__CHAT_PATH__"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Ask the chatcap server one question.")
+    parser.add_argument("prompt", help="the user message")
+    parser.add_argument("--system", help="system instructions")
+    parser.add_argument("--model", default=os.environ.get("CHATCAP_MODEL"), help="model id")
+    parser.add_argument("--max-tokens", type=int, help="maximum tokens to generate")
+    parser.add_argument("--temperature", type=float, help="sampling temperature, 0 to 2")
+    parser.add_argument("--schema", help="JSON Schema file; the answer is JSON matching it")
+    parser.add_argument("--raw", action="store_true", help="print the whole chat.completion JSON")
+    args = parser.parse_args(argv)
+
+    messages = [{"role": "system", "content": args.system}] if args.system else []
+    body = {"messages": messages + [{"role": "user", "content": args.prompt}]}
+    for key, value in (("model", args.model), ("max_tokens", args.max_tokens),
+                       ("temperature", args.temperature)):
+        if value is not None:
+            body[key] = value
+    if args.schema:
+        with open(args.schema, encoding="utf-8") as handle:
+            schema = json.load(handle)
+        body["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": "answer", "schema": schema, "strict": True},
+        }
+
+    base = os.environ.get("CHATCAP_BASE_URL", "__BASE_URL__").rstrip("/")
+    headers = {"Content-Type": "application/json"}
+    if os.environ.get("CHATCAP_API_KEY"):
+        headers["Authorization"] = "Bearer " + os.environ["CHATCAP_API_KEY"]
+    request = urllib.request.Request(
+        base + CHAT_PATH, data=json.dumps(body).encode("utf-8"), headers=headers, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=600) as response:
+            completion = json.load(response)
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode("utf-8", "replace")
+        try:
+            detail = json.loads(detail)["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            pass
+        print(f"error {exc.code}: {detail}", file=sys.stderr)
+        return 1
+    except urllib.error.URLError as exc:
+        print(f"cannot reach {base}: {exc.reason}", file=sys.stderr)
+        return 1
+
+    if args.raw:
+        print(json.dumps(completion, indent=2, ensure_ascii=False))
+        return 0
+    message = completion["choices"][0]["message"]
+    if message.get("content") is not None:
+        print(message["content"])
+    else:
+        print(json.dumps(message.get("tool_calls"), indent=2, ensure_ascii=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+'''
