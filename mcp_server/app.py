@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 from mcp.server.lowlevel import Server
 
@@ -24,6 +23,7 @@ from mcp_server.engine.base import Engine
 from mcp_server.errors import ServiceError
 from mcp_server.mcp_surface import build_server, run_stdio, streamable_http_session_manager
 from mcp_server.rest import error_response, http_exception_handler, require_api_key, rest_routes
+from mcp_server.schemas import PROJECT_ROOT
 from mcp_server.service import ChatService
 from mcp_server.settings import Settings
 from mcp_server.spec import Capability, load_capability
@@ -31,8 +31,6 @@ from mcp_server.spec import Capability, load_capability
 __all__ = ["Runtime", "build_runtime", "create_app", "run_mcp_stdio"]
 
 logger = logging.getLogger(__name__)
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 class _BearerGuard:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -21,6 +22,9 @@ __all__ = ["main"]
 
 logger = logging.getLogger("chatcap")
 
+_SGLANG_FLAGS = ("--tp-size", "--dp-size", "--mem-fraction-static")
+"""SGLang server flags offered by name (``--tp 8`` works too: argparse accepts prefixes)."""
+
 
 def _env(name: str, default=None):
     return os.environ.get(f"CHATCAP_{name}", default)
@@ -28,7 +32,7 @@ def _env(name: str, default=None):
 
 def _add_runtime_flags(parser: argparse.ArgumentParser) -> None:
     defaults = Settings()
-    parser.add_argument("--engine", default=_env("ENGINE", defaults.engine), help="inference runtime: embedded")
+    parser.add_argument("--engine", default=_env("ENGINE", defaults.engine), help="inference runtime: embedded or sglang")
     parser.add_argument("--model-path", default=_env("MODEL_PATH"), help="local HF directory or GGUF file")
     parser.add_argument("--served-model-name", default=_env("SERVED_MODEL_NAME"), help="model id clients send")
     parser.add_argument("--api-key", default=_env("API_KEY"), help="require this Bearer key")
@@ -41,6 +45,20 @@ def _add_runtime_flags(parser: argparse.ArgumentParser) -> None:
         help="most sequences decoded together",
     )
     parser.add_argument("--log-level", default=_env("LOG_LEVEL", "info"))
+    sglang = parser.add_argument_group("SGLang (--engine sglang)")
+    sglang.add_argument("--sglang-url", default=_env("SGLANG_URL"), help="attach to this SGLang server or router")
+    sglang.add_argument("--sglang-timeout", type=float, default=float(_env("SGLANG_TIMEOUT", defaults.sglang_timeout)))
+    for flag in _SGLANG_FLAGS:
+        sglang.add_argument(flag, default=_env(flag[2:].upper().replace("-", "_")), help="passed to SGLang")
+    sglang.add_argument("--sglang-args", default=_env("SGLANG_ARGS", ""), help="more SGLang flags, one string")
+
+
+def _sglang_args(args: argparse.Namespace) -> tuple[str, ...]:
+    """SGLang pass-through flags: the named ones, then ``--sglang-args`` split like a shell."""
+    named = [(flag, getattr(args, flag[2:].replace("-", "_"))) for flag in _SGLANG_FLAGS]
+    return tuple(a for flag, value in named if value for a in (flag, str(value))) + tuple(
+        shlex.split(args.sglang_args)
+    )
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -55,6 +73,9 @@ def _settings(args: argparse.Namespace) -> Settings:
         dtype=args.dtype,
         context_length=int(args.context_length) if args.context_length else None,
         max_running_requests=args.max_running_requests,
+        sglang_url=args.sglang_url,
+        sglang_args=_sglang_args(args),
+        sglang_timeout=args.sglang_timeout,
     )
 
 
@@ -92,8 +113,8 @@ def _serve_stdio(settings: Settings) -> None:
 
 
 def _generate(check: bool) -> int:
-    from mcp_server.app import PROJECT_ROOT
     from mcp_server.generate import generate
+    from mcp_server.schemas import PROJECT_ROOT
 
     stale = generate(PROJECT_ROOT, check=check)
     if check and stale:

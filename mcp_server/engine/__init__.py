@@ -16,6 +16,7 @@ __all__ = ["ENGINES", "create_engine"]
 
 ENGINES = {
     "embedded": "mcp_server.engine.embedded:EmbeddedEngine",
+    "sglang": "mcp_server.engine.sglang:SGLangEngine",
 }
 
 
