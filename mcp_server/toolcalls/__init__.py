@@ -1,0 +1,35 @@
+"""Tool calling per chat-template family: grammar constraint, parsers, prompt rendering.
+
+The registry is the one table :data:`FAMILIES`; each entry is a
+:class:`~mcp_server.toolcalls.format.ToolCallFormat` and provides ``constraint(tools,
+tool_choice, parallel_tool_calls)``; :func:`parse`, :class:`StreamParser` and
+:func:`render_messages` take the entry. :class:`GrammarProvider` is what the engine calls to
+get a request's grammar.
+
+Formats: ``hermes`` - ``<tool_call>\\n{"name": ..., "arguments": {...}}\\n</tool_call>``
+(Hermes 2 Pro, Qwen2.5/Qwen3, SmolLM-style templates; the same text as xgrammar's ``qwen_3``
+structural tag). ``llama3`` - ``{"name": ..., "parameters": {...}}`` (Llama 3.1 JSON tool
+calling, model card "JSON based tool calling"; xgrammar's ``llama`` structural tag).
+"""
+
+from __future__ import annotations
+
+from mcp_server.toolcalls.format import ToolCallFormat
+from mcp_server.toolcalls.parser import ArgumentsDelta, CallStart, Event, StreamParser, TextDelta, parse
+from mcp_server.toolcalls.provider import GrammarProvider, get_family
+from mcp_server.toolcalls.registry import FAMILIES
+from mcp_server.toolcalls.render import render_messages
+
+__all__ = [
+    "FAMILIES",
+    "ArgumentsDelta",
+    "CallStart",
+    "Event",
+    "GrammarProvider",
+    "StreamParser",
+    "TextDelta",
+    "ToolCallFormat",
+    "get_family",
+    "parse",
+    "render_messages",
+]

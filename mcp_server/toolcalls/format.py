@@ -1,0 +1,129 @@
+"""One tool-call text format: ``prefix + {"name": N, "<key>": ARGS} + suffix``.
+
+A :class:`ToolCallFormat` is data (a registry entry); from it come the xgrammar constraint
+(:meth:`ToolCallFormat.constraint`), the parsers (:mod:`mcp_server.toolcalls.parser`) and the
+prompt rendering (:mod:`mcp_server.toolcalls.render`), so every family shares one implementation.
+
+Tool-choice semantics follow OpenAI's Chat Completions reference (``tool_choice``,
+``parallel_tool_calls``); the structural-tag formats are xgrammar's (``xgrammar.structural_tag``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from xgrammar.structural_tag import GrammarFormat, StructuralTag, TagFormat, TriggeredTagsFormat
+
+from mcp_server.constraints import schema_ebnf
+from mcp_server.errors import InvalidRequest
+
+__all__ = ["NO_PARAMETERS", "ToolCallFormat", "function_of"]
+
+NO_PARAMETERS = {"type": "object", "properties": {}, "additionalProperties": False}
+"""The arguments schema of a tool without ``parameters``: only ``{}`` is generated."""
+
+
+@dataclass(frozen=True)
+class ToolCallFormat:
+    """How one chat-template family writes tool calls, tool lists and tool results.
+
+    Attributes:
+        name: the registry name (``hermes``, ``llama3``).
+        prefix: text before the call object (``"<tool_call>\\n"``), may be empty.
+        arguments_key: the key holding the arguments (``arguments`` or ``parameters``).
+        suffix: text after the call object (``"\\n</tool_call>"``), may be empty.
+        trigger: the text that starts a call in free text; each call begins with it.
+        instructions: system-prompt block for templates without tool support; ``{tools}``
+            is replaced by one JSON tool definition per line.
+        result_role: the role a tool result is sent with.
+        result_open: text before a tool result.
+        result_close: text after a tool result.
+    """
+
+    name: str
+    prefix: str
+    arguments_key: str
+    suffix: str
+    trigger: str
+    instructions: str
+    result_role: str
+    result_open: str = ""
+    result_close: str = ""
+
+    def call_text(self, name: str, arguments: str) -> str:
+        """The text of one call, exactly as the grammar emits it.
+
+        Args:
+            name: the function name.
+            arguments: the arguments as JSON text.
+        """
+        return self._begin(name) + arguments + self._end
+
+    def constraint(
+        self, tools: list[dict[str, Any]] | None, tool_choice: str | dict[str, Any] | None, parallel_tool_calls: bool
+    ) -> StructuralTag | None:
+        """Build the structural tag that makes tool calls valid by construction.
+
+        ``none`` (or no tools): None. ``auto`` / None: free text, then calls.
+        ``required``: one call or more, no text before the first. A named function: exactly
+        one call to it. ``parallel_tool_calls=False``: at most one call (nothing after it).
+        Every call's arguments follow that tool's ``parameters`` (see
+        :func:`mcp_server.constraints.schema_ebnf`); a tool without parameters gets ``{}``.
+
+        Raises:
+            InvalidRequest: a malformed tool (param ``tools[i]``), a duplicate name, an
+                unsupported parameters schema (``tools[i].function.parameters``), or a
+                ``tool_choice`` that is unknown or names no given tool (``tool_choice``).
+        """
+        if not tools or tool_choice == "none":
+            return None
+        tags = {}
+        for index, tool in enumerate(tools):
+            function = function_of(tool, index)
+            if function["name"] in tags:
+                raise InvalidRequest(f"duplicate tool name {function['name']!r}", param=f"tools[{index}].function.name")
+            parameters = function.get("parameters") or NO_PARAMETERS
+            ebnf = schema_ebnf(parameters, param=f"tools[{index}].function.parameters")
+            tags[function["name"]] = TagFormat(
+                begin=self._begin(function["name"]), content=GrammarFormat(grammar=ebnf), end=self._end
+            )
+        if isinstance(tool_choice, dict):
+            name = (tool_choice.get("function") or {}).get("name")
+            if tool_choice.get("type") != "function" or name not in tags:
+                raise InvalidRequest(f"tool_choice names no given function: {name!r}", param="tool_choice")
+            return StructuralTag(format=tags[name])
+        if tool_choice not in (None, "auto", "required"):
+            raise InvalidRequest(f"unknown tool_choice {tool_choice!r}", param="tool_choice")
+        return StructuralTag(
+            format=TriggeredTagsFormat(
+                triggers=[self.trigger],
+                tags=list(tags.values()),
+                at_least_one=tool_choice == "required",
+                stop_after_first=not parallel_tool_calls,
+            )
+        )
+
+    def _begin(self, name: str) -> str:
+        return f'{self.prefix}{{"name": {json.dumps(name, ensure_ascii=False)}, "{self.arguments_key}": '
+
+    @property
+    def _end(self) -> str:
+        return "}" + self.suffix
+
+
+def function_of(tool: Any, index: int) -> dict[str, Any]:
+    """Return ``tool["function"]`` of an OpenAI function tool.
+
+    Raises:
+        InvalidRequest: the tool is not ``{"type": "function", "function": {"name": str}}``.
+    """
+    if (
+        not isinstance(tool, dict)
+        or tool.get("type") != "function"
+        or not isinstance(tool.get("function"), dict)
+        or not isinstance(tool["function"].get("name"), str)
+    ):
+        raise InvalidRequest("a tool must be {type: 'function', function: {name, ...}}", param=f"tools[{index}]")
+    return tool["function"]

@@ -1,0 +1,61 @@
+"""Render tools, assistant tool calls and tool results as plain chat messages.
+
+For chat templates that ignore ``tools`` (SmolLM2's ChatML template prints only ``role`` and
+``content``): the tool list becomes a system-prompt block in the family's format, assistant
+``tool_calls`` become call text exactly as the grammar emits it, and ``tool`` messages become
+result turns (Hermes: consecutive results merged into one ``user`` turn of
+``<tool_response>`` blocks, as Qwen2.5's template does).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from mcp_server.toolcalls.format import ToolCallFormat, function_of
+
+__all__ = ["render_messages"]
+
+
+def render_messages(fmt: ToolCallFormat, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> list[dict[str, str]]:
+    """Return messages whose ``content`` is always a string and that carry no tool fields.
+
+    Args:
+        fmt: the family format.
+        messages: OpenAI chat messages (validated).
+        tools: OpenAI tool definitions, or None.
+
+    Returns:
+        ``[{"role", "content"}]``: the tool block is appended to the first system message
+        (or sent as a new first system message).
+    """
+    rendered: list[dict[str, str]] = []
+    for index, message in enumerate(messages):
+        role, content = message["role"], _text(message.get("content"))
+        if role == "assistant" and message.get("tool_calls"):
+            calls = [fmt.call_text(c["function"]["name"], c["function"]["arguments"]) for c in message["tool_calls"]]
+            content = "\n".join(([content] if content else []) + calls)
+        elif role == "tool":
+            role, content = fmt.result_role, fmt.result_open + content + fmt.result_close
+            if index > 0 and messages[index - 1]["role"] == "tool":
+                rendered[-1]["content"] += "\n" + content
+                continue
+        rendered.append({"role": role, "content": content})
+    if tools:
+        block = fmt.instructions.format(tools="\n".join(json.dumps(t, ensure_ascii=False) for t in _functions(tools)))
+        if rendered and rendered[0]["role"] == "system":
+            rendered[0]["content"] += "\n\n" + block
+        else:
+            rendered.insert(0, {"role": "system", "content": block})
+    return rendered
+
+
+def _functions(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"type": "function", "function": function_of(tool, index)} for index, tool in enumerate(tools)]
+
+
+def _text(content: Any) -> str:
+    """OpenAI content (None, a string or a list of parts) as text."""
+    if isinstance(content, list):
+        return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return content or ""
