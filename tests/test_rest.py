@@ -162,7 +162,7 @@ def test_server_keeps_serving_after_bad_requests(server, client):
 
 
 def test_unknown_path_is_openai_shaped_404(server):
-    response = httpx.get(f"{server.base_url}/v1/nothing-here")
+    response = httpx.get(f"{server.base_url}/v1/nothing-here", headers={"Authorization": f"Bearer {server.api_key}"})
     assert response.status_code == 404
     assert response.json()["error"]["message"]
 

@@ -1,0 +1,288 @@
+"""The embedded engine: transformers + xgrammar in this process, with continuous batching.
+
+Usage::
+
+    engine = EmbeddedEngine()          # the bundled SmolLM2-135M-Instruct
+    await engine.start()               # loads the model (about 2 s once cached)
+    async for delta in engine.generate(request):
+        ...
+    await engine.aclose()
+
+The model runs on one scheduler thread (:mod:`.scheduler`); ``generate`` only prepares
+the sequence on the event loop and waits for its deltas. The engine needs anyio's
+asyncio backend (the thread hands results over with ``loop.call_soon_threadsafe``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import torch
+from jinja2 import TemplateError
+
+from ..errors import EngineUnavailable, InvalidRequest, ServiceError
+from .base import GenerationDelta, GenerationRequest, ModelCard
+from .model_files import DEFAULT_MODEL_ID, load_model
+from .scheduler import Scheduler, Sequence
+from .textstream import TextStream
+
+if TYPE_CHECKING:
+    from ..settings import Settings
+
+__all__ = ["EmbeddedEngine", "GrammarProvider"]
+
+logger = logging.getLogger(__name__)
+
+GrammarProvider = Callable[[GenerationRequest, Any], Any]
+"""``(request, tokenizer) -> xgrammar.CompiledGrammar | None``; may raise InvalidRequest."""
+
+
+class EmbeddedEngine:
+    """An :class:`~mcp_server.engine.base.Engine` that runs a transformers model on CPU.
+
+    Args:
+        model_path: a GGUF file, a local Hugging Face model directory, or None for the
+            bundled SmolLM2-135M-Instruct GGUF.
+        served_model_name: the model id clients use; defaults to
+            ``HuggingFaceTB/SmolLM2-135M-Instruct`` for the bundled model, else ``model_path``.
+        dtype: weight dtype, ``bfloat16`` (default), ``float32`` or ``float16``.
+        max_batch_size: most sequences decoded together; more wait for a free slot.
+        context_length: context window in tokens; defaults to the model's
+            ``max_position_embeddings``.
+        grammar_provider: builds a grammar for a request (see :data:`GrammarProvider`);
+            called before the sequence joins the batch.
+        cache_dir: where converted GGUF weights are kept (default ``$CHATCAP_CACHE_DIR``
+            or ``~/.cache/chatcap``).
+
+    Attributes:
+        model: the transformers model (None before :meth:`start`).
+        tokenizer: its tokenizer (None before :meth:`start`).
+        tokenizer_info: the ``xgrammar.TokenizerInfo`` for the model's vocabulary.
+        grammar_compiler: a shared ``xgrammar.GrammarCompiler`` (it caches compiled grammars).
+        grammar_provider: the grammar provider; may be set after construction, e.g. once
+            :meth:`start` has built ``grammar_compiler``.
+    """
+
+    def __init__(
+        self,
+        model_path: str | None = None,
+        served_model_name: str | None = None,
+        dtype: str = "bfloat16",
+        max_batch_size: int = 16,
+        context_length: int | None = None,
+        grammar_provider: GrammarProvider | None = None,
+        cache_dir: str | None = None,
+    ):
+        if max_batch_size < 1:
+            raise ValueError("max_batch_size must be at least 1")
+        self._model_path = model_path
+        self._dtype = dtype
+        self._max_batch_size = max_batch_size
+        self._context_length = context_length
+        self.grammar_provider = grammar_provider
+        self._cache_dir = cache_dir
+        model_id = served_model_name or (DEFAULT_MODEL_ID if model_path is None else model_path)
+        self._card = ModelCard(id=model_id, context_length=context_length or ModelCard.context_length)
+        self._scheduler: Scheduler | None = None
+        self.model: Any = None
+        self.tokenizer: Any = None
+        self.tokenizer_info: Any = None
+        self.grammar_compiler: Any = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, grammar_provider: GrammarProvider | None = None) -> EmbeddedEngine:
+        """Build an engine from the service settings (``max_running_requests`` is the batch size)."""
+        return cls(
+            model_path=settings.model_path,
+            served_model_name=settings.served_model_name,
+            dtype=settings.dtype,
+            max_batch_size=settings.max_running_requests,
+            context_length=settings.context_length,
+            grammar_provider=grammar_provider,
+        )
+
+    @property
+    def models(self) -> list[ModelCard]:
+        """The served model; its ``context_length`` is the model's own once started."""
+        return [self._card]
+
+    @property
+    def context_length(self) -> int:
+        """The context window in tokens (prompt plus completion)."""
+        return self._card.context_length
+
+    @property
+    def running(self) -> int:
+        """Sequences waiting for a slot or being decoded."""
+        return self._scheduler.running if self._scheduler else 0
+
+    async def start(self) -> None:
+        """Load the model and start the scheduler thread; a second call does nothing.
+
+        Raises:
+            EngineUnavailable: the model cannot be found or loaded.
+        """
+        if self._scheduler is not None:
+            return
+        import xgrammar
+
+        cache_dir = Path(self._cache_dir) if self._cache_dir else None
+        loaded = await anyio.to_thread.run_sync(load_model, self._model_path, self._dtype, cache_dir)
+        self.model, self.tokenizer = loaded.model, loaded.tokenizer
+        config = self.model.config
+        self.tokenizer_info = xgrammar.TokenizerInfo.from_huggingface(self.tokenizer, vocab_size=config.vocab_size)
+        self.grammar_compiler = xgrammar.GrammarCompiler(self.tokenizer_info, max_threads=torch.get_num_threads())
+        self._card = replace(self._card, context_length=self._context_length or config.max_position_embeddings)
+        self._scheduler = Scheduler(self.model, self._eos_ids(), self._max_batch_size)
+        self._scheduler.start()
+        logger.info(
+            "Serving %s: context %d tokens, batch up to %d, %d threads",
+            self._card.id,
+            self.context_length,
+            self._max_batch_size,
+            torch.get_num_threads(),
+        )
+
+    async def aclose(self) -> None:
+        """Stop the scheduler; unfinished sequences fail with EngineUnavailable."""
+        scheduler, self._scheduler = self._scheduler, None
+        if scheduler is not None:
+            await anyio.to_thread.run_sync(scheduler.stop)
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:
+        """Generate one sequence, yielding deltas until one carries a finish_reason.
+
+        Closing the iterator early cancels the sequence; it leaves the batch at the next step.
+
+        Raises:
+            InvalidRequest: before the first delta, when the messages cannot be rendered,
+                the prompt leaves no room in the context (param ``messages``), max_tokens
+                exceeds what is left (param ``max_tokens``), or the grammar provider refuses.
+            EngineUnavailable: the engine is not started, or the model failed.
+        """
+        scheduler = self._scheduler
+        if scheduler is None:
+            raise EngineUnavailable("The engine is not started.")
+        prompt_ids = self._render(request)
+        max_new_tokens = self._max_new_tokens(request, len(prompt_ids))
+        matcher = self._matcher(request)
+        if max_new_tokens == 0:
+            yield GenerationDelta("", len(prompt_ids), 0, "length")
+            return
+        queue: asyncio.Queue[GenerationDelta | ServiceError] = asyncio.Queue()
+        sequence = Sequence(
+            prompt_ids=prompt_ids,
+            max_new_tokens=max_new_tokens,
+            sampling=request.sampling,
+            text=TextStream(self._decode, request.stop),
+            emit=partial(asyncio.get_running_loop().call_soon_threadsafe, queue.put_nowait),
+            generator=_generator(request.sampling.seed),
+            matcher=matcher,
+            counts=self._counts(request),
+        )
+        scheduler.submit(sequence)
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, ServiceError):
+                    raise item
+                yield item
+                if item.finish_reason is not None:
+                    return
+        finally:
+            sequence.cancelled = True
+
+    def _render(self, request: GenerationRequest) -> list[int]:
+        messages = [_text_message(message, i) for i, message in enumerate(request.messages)]
+        try:
+            rendered = self.tokenizer.apply_chat_template(
+                messages, tools=request.tools, add_generation_prompt=True, return_dict=True
+            )
+        except TemplateError as exc:
+            raise InvalidRequest(f"The model's chat template rejected the messages: {exc}", param="messages") from exc
+        return list(rendered["input_ids"])
+
+    def _max_new_tokens(self, request: GenerationRequest, prompt_tokens: int) -> int:
+        left = self.context_length - prompt_tokens
+        if left <= 0:
+            raise InvalidRequest(
+                f"The prompt is {prompt_tokens} tokens but the context window is {self.context_length} tokens, "
+                f"so no tokens are left for the completion ({left}). Shorten the messages.",
+                param="messages",
+                code="context_length_exceeded",
+            )
+        if request.max_tokens is None:
+            return left
+        if request.max_tokens < 0:
+            raise InvalidRequest("max_tokens must not be negative.", param="max_tokens")
+        if request.max_tokens > left:
+            raise InvalidRequest(
+                f"max_tokens is {request.max_tokens}, but the prompt is {prompt_tokens} tokens of a "
+                f"{self.context_length}-token context, so only {left} tokens are left.",
+                param="max_tokens",
+                code="context_length_exceeded",
+            )
+        return request.max_tokens
+
+    def _matcher(self, request: GenerationRequest) -> Any:
+        if self.grammar_provider is None:
+            return None
+        compiled = self.grammar_provider(request, self.tokenizer)
+        if compiled is None:
+            return None
+        import xgrammar
+
+        return xgrammar.GrammarMatcher(compiled)
+
+    def _counts(self, request: GenerationRequest) -> torch.Tensor | None:
+        sampling = request.sampling
+        if sampling.presence_penalty == 0 and sampling.frequency_penalty == 0:
+            return None
+        return torch.zeros(self.model.config.vocab_size)
+
+    def _decode(self, token_ids: list[int]) -> str:
+        return self.tokenizer.decode(token_ids, skip_special_tokens=True)
+
+    def _eos_ids(self) -> set[int]:
+        configured = self.model.generation_config.eos_token_id
+        ids = set(configured if isinstance(configured, list) else [configured])
+        ids.add(self.tokenizer.eos_token_id)
+        return {i for i in ids if i is not None}
+
+
+def _text_message(message: dict[str, Any], index: int) -> dict[str, Any]:
+    """Return ``message`` with its content as one string (text parts joined by newlines).
+
+    Raises:
+        InvalidRequest: a content part is not text (this engine reads text only).
+    """
+    content = message.get("content")
+    if content is None:
+        return {**message, "content": ""}
+    if isinstance(content, str):
+        return message
+    texts = []
+    for j, part in enumerate(content):
+        if part.get("type") != "text":
+            raise InvalidRequest(
+                f"This model reads text only; messages[{index}].content[{j}] is of type {part.get('type')!r}.",
+                param=f"messages[{index}].content[{j}].type",
+            )
+        texts.append(part["text"])
+    return {**message, "content": "\n".join(texts)}
+
+
+def _generator(seed: int | None) -> torch.Generator:
+    generator = torch.Generator()
+    if seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(seed)
+    return generator

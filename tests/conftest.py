@@ -1,0 +1,39 @@
+"""Shared fixtures."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def engine():
+    """The embedded engine on the bundled SmolLM2-135M-Instruct, loaded once per session."""
+    from mcp_server.engine.embedded import EmbeddedEngine
+
+    engine = EmbeddedEngine(max_batch_size=8)
+    asyncio.run(engine.start())
+    yield engine
+    asyncio.run(engine.aclose())
+
+
+API_KEY = "test-key-123"
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    """One live ``chatcap serve`` on a loopback port, with ``--api-key``, for the session."""
+    from tests.live_server import start_server
+
+    live = start_server(tmp_path_factory.mktemp("server"), api_key=API_KEY)
+    yield live
+    live.stop()
+
+
+@pytest.fixture(scope="session")
+def client(server):
+    """The official ``openai`` client pointed at the live server (only base_url and api_key set)."""
+    import openai
+
+    return openai.OpenAI(base_url=f"{server.base_url}/v1", api_key=server.api_key)
