@@ -27,9 +27,13 @@ import anyio
 import torch
 from jinja2 import TemplateError
 
+from ..catalog import find_entry
 from ..errors import EngineUnavailable, InvalidRequest, ServiceError
+from ..toolcalls import GrammarProvider as ToolGrammarProvider
+from ..toolcalls import get_family, render_messages
 from .base import GenerationDelta, GenerationRequest, ModelCard
 from .model_files import DEFAULT_MODEL_ID, load_model
+from .output import OutputProcessor
 from .scheduler import Scheduler, Sequence
 from .textstream import TextStream
 
@@ -89,7 +93,15 @@ class EmbeddedEngine:
         self.grammar_provider = grammar_provider
         self._cache_dir = cache_dir
         model_id = served_model_name or (DEFAULT_MODEL_ID if model_path is None else model_path)
-        self._card = ModelCard(id=model_id, context_length=context_length or ModelCard.context_length)
+        entry = find_entry(DEFAULT_MODEL_ID if model_path is None else model_path)
+        self._card = ModelCard(
+            id=model_id,
+            context_length=context_length or ModelCard.context_length,
+            # Models the catalog does not know get the Hermes format, the most common one.
+            tool_call_format=entry.tool_call_format if entry and entry.tool_call_format else "hermes",
+            reasoning_parser=entry.reasoning_parser if entry else None,
+        )
+        self._tool_format = get_family(self._card.tool_call_format)
         self._scheduler: Scheduler | None = None
         self.model: Any = None
         self.tokenizer: Any = None
@@ -139,6 +151,8 @@ class EmbeddedEngine:
         config = self.model.config
         self.tokenizer_info = xgrammar.TokenizerInfo.from_huggingface(self.tokenizer, vocab_size=config.vocab_size)
         self.grammar_compiler = xgrammar.GrammarCompiler(self.tokenizer_info, max_threads=torch.get_num_threads())
+        if self.grammar_provider is None:
+            self.grammar_provider = ToolGrammarProvider(self.grammar_compiler, self._card.tool_call_format)
         self._card = replace(self._card, context_length=self._context_length or config.max_position_embeddings)
         self._scheduler = Scheduler(self.model, self._eos_ids(), self._max_batch_size)
         self._scheduler.start()
@@ -187,24 +201,26 @@ class EmbeddedEngine:
             matcher=matcher,
             counts=self._counts(request),
         )
+        output = OutputProcessor(request, self._tool_format, self._card.reasoning_parser)
         scheduler.submit(sequence)
         try:
             while True:
                 item = await queue.get()
                 if isinstance(item, ServiceError):
                     raise item
-                yield item
+                yield output.process(item)
                 if item.finish_reason is not None:
                     return
         finally:
             sequence.cancelled = True
 
     def _render(self, request: GenerationRequest) -> list[int]:
-        messages = [_text_message(message, i) for i, message in enumerate(request.messages)]
+        """Render the messages through the chat template; tools, tool calls and tool results
+        are written in the model's tool-call format first (:func:`render_messages`)."""
+        tools = request.tools if request.tool_choice != "none" else None
+        messages = render_messages(self._tool_format, [_text_message(m, i) for i, m in enumerate(request.messages)], tools)
         try:
-            rendered = self.tokenizer.apply_chat_template(
-                messages, tools=request.tools, add_generation_prompt=True, return_dict=True
-            )
+            rendered = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)
         except TemplateError as exc:
             raise InvalidRequest(f"The model's chat template rejected the messages: {exc}", param="messages") from exc
         return list(rendered["input_ids"])
@@ -258,11 +274,14 @@ class EmbeddedEngine:
 
 
 def _text_message(message: dict[str, Any], index: int) -> dict[str, Any]:
-    """Return ``message`` with its content as one string (text parts joined by newlines).
+    """Return ``message`` with its content as one string (text parts joined by newlines)
+    and role ``developer`` read as ``system``.
 
     Raises:
         InvalidRequest: a content part is not text (this engine reads text only).
     """
+    if message["role"] == "developer":  # OpenAI's newer name for the system role
+        message = {**message, "role": "system"}
     content = message.get("content")
     if content is None:
         return {**message, "content": ""}
