@@ -1,5 +1,5 @@
 """The ``chatcap`` command: ``serve`` (REST + MCP over HTTP), ``mcp`` (MCP over stdio),
-``generate`` (write or ``--check`` the generated artifacts).
+``generate`` (write or ``--check`` the generated artifacts), ``keys`` (API keys and credit).
 
 Every flag can also come from an environment variable (``CHATCAP_<FLAG>``, e.g.
 ``CHATCAP_API_KEY``); the flag wins.
@@ -11,11 +11,13 @@ import argparse
 import logging
 import os
 import shlex
+import signal
 import sys
 from pathlib import Path
 
 from mcp_server import __version__
 from mcp_server.errors import ServiceError
+from mcp_server.gateway.cli import add_keys_parser, run_keys
 from mcp_server.settings import Settings
 
 __all__ = ["main"]
@@ -28,6 +30,17 @@ _SGLANG_FLAGS = ("--tp-size", "--dp-size", "--mem-fraction-static")
 
 def _env(name: str, default=None):
     return os.environ.get(f"CHATCAP_{name}", default)
+
+
+def _price(text: str | None) -> tuple[float, float] | None:
+    """``"0.5,1.5"`` -> ``(0.5, 1.5)`` (USD per million input, output tokens)."""
+    if not text:
+        return None
+    try:
+        prompt, completion = (float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--price wants INPUT,OUTPUT in USD per million tokens, not {text!r}") from None
+    return prompt, completion
 
 
 def _add_runtime_flags(parser: argparse.ArgumentParser) -> None:
@@ -45,6 +58,17 @@ def _add_runtime_flags(parser: argparse.ArgumentParser) -> None:
         help="most sequences decoded together",
     )
     parser.add_argument("--log-level", default=_env("LOG_LEVEL", "info"))
+    gateway = parser.add_argument_group("gateway (keys, credit, limits)")
+    gateway.add_argument("--data-dir", default=_env("DATA_DIR"), help="API keys and usage ledger live here")
+    gateway.add_argument(
+        "--max-request-bytes", type=int,
+        default=int(_env("MAX_REQUEST_BYTES", defaults.max_request_bytes)), help="largest request body (413)",
+    )
+    gateway.add_argument(
+        "--shutdown-grace", type=float, default=float(_env("SHUTDOWN_GRACE", defaults.shutdown_grace)),
+        help="seconds SIGTERM waits for requests in flight",
+    )
+    gateway.add_argument("--price", type=_price, default=_env("PRICE"), help="INPUT,OUTPUT USD per million tokens (overrides the catalog)")
     sglang = parser.add_argument_group("SGLang (--engine sglang)")
     sglang.add_argument("--sglang-url", default=_env("SGLANG_URL"), help="attach to this SGLang server or router")
     sglang.add_argument("--sglang-timeout", type=float, default=float(_env("SGLANG_TIMEOUT", defaults.sglang_timeout)))
@@ -76,6 +100,10 @@ def _settings(args: argparse.Namespace) -> Settings:
         sglang_url=args.sglang_url,
         sglang_args=_sglang_args(args),
         sglang_timeout=args.sglang_timeout,
+        data_dir=Path(args.data_dir) if args.data_dir else None,
+        max_request_bytes=args.max_request_bytes,
+        shutdown_grace=args.shutdown_grace,
+        price=args.price,
     )
 
 
@@ -92,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_runtime_flags(stdio)
     generate = commands.add_parser("generate", help="write the generated tools and skill")
     generate.add_argument("--check", action="store_true", help="exit 1 if a committed artifact is stale")
+    add_keys_parser(commands, _env("DATA_DIR"))
     return parser
 
 
@@ -101,7 +130,15 @@ def _serve(settings: Settings, log_level: str) -> None:
     from mcp_server.app import create_app
 
     app = create_app(settings)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=log_level.lower())
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_level=log_level.lower(),
+        timeout_graceful_shutdown=int(settings.shutdown_grace) + 1,
+    )
+    # uvicorn drains on SIGTERM (stop accepting, wait for requests in flight up to the
+    # timeout, then the lifespan's shutdown), then re-raises the signal it caught. This
+    # handler receives that re-raise, so a drained server exits 0.
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    uvicorn.Server(config).run()
 
 
 def _serve_stdio(settings: Settings) -> None:
@@ -131,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "generate":
             return _generate(args.check)
+        if args.command == "keys":
+            return run_keys(args)
         settings = _settings(args)
         if args.command == "serve":
             _serve(settings, args.log_level)

@@ -5,7 +5,10 @@ The tree::
     ServiceError (500, server_error)
     ├── InvalidRequest (400, invalid_request_error)  - a bad field; ``param`` names it
     ├── AuthenticationError (401, invalid_request_error / invalid_api_key)
+    ├── InsufficientQuota (402, insufficient_quota)   - the key has no credit left
     ├── ModelNotFound (404, invalid_request_error / model_not_found)
+    ├── PayloadTooLarge (413, invalid_request_error / request_too_large)
+    ├── RateLimited (429, rate_limit_error)           - ``retry_after`` seconds; ``Retry-After``
     ├── CapabilityError (500, server_error)           - a broken capability file
     └── EngineUnavailable (503, server_error)         - the runtime is down or overloaded
 
@@ -19,8 +22,11 @@ __all__ = [
     "AuthenticationError",
     "CapabilityError",
     "EngineUnavailable",
+    "InsufficientQuota",
     "InvalidRequest",
     "ModelNotFound",
+    "PayloadTooLarge",
+    "RateLimited",
     "ServiceError",
 ]
 
@@ -43,6 +49,11 @@ class ServiceError(Exception):
         self.message = message
         self.param = param
         self.code = code if code is not None else self.default_code
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """HTTP headers the error response carries (none, except for :class:`RateLimited`)."""
+        return {}
 
     def to_dict(self) -> dict:
         """Return the OpenAI error envelope ``{"error": {...}}``."""
@@ -88,3 +99,41 @@ class EngineUnavailable(ServiceError):
 
     status_code = 503
     default_code = "engine_unavailable"
+
+
+class InsufficientQuota(ServiceError):
+    """The API key has no credit left (HTTP 402, OpenAI's ``insufficient_quota``)."""
+
+    status_code = 402
+    error_type = "insufficient_quota"
+    default_code = "insufficient_quota"
+
+
+class PayloadTooLarge(ServiceError):
+    """The request body is larger than the server accepts (HTTP 413)."""
+
+    status_code = 413
+    error_type = "invalid_request_error"
+    default_code = "request_too_large"
+
+
+class RateLimited(ServiceError):
+    """A requests- or tokens-per-minute limit is exhausted (HTTP 429 with ``Retry-After``).
+
+    Args:
+        message: names the limit that was hit.
+        retry_after: whole seconds (>= 1) until the limit admits the request again.
+    """
+
+    status_code = 429
+    error_type = "rate_limit_error"
+    default_code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after: int, code: str | None = None):
+        super().__init__(message, code=code)
+        self.retry_after = max(1, retry_after)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """``Retry-After`` in whole seconds (RFC 9110 section 10.2.3)."""
+        return {"Retry-After": str(self.retry_after)}

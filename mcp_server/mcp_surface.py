@@ -3,7 +3,7 @@
 Tools are generated (:func:`mcp_server.generate.mcp_tools`) from the capability's ``mcp``
 adapter and ``schemas/``; their schemas are published unchanged. Each call validates its
 arguments against the tool's ``inputSchema`` (failure: ``isError`` naming the failing
-path), runs on the same :class:`~mcp_server.service.ChatService` as REST, and returns
+path), runs through the same :class:`~mcp_server.gateway.Gateway` as REST, and returns
 ``structuredContent`` that matches the ``outputSchema`` plus the same JSON as text.
 Handlers know nothing of the transport: :func:`streamable_http_app` and
 :func:`run_stdio` bind the one server to HTTP or stdio.
@@ -25,9 +25,10 @@ from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, Streamable
 
 from mcp_server import __version__
 from mcp_server.errors import CapabilityError, InvalidRequest, ServiceError
+from mcp_server.gateway import Gateway, request_key
 from mcp_server.generate import mcp_tools
 from mcp_server.schemas import validate_instance
-from mcp_server.service import ChatService, parse_request
+from mcp_server.service import parse_request
 from mcp_server.spec import Capability
 
 __all__ = ["build_server", "run_stdio", "streamable_http_session_manager"]
@@ -54,8 +55,12 @@ def _error_result(exc: ServiceError) -> types.CallToolResult:
     )
 
 
-def _tool_handlers(service: ChatService) -> dict[str, ToolHandler]:
-    """Map generated tool names to their implementations on the chat service."""
+def _tool_handlers(service: Gateway) -> dict[str, ToolHandler]:
+    """Map generated tool names to their implementations, billed through the gateway.
+
+    Over HTTP the caller's key is the one the gateway middleware resolved for the request
+    (``ctx.request``); over stdio there is none.
+    """
 
     async def progress_reporter(ctx: ServerRequestContext):
         async def report(tokens: int) -> None:
@@ -65,7 +70,7 @@ def _tool_handlers(service: ChatService) -> dict[str, ToolHandler]:
 
     async def create_chat_completion(ctx: ServerRequestContext, args: dict[str, Any]) -> dict[str, Any]:
         request = parse_request({**args, "stream": False})
-        return await service.complete(request, progress=await progress_reporter(ctx))
+        return await service.complete(request, progress=await progress_reporter(ctx), key=request_key(ctx.request))
 
     async def list_models(ctx: ServerRequestContext, args: dict[str, Any]) -> dict[str, Any]:
         return service.list_models()
@@ -87,7 +92,9 @@ def _tool_handlers(service: ChatService) -> dict[str, ToolHandler]:
                 "type": "json_schema",
                 "json_schema": {"name": "response", "schema": schema, "strict": True},
             }
-        completion = await service.complete(parse_request(body), progress=await progress_reporter(ctx))
+        completion = await service.complete(
+            parse_request(body), progress=await progress_reporter(ctx), key=request_key(ctx.request)
+        )
         text = completion["choices"][0]["message"]["content"]
         result: dict[str, Any] = {"text": text, "completion": completion}
         if schema is not None and text is not None:
@@ -115,11 +122,11 @@ def _resources(root: Path, capability_path: Path) -> dict[str, tuple[types.Resou
     return resources
 
 
-def build_server(service: ChatService, capability: Capability, root: Path) -> Server:
+def build_server(service: Gateway, capability: Capability, root: Path) -> Server:
     """Build the MCP server for a capability.
 
     Args:
-        service: the chat service the tools run on.
+        service: the gateway (in front of the chat service) the tools run on.
         capability: the loaded capability (its ``mcp`` adapter names the tools).
         root: the project root holding ``schemas/`` and ``skills/`` (for resources).
 

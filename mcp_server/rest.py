@@ -17,20 +17,22 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from mcp_server.errors import AuthenticationError, InvalidRequest, ServiceError
+from mcp_server.errors import InvalidRequest, ServiceError
+from mcp_server.gateway import Gateway, request_key
+from mcp_server.gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from mcp_server.generate import skill_archive, skill_index
 from mcp_server.schemas import openapi_document
-from mcp_server.service import ChatService, parse_request
+from mcp_server.service import parse_request
 from mcp_server.sse import sse_events
 
-__all__ = ["error_response", "http_exception_handler", "require_api_key", "rest_routes"]
+__all__ = ["error_response", "http_exception_handler", "rest_routes"]
 
 logger = logging.getLogger(__name__)
 
 
 def error_response(exc: ServiceError) -> JSONResponse:
-    """Render a service error as the OpenAI envelope with its HTTP status."""
-    return JSONResponse(exc.to_dict(), status_code=exc.status_code)
+    """Render a service error as the OpenAI envelope with its HTTP status (and headers)."""
+    return JSONResponse(exc.to_dict(), status_code=exc.status_code, headers=exc.headers)
 
 
 async def http_exception_handler(request: Request, exc: Exception) -> JSONResponse:
@@ -46,50 +48,36 @@ async def http_exception_handler(request: Request, exc: Exception) -> JSONRespon
     return error_response(error)
 
 
-def require_api_key(request: Request, api_key: str | None) -> None:
-    """Check ``Authorization: Bearer <key>`` when a key is configured.
-
-    Raises:
-        AuthenticationError: the header is missing or carries another key (the key itself
-            is never echoed).
-    """
-    if not api_key:
-        return
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        raise AuthenticationError("Missing API key: send 'Authorization: Bearer <key>'.")
-    if token.strip() != api_key:
-        raise AuthenticationError("Incorrect API key provided.")
-
-
 async def _json_body(request: Request) -> Any:
     raw = await request.body()
     try:
         return json.loads(raw)
+    except RecursionError:
+        raise InvalidRequest("The request body nests JSON too deeply.", code="invalid_json") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InvalidRequest(
             f"The request body is not valid JSON: {exc}", code="invalid_json"
         ) from None
 
 
-def rest_routes(service: ChatService, paths: dict[str, str], api_key: str | None) -> list[Route]:
+def rest_routes(service: Gateway, paths: dict[str, str], shutdown_grace: float) -> list[Route]:
     """Build the REST routes.
 
+    Authentication happens before them, in :class:`~mcp_server.gateway.GatewayMiddleware`.
+
     Args:
-        service: the chat service.
+        service: the gateway in front of the chat service.
         paths: operation name -> path, from the capability's ``rest`` adapter; must hold
             ``create-chat-completion`` and ``list-models``.
-        api_key: when set, ``/v1`` routes require it as a Bearer token.
+        shutdown_grace: seconds a stream in flight may go on after the server is told to stop.
 
     Returns:
-        Starlette routes for chat completions, models, health, OpenAPI and skills.
+        Starlette routes for chat completions, models, health, metrics, OpenAPI and skills.
     """
 
     def guarded(handler):
         async def endpoint(request: Request) -> Response:
             try:
-                require_api_key(request, api_key)
                 return await handler(request)
             except ServiceError as exc:
                 return error_response(exc)
@@ -98,9 +86,10 @@ def rest_routes(service: ChatService, paths: dict[str, str], api_key: str | None
 
     async def create_chat_completion(request: Request) -> Response:
         chat = parse_request(await _json_body(request))
+        key = request_key(request)
         if not chat.stream:
-            return JSONResponse(await service.complete(chat))
-        chunks = service.stream(chat)
+            return JSONResponse(await service.complete(chat, key=key))
+        chunks = service.stream(chat, key=key)
         first = await anext(chunks)  # raises before any byte is sent
 
         async def replay():
@@ -111,7 +100,7 @@ def rest_routes(service: ChatService, paths: dict[str, str], api_key: str | None
             finally:
                 await chunks.aclose()
 
-        return EventSourceResponse(sse_events(replay()), ping=15)
+        return EventSourceResponse(sse_events(replay()), ping=15, shutdown_grace_period=shutdown_grace)
 
     async def list_models(request: Request) -> Response:
         return JSONResponse(service.list_models())
@@ -121,6 +110,9 @@ def rest_routes(service: ChatService, paths: dict[str, str], api_key: str | None
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok", "models": [m.id for m in service.engine.models]})
+
+    async def metrics(request: Request) -> Response:
+        return Response(service.metrics.render(), media_type=METRICS_CONTENT_TYPE)
 
     async def openapi(request: Request) -> Response:
         return JSONResponse(openapi_document())
@@ -151,6 +143,7 @@ def rest_routes(service: ChatService, paths: dict[str, str], api_key: str | None
         Route(models_path, guarded(list_models), methods=["GET"]),
         Route(models_path + "/{model:path}", guarded(retrieve_model), methods=["GET"]),
         Route("/health", health, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/skills", skills, methods=["GET"]),
         Route("/skills/{name}", skill, methods=["GET"]),

@@ -28,10 +28,13 @@ from mcp_server.errors import InvalidRequest, ModelNotFound
 from mcp_server.multimodal import check_image_inputs
 from mcp_server.schemas import validate_request
 
-__all__ = ["ChatRequest", "ChatService", "ProgressCallback", "drain", "parse_request"]
+__all__ = ["ChatRequest", "ChatService", "ProgressCallback", "UsageCallback", "drain", "parse_request"]
 
 ProgressCallback = Callable[[int], Awaitable[None]]
 """Called with the total completion tokens generated so far, across all choices."""
+
+UsageCallback = Callable[[int, int], None]
+"""Called with the prompt tokens and the completion tokens so far (all choices), as they grow."""
 
 SYSTEM_FINGERPRINT = f"chatcap-{__version__}"
 
@@ -69,6 +72,10 @@ def parse_request(body: Any) -> ChatRequest:
     validate_request(body)
     # OpenAI clients send explicit nulls for unset options: null means "the default".
     fields = {key: value for key, value in body.items() if value is not None}
+    # JSON Schema's "integer" admits 2.0: make integer fields Python ints.
+    for key in ("n", "max_tokens", "max_completion_tokens", "top_k"):
+        if isinstance(fields.get(key), float):
+            fields[key] = int(fields[key])
     stop = fields.get("stop", ())
     stops = (stop,) if isinstance(stop, str) else tuple(stop)
     sampling = SamplingParams(
@@ -149,7 +156,10 @@ class ChatService:
             )
 
     async def stream(
-        self, request: ChatRequest, progress: ProgressCallback | None = None
+        self,
+        request: ChatRequest,
+        progress: ProgressCallback | None = None,
+        on_usage: UsageCallback | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
         """Run a request and yield OpenAI ``chat.completion.chunk`` dicts.
 
@@ -157,6 +167,8 @@ class ChatService:
             request: the normalized request.
             progress: optional callback, awaited after each delta with the total number of
                 completion tokens generated so far.
+            on_usage: optional callback, called as soon as the first deltas arrive and after
+                each delta, so a caller that stops early still knows what was generated.
 
         Order: one role chunk per choice, content deltas, one finish chunk per choice,
         then (with ``include_usage``) a usage chunk with ``choices: []``.
@@ -175,6 +187,8 @@ class ChatService:
         try:
             # Prime every choice: errors surface before the first chunk is sent.
             firsts = [await gen.__anext__() for gen in generators]
+            if on_usage is not None:
+                on_usage(firsts[0].prompt_tokens, sum(d.completion_tokens for d in firsts))
             meta = {
                 "id": f"chatcmpl-{uuid.uuid4().hex}",
                 "object": "chat.completion.chunk",
@@ -203,6 +217,8 @@ class ChatService:
                             del active[index]
                             continue
                     last[index] = delta
+                    if on_usage is not None:
+                        on_usage(last[0].prompt_tokens, sum(d.completion_tokens for d in last.values()))
                     if progress is not None:
                         await progress(sum(d.completion_tokens for d in last.values()))
                     payload = _delta_payload(delta)

@@ -32,6 +32,12 @@ class Settings:
         sglang_args: extra ``sglang.launch_server`` flags, passed through as given.
         sglang_timeout: seconds to wait for SGLang to connect, or between two parts of
             an answer, before answering 503.
+        data_dir: the gateway's directory (API keys, credit, usage ledger); None runs
+            without keys or ledger.
+        max_request_bytes: largest request body accepted, in bytes (413 above).
+        shutdown_grace: seconds a SIGTERM waits for requests in flight to finish.
+        price: ``(input, output)`` USD per million tokens for every served model,
+            overriding the catalog's price; None uses the catalog.
     """
 
     engine: str = "embedded"
@@ -47,3 +53,7 @@ class Settings:
     sglang_url: str | None = None
     sglang_args: tuple[str, ...] = ()
     sglang_timeout: float = 60.0
+    data_dir: Path | None = None
+    max_request_bytes: int = 4 * 1024 * 1024
+    shutdown_grace: float = 30.0
+    price: tuple[float, float] | None = None

@@ -1,0 +1,24 @@
+"""The production gateway: API keys, credit, rate limits, usage ledger, request limits, metrics.
+
+Modules, one job each (imports point down the list):
+
+- :mod:`.db`: the SQLite database in the data directory (WAL).
+- :mod:`.keys`: API keys, hashed, with balances and limits.
+- :mod:`.ledger`: reserve-then-settle billing and the ledger rows.
+- :mod:`.limits`: per-key RPM/TPM sliding windows (429).
+- :mod:`.request_limits`: message count and schema size/depth (400), body size (413).
+- :mod:`.metrics`: Prometheus instruments.
+- :mod:`.gateway`: :class:`Gateway`, the wrapper REST and MCP call instead of the service.
+- :mod:`.http`: the ASGI middleware (body limit, authentication, HTTP metrics).
+- :mod:`.cli`: ``chatcap keys``.
+"""
+
+from __future__ import annotations
+
+from mcp_server.gateway.gateway import Gateway
+from mcp_server.gateway.http import GatewayMiddleware, request_key
+from mcp_server.gateway.keys import KeyRecord, KeyStore
+from mcp_server.gateway.ledger import Ledger
+from mcp_server.gateway.request_limits import RequestLimits
+
+__all__ = ["Gateway", "GatewayMiddleware", "KeyRecord", "KeyStore", "Ledger", "RequestLimits", "request_key"]

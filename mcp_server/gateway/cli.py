@@ -1,0 +1,81 @@
+"""``chatcap keys create|list|revoke|top-up``: manage API keys in the data directory.
+
+Usage::
+
+    chatcap keys --data-dir /var/lib/chatcap create alice --credit 5 --rpm 60 --tpm 20000
+    chatcap keys list
+    chatcap keys top-up key_0123456789ab 2.50
+    chatcap keys revoke key_0123456789ab
+
+``create`` prints the secret once, on stdout; nothing else ever shows it. The data
+directory comes from ``--data-dir`` or ``CHATCAP_DATA_DIR``; a running server sees the
+changes on its next request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from mcp_server.gateway.db import Database
+from mcp_server.gateway.keys import KeyRecord, KeyStore, micros_to_usd
+
+__all__ = ["add_keys_parser", "run_keys"]
+
+
+def add_keys_parser(commands, data_dir_default: str | None) -> None:
+    """Add the ``keys`` sub-command to the main parser's sub-parsers.
+
+    Args:
+        commands: the object ``add_subparsers`` returned.
+        data_dir_default: the ``--data-dir`` default (from the environment), or None.
+    """
+    keys = commands.add_parser("keys", help="manage API keys, credit and limits")
+    keys.add_argument("--data-dir", default=data_dir_default, help="the gateway's data directory")
+    actions = keys.add_subparsers(dest="keys_command", required=True)
+    create = actions.add_parser("create", help="create a key and print its secret once")
+    create.add_argument("name", help="a label for the key")
+    create.add_argument("--credit", default="0", help="initial credit in USD")
+    create.add_argument("--rpm", type=int, help="requests per minute (default: no limit)")
+    create.add_argument("--tpm", type=int, help="tokens per minute (default: no limit)")
+    actions.add_parser("list", help="list keys with balance and limits")
+    revoke = actions.add_parser("revoke", help="revoke a key")
+    revoke.add_argument("key_id")
+    top_up = actions.add_parser("top-up", help="add credit to a key")
+    top_up.add_argument("key_id")
+    top_up.add_argument("amount", help="USD to add")
+
+
+def _row(key: KeyRecord) -> str:
+    limits = f"rpm={key.rpm or '-'} tpm={key.tpm or '-'}"
+    state = "active" if key.active else "revoked"
+    return f"{key.id}  {key.prefix}...  {state:7}  ${micros_to_usd(key.balance_micros):<12}  {limits}  {key.name}"
+
+
+def run_keys(args: argparse.Namespace) -> int:
+    """Run a ``keys`` action; returns the exit status.
+
+    Raises:
+        InvalidRequest: an unknown key id or a bad amount (the caller prints it).
+    """
+    if not args.data_dir:
+        print("chatcap keys: set --data-dir or CHATCAP_DATA_DIR", file=sys.stderr)
+        return 2
+    db = Database.open(Path(args.data_dir))
+    store = KeyStore(db)
+    try:
+        if args.keys_command == "create":
+            key, secret = store.create(args.name, args.credit, args.rpm, args.tpm)
+            print(_row(key), file=sys.stderr)
+            print(secret)
+        elif args.keys_command == "list":
+            for key in store.list():
+                print(_row(key))
+        elif args.keys_command == "revoke":
+            print(_row(store.revoke(args.key_id)))
+        else:
+            print(_row(store.top_up(args.key_id, args.amount)))
+    finally:
+        db.close()
+    return 0

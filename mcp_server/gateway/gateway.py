@@ -1,0 +1,257 @@
+"""The gateway: the one place a chat completion is authenticated, admitted, metered and billed.
+
+REST and MCP call :class:`Gateway` where they would call
+:class:`~mcp_server.service.ChatService`; it has the same ``stream``/``complete`` methods
+plus the caller's ``key``. Around every generation it:
+
+1. checks the request's size limits (400, :mod:`.request_limits`);
+2. applies the key's RPM/TPM limits (429, :mod:`.limits`);
+3. reserves the request's maximum cost (402 when no credit is left, :mod:`.ledger`);
+4. runs the service, timing the first chunk and counting tokens as they come;
+5. when the generation ends in any way (completed, failed, or closed by a client that
+   went away), writes its ledger row and charges its key in one transaction, shielded
+   from cancellation, before the caller sees the end of the stream.
+
+Without a data directory there is no key store or ledger: the gateway only checks
+limits, the single ``--api-key``, and keeps metrics.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from typing import Any
+
+import anyio
+
+from mcp_server.catalog import Price, find_entry
+from mcp_server.engine.base import ModelCard
+from mcp_server.errors import AuthenticationError, ServiceError
+from mcp_server.gateway.db import Database
+from mcp_server.gateway.keys import KeyRecord, KeyStore
+from mcp_server.gateway.ledger import Ledger, Reservation, Status, Usage, cost_micros
+from mcp_server.gateway.limits import RateLimiter
+from mcp_server.gateway.metrics import Metrics
+from mcp_server.gateway.request_limits import RequestLimits
+from mcp_server.service import ChatRequest, ChatService, ProgressCallback, drain
+from mcp_server.settings import Settings
+
+__all__ = ["METERED_PATHS", "Gateway"]
+
+METERED_PATHS = frozenset({"/v1/chat/completions", "/v1/models", "/mcp"})
+"""Paths counted by name in ``chatcap_http_requests_total``."""
+
+_FREE = Price(0.0, 0.0)
+
+
+@dataclass
+class _Meter:
+    """What one generation has produced so far."""
+
+    model: str
+    started: float
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    completion_id: str | None = None
+
+    def update(self, prompt_tokens: int, completion_tokens: int) -> None:
+        self.prompt_tokens, self.completion_tokens = prompt_tokens, completion_tokens
+
+
+class Gateway:
+    """Keys, limits, billing and metrics in front of a :class:`ChatService`.
+
+    Args:
+        service: the chat service.
+        limits: request size limits.
+        metrics: where to count (built by :meth:`build` when None).
+        store: the key store, or None to run without keys and ledger.
+        api_key: the single ``--api-key`` (unmetered), or None.
+        price: a price for every served model, overriding the catalog's; None reads
+            the catalog (models it does not know are free).
+        rate_limiter: per-key RPM/TPM limits.
+    """
+
+    def __init__(
+        self,
+        service: ChatService,
+        limits: RequestLimits,
+        *,
+        store: KeyStore | None = None,
+        api_key: str | None = None,
+        price: Price | None = None,
+        rate_limiter: RateLimiter | None = None,
+    ):
+        self.service = service
+        self.limits = limits
+        self.store = store
+        self.ledger = Ledger(store.db) if store is not None else None
+        self.api_key = api_key
+        self.price = price
+        self.rate_limiter = rate_limiter or RateLimiter()
+        self.in_flight = 0
+        self.metrics = Metrics(self._running, METERED_PATHS)
+
+    @classmethod
+    def build(cls, service: ChatService, settings: Settings) -> Gateway:
+        """The gateway ``settings`` describe; opens the database when ``data_dir`` is set."""
+        store = KeyStore(Database.open(settings.data_dir)) if settings.data_dir is not None else None
+        return cls(
+            service,
+            RequestLimits(max_body_bytes=settings.max_request_bytes),
+            store=store,
+            api_key=settings.api_key,
+            price=Price(*settings.price) if settings.price is not None else None,
+        )
+
+    @property
+    def engine(self):
+        """The engine behind the service."""
+        return self.service.engine
+
+    def list_models(self) -> dict[str, Any]:
+        """As :meth:`ChatService.list_models`."""
+        return self.service.list_models()
+
+    def retrieve_model(self, model_id: str) -> dict[str, Any]:
+        """As :meth:`ChatService.retrieve_model` (raises ModelNotFound)."""
+        return self.service.retrieve_model(model_id)
+
+    def close(self) -> None:
+        """Close the database (after the last request has settled)."""
+        if self.store is not None:
+            self.store.db.close()
+
+    def _running(self) -> int:
+        running = getattr(self.engine, "running", None)
+        return running if isinstance(running, int) else self.in_flight
+
+    async def authenticate(self, authorization: str | None) -> KeyRecord | None:
+        """Resolve an ``Authorization`` header to the caller's key.
+
+        Rules: the single ``--api-key`` is accepted and unmetered (None); a key of the
+        store that is not revoked returns its record; with neither configured (no
+        ``--api-key`` and no active key in the store) every caller is let in (None).
+
+        Raises:
+            AuthenticationError: a key is required and the header is missing, carries an
+                unknown or revoked key, or is not ``Bearer``. The key is never echoed.
+        """
+        scheme, _, token = (authorization or "").partition(" ")
+        token = token.strip() if scheme.lower() == "bearer" else ""
+        if token and self.api_key and hmac.compare_digest(token.encode(), self.api_key.encode()):
+            return None
+        store = self.store
+        if token and store is not None:
+            key = await anyio.to_thread.run_sync(store.authenticate, token)
+            if key is not None and key.active:
+                return key
+            if key is not None:
+                raise AuthenticationError(f"The API key {key.id} has been revoked.")
+        required = self.api_key is not None or (
+            store is not None and await anyio.to_thread.run_sync(store.has_active_keys)
+        )
+        if not required:
+            return None
+        if not token:
+            raise AuthenticationError("Missing API key: send 'Authorization: Bearer <key>'.")
+        raise AuthenticationError("Incorrect API key provided.")
+
+    async def complete(
+        self, request: ChatRequest, progress: ProgressCallback | None = None, *, key: KeyRecord | None = None
+    ) -> dict[str, Any]:
+        """As :meth:`ChatService.complete`, admitted and billed like :meth:`stream`."""
+        return await drain(self.stream(replace(request, include_usage=True), progress, key=key))
+
+    async def stream(
+        self, request: ChatRequest, progress: ProgressCallback | None = None, *, key: KeyRecord | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """As :meth:`ChatService.stream`, admitted, metered and billed.
+
+        Args:
+            request: the parsed request.
+            progress: passed to the service.
+            key: the caller's key (from :meth:`authenticate`), or None.
+
+        Raises:
+            InvalidRequest: a size limit is exceeded (before admission).
+            ModelNotFound: the model is not served.
+            RateLimited: the key's RPM or TPM limit is reached.
+            InsufficientQuota: the key has no credit left.
+            ServiceError: whatever the service raises, after the request is settled.
+        """
+        self.limits.check(request)
+        card = self._card(request.generation.model)
+        price = self.price or _catalog_price(card.id)
+        self.rate_limiter.admit(key)
+        hold = await self._reserve(key, _max_cost(request, card, price))
+        meter = _Meter(card.id, time.monotonic())
+        self.in_flight += 1
+        self.metrics.in_flight.inc()
+        self.metrics.queue_depth.inc()
+        status: Status = "cancelled"
+        error_code: str | None = None
+        try:
+            async for chunk in self.service.stream(request, progress, on_usage=meter.update):
+                if meter.completion_id is None:
+                    meter.completion_id = chunk["id"]
+                    self.metrics.queue_depth.dec()
+                    self.metrics.time_to_first_token.labels(card.id).observe(time.monotonic() - meter.started)
+                yield chunk
+            status = "completed"
+        except ServiceError as exc:
+            status, error_code = "failed", exc.code or exc.error_type
+            raise
+        except Exception:
+            status, error_code = "failed", "server_error"
+            raise
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._settle(key, hold, meter, price, status, error_code)
+
+    def _card(self, model_id: str) -> ModelCard:
+        """The served model a request names (the default when it names none)."""
+        if not model_id:
+            return self.engine.models[0]
+        self.service.retrieve_model(model_id)  # ModelNotFound for a model not served
+        return next(m for m in self.engine.models if m.id == model_id)
+
+    async def _reserve(self, key: KeyRecord | None, amount: int) -> Reservation | None:
+        if self.ledger is None:
+            return None
+        return await anyio.to_thread.run_sync(self.ledger.reserve, key, amount)
+
+    async def _settle(
+        self, key: KeyRecord | None, hold: Reservation | None, meter: _Meter, price: Price,
+        status: Status, error_code: str | None,
+    ) -> None:
+        """Write the ledger row and charge the key, then count tokens, limits and metrics."""
+        cost = cost_micros(price, meter.prompt_tokens, meter.completion_tokens)
+        if self.ledger is not None and hold is not None:
+            usage = Usage(meter.model, meter.prompt_tokens, meter.completion_tokens, cost, status,
+                          meter.completion_id, error_code)
+            await anyio.to_thread.run_sync(self.ledger.settle, hold, usage)
+        self.rate_limiter.record_tokens(key, meter.prompt_tokens + meter.completion_tokens)
+        metrics = self.metrics
+        if meter.completion_id is None:
+            metrics.queue_depth.dec()
+        metrics.in_flight.dec()
+        self.in_flight -= 1
+        metrics.generations.labels(status).inc()
+        metrics.prompt_tokens.labels(meter.model).inc(meter.prompt_tokens)
+        metrics.completion_tokens.labels(meter.model).inc(meter.completion_tokens)
+        metrics.latency.labels(meter.model).observe(time.monotonic() - meter.started)
+
+
+def _catalog_price(model_id: str) -> Price:
+    entry = find_entry(model_id)
+    return entry.price if entry is not None else _FREE
+
+
+def _max_cost(request: ChatRequest, card: ModelCard, price: Price) -> int:
+    """The most a request can cost: a whole context of prompt, ``n`` full completions."""
+    context = card.context_length
+    per_choice = min(request.generation.max_tokens or context, context)
+    return cost_micros(price, context, request.n * per_choice)

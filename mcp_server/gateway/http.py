@@ -1,0 +1,110 @@
+"""The gateway's HTTP side: one ASGI middleware in front of REST and MCP.
+
+For every HTTP request it:
+
+- refuses a body larger than ``max_body_bytes`` with 413 (by ``Content-Length``, or by
+  counting while it reads a body sent without one), before any route sees it;
+- on ``/v1/...`` and ``/mcp``, resolves ``Authorization: Bearer`` to the caller's key
+  (:meth:`Gateway.authenticate`, 401 on failure) and leaves it in the ASGI scope, where
+  :func:`request_key` finds it for REST routes and MCP tool calls alike;
+- counts the response in ``chatcap_http_requests_total``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from mcp_server.errors import PayloadTooLarge, ServiceError
+from mcp_server.gateway.gateway import Gateway
+from mcp_server.gateway.keys import KeyRecord
+
+__all__ = ["GatewayMiddleware", "request_key"]
+
+_STATE_KEY = "chatcap_key"
+_PROTECTED = ("/v1/", "/mcp")
+_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
+
+
+def request_key(request: Any) -> KeyRecord | None:
+    """The key :class:`GatewayMiddleware` resolved for a Starlette request (None: no key).
+
+    Args:
+        request: a ``starlette.requests.Request``, or None (MCP over stdio).
+    """
+    if request is None:
+        return None
+    return request.scope.get("state", {}).get(_STATE_KEY)
+
+
+class GatewayMiddleware:
+    """Body limit, authentication and HTTP metrics for an ASGI app.
+
+    Args:
+        app: the app to protect.
+        gateway: supplies the limits, authentication and metrics.
+        error_response: renders a :class:`ServiceError` as an ASGI response (the REST
+            surface's envelope).
+    """
+
+    def __init__(self, app: ASGIApp, gateway: Gateway, error_response: Callable[[ServiceError], ASGIApp]):
+        self.app = app
+        self.gateway = gateway
+        self.error_response = error_response
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+
+        async def counted_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                self.gateway.metrics.count_http(path, message["status"])
+            await send(message)
+
+        try:
+            receive = await self._limit_body(scope, receive)
+            if path.startswith(_PROTECTED) or path == "/v1":
+                headers = dict(scope["headers"])
+                authorization = headers.get(b"authorization", b"").decode("latin-1")
+                key = await self.gateway.authenticate(authorization)
+                scope.setdefault("state", {})[_STATE_KEY] = key
+        except ServiceError as exc:
+            await self.error_response(exc)(scope, receive, counted_send)
+            return
+        await self.app(scope, receive, counted_send)
+
+    async def _limit_body(self, scope: Scope, receive: Receive) -> Receive:
+        """Read the whole body (at most the limit) and return a ``receive`` that replays it.
+
+        Raises:
+            PayloadTooLarge: the body is over the limit; the message gives both sizes.
+        """
+        limit = self.gateway.limits.max_body_bytes
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise PayloadTooLarge(f"The request body is {int(declared)} bytes; at most {limit} are accepted.")
+        if scope["method"] not in _WITH_BODY:
+            return receive
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                buffered = [message]
+                break
+            parts.append(message.get("body", b""))
+            size += len(parts[-1])
+            if size > limit:
+                raise PayloadTooLarge(f"The request body is over {limit} bytes, the most accepted.")
+            if not message.get("more_body", False):
+                buffered = [{"type": "http.request", "body": b"".join(parts), "more_body": False}]
+                break
+
+        async def replay() -> Message:
+            return buffered.pop(0) if buffered else await receive()
+
+        return replay

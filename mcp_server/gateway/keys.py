@@ -1,0 +1,184 @@
+"""API keys: created, listed, revoked and topped up in the gateway database.
+
+Usage::
+
+    store = KeyStore(Database.open(data_dir))
+    record, secret = store.create("alice", credit_usd=5.0, rpm=60, tpm=20_000)
+    print(secret)                    # sk-chatcap-...: shown once, never stored
+    store.authenticate(secret)       # -> KeyRecord, or None for an unknown secret
+    store.top_up(record.id, 2.5)
+
+A secret is ``sk-chatcap-`` plus 32 random bytes (URL-safe base64). Only its sha256 is
+stored: for a random 256-bit secret a plain hash is as strong as a slow one, and a lookup
+stays one index probe. Code outside this module names a key by its ``id`` (``key_...``);
+the secret never goes into a log line or an error message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from dataclasses import dataclass
+from decimal import ROUND_HALF_EVEN, Decimal
+
+from mcp_server.errors import InvalidRequest
+from mcp_server.gateway.db import Database
+
+__all__ = ["KEY_PREFIX", "KeyRecord", "KeyStore", "micros_to_usd", "usd_to_micros"]
+
+KEY_PREFIX = "sk-chatcap-"
+_SHOWN_PREFIX = len(KEY_PREFIX) + 4
+
+
+def usd_to_micros(usd: float | str | Decimal) -> int:
+    """Convert USD to integer micro-dollars, rounding half to even.
+
+    Raises:
+        InvalidRequest: the amount is not a finite number.
+    """
+    try:
+        value = Decimal(str(usd))
+    except ArithmeticError:
+        raise InvalidRequest(f"Not an amount of USD: {usd!r}.") from None
+    if not value.is_finite():
+        raise InvalidRequest(f"Not an amount of USD: {usd!r}.")
+    return int((value * 1_000_000).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+
+
+def micros_to_usd(micros: int) -> Decimal:
+    """Convert integer micro-dollars to an exact USD amount."""
+    return Decimal(micros) / 1_000_000
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    """One API key as stored (never the secret).
+
+    Attributes:
+        id: ``key_<12 hex>``, the name used in logs, the ledger and the CLI.
+        name: a label chosen at creation.
+        prefix: the secret's first characters (``sk-chatcap-abcd``), for recognising it.
+        balance_micros: remaining credit in micro-dollars (may be slightly negative,
+            see :mod:`mcp_server.gateway.ledger`).
+        rpm: requests per minute allowed, or None for no limit.
+        tpm: prompt plus completion tokens per minute allowed, or None.
+        created_at: Unix time of creation.
+        revoked_at: Unix time of revocation, or None while the key is active.
+    """
+
+    id: str
+    name: str
+    prefix: str
+    balance_micros: int
+    rpm: int | None
+    tpm: int | None
+    created_at: float
+    revoked_at: float | None
+
+    @property
+    def active(self) -> bool:
+        """True until the key is revoked."""
+        return self.revoked_at is None
+
+
+_COLUMNS = "id, name, prefix, balance_micros, rpm, tpm, created_at, revoked_at"
+
+
+class KeyStore:
+    """API keys in the gateway database.
+
+    Args:
+        db: the open gateway database.
+    """
+
+    def __init__(self, db: Database):
+        self.db = db
+
+    def create(
+        self, name: str, credit_usd: float | str = 0, rpm: int | None = None, tpm: int | None = None
+    ) -> tuple[KeyRecord, str]:
+        """Create a key with an initial credit.
+
+        Returns:
+            The stored record and the secret (``sk-chatcap-...``), which is not kept.
+
+        Raises:
+            InvalidRequest: a negative credit, or a limit below 1.
+        """
+        credit = usd_to_micros(credit_usd)
+        if credit < 0:
+            raise InvalidRequest("The initial credit must not be negative.", param="credit")
+        for param, limit in (("rpm", rpm), ("tpm", tpm)):
+            if limit is not None and limit < 1:
+                raise InvalidRequest(f"{param} must be at least 1 (omit it for no limit).", param=param)
+        secret = KEY_PREFIX + secrets.token_urlsafe(32)
+        key_id = "key_" + secrets.token_hex(6)
+        now = time.time()
+        with self.db.transaction() as conn:
+            conn.execute(
+                "INSERT INTO keys (id, name, hash, prefix, balance_micros, rpm, tpm, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (key_id, name, _hash(secret), secret[:_SHOWN_PREFIX], credit, rpm, tpm, now),
+            )
+            conn.execute(
+                "INSERT INTO credits (key_id, amount_micros, created_at) VALUES (?, ?, ?)", (key_id, credit, now)
+            )
+        return self.get(key_id), secret
+
+    def get(self, key_id: str) -> KeyRecord:
+        """Return one key.
+
+        Raises:
+            InvalidRequest: no key has this id.
+        """
+        rows = self.db.query(f"SELECT {_COLUMNS} FROM keys WHERE id = ?", (key_id,))
+        if not rows:
+            raise InvalidRequest(f"No API key with id '{key_id}'.", param="key_id")
+        return KeyRecord(**dict(rows[0]))
+
+    def list(self) -> list[KeyRecord]:
+        """Every key, oldest first, revoked ones included."""
+        return [KeyRecord(**dict(r)) for r in self.db.query(f"SELECT {_COLUMNS} FROM keys ORDER BY created_at")]
+
+    def revoke(self, key_id: str) -> KeyRecord:
+        """Revoke a key: it authenticates no more. Revoking twice keeps the first time.
+
+        Raises:
+            InvalidRequest: no key has this id.
+        """
+        self.get(key_id)
+        with self.db.transaction() as conn:
+            conn.execute("UPDATE keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (time.time(), key_id))
+        return self.get(key_id)
+
+    def top_up(self, key_id: str, usd: float | str) -> KeyRecord:
+        """Add credit to a key (recorded in ``credits``, balance raised in the same transaction).
+
+        Raises:
+            InvalidRequest: no key has this id, or the amount is not positive.
+        """
+        amount = usd_to_micros(usd)
+        if amount <= 0:
+            raise InvalidRequest("A top-up must be a positive amount of USD.", param="amount")
+        self.get(key_id)
+        with self.db.transaction() as conn:
+            conn.execute(
+                "INSERT INTO credits (key_id, amount_micros, created_at) VALUES (?, ?, ?)",
+                (key_id, amount, time.time()),
+            )
+            conn.execute("UPDATE keys SET balance_micros = balance_micros + ? WHERE id = ?", (amount, key_id))
+        return self.get(key_id)
+
+    def authenticate(self, secret: str) -> KeyRecord | None:
+        """Return the key whose secret this is (revoked or not), or None."""
+        rows = self.db.query(f"SELECT {_COLUMNS} FROM keys WHERE hash = ?", (_hash(secret),))
+        return KeyRecord(**dict(rows[0])) if rows else None
+
+    def has_active_keys(self) -> bool:
+        """True when at least one key is not revoked (then ``/v1`` and ``/mcp`` need a key)."""
+        return bool(self.db.query("SELECT 1 FROM keys WHERE revoked_at IS NULL LIMIT 1"))

@@ -1,0 +1,86 @@
+"""Prometheus metrics, one registry per app (no process-global state).
+
+Served at ``GET /metrics`` in the Prometheus text format (``prometheus_client``):
+
+==========================================  =========  ==========================================
+name                                        type       meaning
+==========================================  =========  ==========================================
+``chatcap_http_requests_total``             counter    HTTP requests by ``path`` and ``status``
+``chatcap_generations_total``               counter    admitted generations by ``outcome``
+                                                       (completed, cancelled, failed)
+``chatcap_prompt_tokens_total``             counter    prompt tokens, by ``model``
+``chatcap_completion_tokens_total``         counter    completion tokens, by ``model``
+``chatcap_time_to_first_token_seconds``     histogram  admission to first chunk, by ``model``
+``chatcap_request_latency_seconds``         histogram  admission to end, by ``model``
+``chatcap_queue_depth``                     gauge      admitted generations without a first chunk
+``chatcap_in_flight_requests``              gauge      admitted generations not yet settled
+``chatcap_running_requests``                gauge      the engine's running count (waiting for a
+                                                       batch slot or decoding); the in-flight
+                                                       count for engines that keep none
+==========================================  =========  ==========================================
+
+``path`` is one of the served API paths or ``other``, so random URLs cannot grow the series.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+__all__ = ["CONTENT_TYPE", "Metrics"]
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+class Metrics:
+    """The service's instruments in their own registry.
+
+    Args:
+        running: returns the engine's running count (see the module table).
+        paths: the path labels kept as they are; any other path counts as ``other``.
+    """
+
+    def __init__(self, running: Callable[[], int], paths: frozenset[str]):
+        self.registry = CollectorRegistry()
+        self._paths = paths
+        self.http_requests = Counter(
+            "chatcap_http_requests", "HTTP requests by path and status.", ["path", "status"], registry=self.registry
+        )
+        self.generations = Counter(
+            "chatcap_generations", "Admitted generations by outcome.", ["outcome"], registry=self.registry
+        )
+        self.prompt_tokens = Counter(
+            "chatcap_prompt_tokens", "Prompt tokens processed.", ["model"], registry=self.registry
+        )
+        self.completion_tokens = Counter(
+            "chatcap_completion_tokens", "Completion tokens generated.", ["model"], registry=self.registry
+        )
+        self.time_to_first_token = Histogram(
+            "chatcap_time_to_first_token_seconds", "Seconds from admission to the first chunk.", ["model"],
+            buckets=_LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.latency = Histogram(
+            "chatcap_request_latency_seconds", "Seconds from admission to the end of a generation.", ["model"],
+            buckets=_LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.queue_depth = Gauge(
+            "chatcap_queue_depth", "Admitted generations waiting for their first chunk.", registry=self.registry
+        )
+        self.in_flight = Gauge(
+            "chatcap_in_flight_requests", "Admitted generations not yet settled.", registry=self.registry
+        )
+        running_gauge = Gauge(
+            "chatcap_running_requests", "Sequences the engine is running or queueing.", registry=self.registry
+        )
+        running_gauge.set_function(running)
+
+    def count_http(self, path: str, status: int) -> None:
+        """Count one HTTP response."""
+        self.http_requests.labels(path if path in self._paths else "other", str(status)).inc()
+
+    def render(self) -> bytes:
+        """The registry in the Prometheus text exposition format."""
+        return generate_latest(self.registry)
