@@ -2,9 +2,10 @@
 
 Usage::
 
-    python benchmarks/bench_engine.py [--skip-cold] [--max-tokens 64]
+    python benchmarks/bench_engine.py [--skip-cold] [--max-tokens 64] [--dtypes bfloat16,float32]
 
-Prints a table and writes ``benchmarks/results/engine.json``. The cold load converts the
+Prints a table (one column per weight dtype, measured side by side in one run) and writes
+``benchmarks/results/engine.json``; the engine's default ``auto`` picks one of them. The cold load converts the
 bundled GGUF into a fresh temporary cache (as a first start does); the warm load reads
 that cache back (as every later start does). With ``--skip-cold`` only the normal cache
 is used. Decode speed is measured on the same eight prompts, one request at a time and
@@ -29,6 +30,7 @@ import torch
 
 from mcp_server.engine.base import GenerationRequest, SamplingParams
 from mcp_server.engine.embedded import EmbeddedEngine
+from mcp_server.engine.model_files import DEFAULT_MODEL_ID, resolve_dtype
 
 logger = logging.getLogger("bench_engine")
 
@@ -102,24 +104,33 @@ async def measure(engine: EmbeddedEngine, max_tokens: int) -> dict[str, float]:
     }
 
 
-async def main(skip_cold: bool, max_tokens: int) -> dict:
-    load_before = os.getloadavg()[0]
+async def measure_dtype(dtype: str, skip_cold: bool, max_tokens: int) -> dict:
+    """Cold and warm load, then decode measurements, for one weight dtype."""
     results: dict = {}
     with tempfile.TemporaryDirectory() as scratch:
         cache_dir = None if skip_cold else scratch
         if not skip_cold:
-            cold = EmbeddedEngine(cache_dir=cache_dir)
+            cold = EmbeddedEngine(cache_dir=cache_dir, dtype=dtype)
             results["load_cold_s"] = await timed_start(cold)
             await cold.aclose()
-        engine = EmbeddedEngine(cache_dir=cache_dir, max_batch_size=8)
+        engine = EmbeddedEngine(cache_dir=cache_dir, max_batch_size=8, dtype=dtype)
         results["load_warm_s"] = await timed_start(engine)
         try:
             results.update(await measure(engine, max_tokens))
         finally:
             await engine.aclose()
+    return results
+
+
+async def main(skip_cold: bool, max_tokens: int, dtypes: list[str]) -> dict:
+    load_before = os.getloadavg()[0]
+    results: dict = {"by_dtype": {}}
+    for dtype in dtypes:
+        results["by_dtype"][dtype] = await measure_dtype(dtype, skip_cold, max_tokens)
     results["environment"] = {
-        "model": engine.models[0].id,
-        "dtype": "bfloat16",
+        "model": DEFAULT_MODEL_ID,
+        "auto_dtype": resolve_dtype("auto"),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "max_tokens": max_tokens,
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
@@ -131,20 +142,30 @@ async def main(skip_cold: bool, max_tokens: int) -> dict:
     return results
 
 
+ROWS = [
+    ("model load, cold (GGUF -> cache)", "load_cold_s", "s"),
+    ("model load, warm (from cache)", "load_warm_s", "s"),
+    ("time to first token, 1 request (median)", "ttft_ms_median", "ms"),
+    ("decode, 1 request", "decode_tok_s_1_request", "tok/s"),
+    ("  (bare transformers loop, same model)", "raw_model_decode_tok_s_1_request", "tok/s"),
+    ("decode, 8 concurrent (total)", "decode_tok_s_8_concurrent_total", "tok/s"),
+    ("time to first token, 8 concurrent (median)", "ttft_ms_median_8_concurrent", "ms"),
+]
+
+
 def report(results: dict) -> str:
-    rows = [
-        ("model load, cold (GGUF -> cache)", results.get("load_cold_s"), "s"),
-        ("model load, warm (from cache)", results["load_warm_s"], "s"),
-        ("time to first token, 1 request (median)", results["ttft_ms_median"], "ms"),
-        ("decode, 1 request", results["decode_tok_s_1_request"], "tok/s"),
-        ("  (bare transformers loop, same model)", results["raw_model_decode_tok_s_1_request"], "tok/s"),
-        ("decode, 8 concurrent (total)", results["decode_tok_s_8_concurrent_total"], "tok/s"),
-        ("time to first token, 8 concurrent (median)", results["ttft_ms_median_8_concurrent"], "ms"),
-    ]
-    lines = [f"{'metric':<44} {'value':>9}  unit", "-" * 62]
-    lines += [f"{name:<44} {value:>9.1f}  {unit}" for name, value, unit in rows if value is not None]
+    dtypes = list(results["by_dtype"])
+    lines = [f"{'metric':<44} " + " ".join(f"{d:>10}" for d in dtypes) + "  unit", "-" * (52 + 11 * len(dtypes))]
+    for name, key, unit in ROWS:
+        values = [results["by_dtype"][d].get(key) for d in dtypes]
+        if any(v is not None for v in values):
+            cells = " ".join(f"{v:>10.1f}" if v is not None else f"{'-':>10}" for v in values)
+            lines.append(f"{name:<44} {cells}  {unit}")
     env = results["environment"]
-    lines.append(f"({env['cpus']} CPUs, {env['torch_threads']} torch threads, load average {env['load_average_before']:.1f})")
+    lines.append(
+        f"(auto dtype here: {env['auto_dtype']}; CPU capability {env['cpu_capability']}; {env['cpus']} CPUs, "
+        f"{env['torch_threads']} torch threads, load average {env['load_average_before']:.1f})"
+    )
     return "\n".join(lines)
 
 
@@ -152,9 +173,10 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-cold", action="store_true", help="do not measure the GGUF conversion")
     parser.add_argument("--max-tokens", type=int, default=64, help="tokens per request (default 64)")
+    parser.add_argument("--dtypes", default="bfloat16,float32", help="weight dtypes to compare, comma-separated")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    outcome = asyncio.run(main(args.skip_cold, args.max_tokens))
+    outcome = asyncio.run(main(args.skip_cold, args.max_tokens, args.dtypes.split(",")))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(outcome, indent=2) + "\n")
     logger.info("%s\nwritten to %s", report(outcome), RESULTS)

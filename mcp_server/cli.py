@@ -50,7 +50,7 @@ def _add_runtime_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--served-model-name", default=_env("SERVED_MODEL_NAME"), help="model id clients send")
     parser.add_argument("--api-key", default=_env("API_KEY"), help="require this Bearer key")
     parser.add_argument("--capability", default=_env("CAPABILITY"), help="Naftiko capability file")
-    parser.add_argument("--dtype", default=_env("DTYPE", defaults.dtype), choices=["bfloat16", "float32"])
+    parser.add_argument("--dtype", default=_env("DTYPE", defaults.dtype), choices=["auto", "bfloat16", "float32"])
     parser.add_argument("--context-length", type=int, default=_env("CONTEXT_LENGTH"))
     parser.add_argument(
         "--max-running-requests", type=int,

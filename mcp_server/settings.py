@@ -24,7 +24,8 @@ class Settings:
         host, port: where ``serve`` listens.
         api_key: when set, REST ``/v1`` routes and ``/mcp`` require ``Authorization: Bearer``.
         capability_path: the Naftiko capability file; None = the project's own.
-        dtype: torch dtype name for the embedded engine (``bfloat16`` or ``float32``).
+        dtype: weight dtype for the embedded engine: ``auto`` (bf16 where the CPU has bf16
+            instructions, else fp32), ``bfloat16`` or ``float32``.
         context_length: override of the model's context window, in tokens.
         max_running_requests: most sequences decoded together in one batch.
         sglang_url: with ``engine="sglang"``, attach to this running SGLang server or
@@ -47,7 +48,7 @@ class Settings:
     port: int = 8000
     api_key: str | None = None
     capability_path: Path | None = None
-    dtype: str = "bfloat16"
+    dtype: str = "auto"
     context_length: int | None = None
     max_running_requests: int = 16
     sglang_url: str | None = None

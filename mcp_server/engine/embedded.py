@@ -56,7 +56,8 @@ class EmbeddedEngine:
             bundled SmolLM2-135M-Instruct GGUF.
         served_model_name: the model id clients use; defaults to
             ``HuggingFaceTB/SmolLM2-135M-Instruct`` for the bundled model, else ``model_path``.
-        dtype: weight dtype, ``bfloat16`` (default), ``float32`` or ``float16``.
+        dtype: weight dtype, ``auto`` (default: bf16 where the CPU has bf16 instructions,
+            else fp32; see :func:`.model_files.resolve_dtype`), ``bfloat16``, ``float32`` or ``float16``.
         max_batch_size: most sequences decoded together; more wait for a free slot.
         context_length: context window in tokens; defaults to the model's
             ``max_position_embeddings``.
@@ -78,7 +79,7 @@ class EmbeddedEngine:
         self,
         model_path: str | None = None,
         served_model_name: str | None = None,
-        dtype: str = "bfloat16",
+        dtype: str = "auto",
         max_batch_size: int = 16,
         context_length: int | None = None,
         grammar_provider: GrammarProvider | None = None,

@@ -81,13 +81,31 @@ def cache_root() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "chatcap"
 
 
-def load_model(model_path: str | None = None, dtype: str = "bfloat16", cache_dir: Path | None = None) -> LoadedModel:
+def resolve_dtype(dtype: str) -> str:
+    """Resolve ``auto`` to the fastest weight dtype for this CPU; other names pass through.
+
+    bf16 matrix products are fast only where the CPU has bf16 instructions (AVX512-BF16 or
+    AMX). Without them PyTorch's bf16 GEMM runs row by row: measured on a 2-core AVX2 EPYC,
+    a 500-token prefill took 6.96 s in bf16 against 1.20 s in fp32, and a decode step for 8
+    sequences 207 ms against 164 ms (one sequence: 51 ms against 94 ms). So ``auto`` is
+    ``bfloat16`` on such CPUs and ``float32`` elsewhere.
+    """
+    if dtype != "auto":
+        return dtype
+    import torch
+
+    native_bf16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return "bfloat16" if native_bf16 else "float32"
+
+
+def load_model(model_path: str | None = None, dtype: str = "auto", cache_dir: Path | None = None) -> LoadedModel:
     """Load a causal LM and its tokenizer on CPU.
 
     Args:
         model_path: a GGUF file, a local Hugging Face model directory, or None for the
             bundled SmolLM2-135M-Instruct GGUF.
-        dtype: torch dtype name for the weights (``bfloat16``, ``float32`` or ``float16``).
+        dtype: torch dtype name for the weights (``bfloat16``, ``float32`` or ``float16``),
+            or ``auto`` (:func:`resolve_dtype`).
         cache_dir: where GGUF conversions are kept; defaults to :func:`cache_root`.
 
     Returns:
@@ -100,6 +118,7 @@ def load_model(model_path: str | None = None, dtype: str = "bfloat16", cache_dir
     """
     import torch
 
+    dtype = resolve_dtype(dtype)
     torch_dtype = getattr(torch, dtype, None)
     if not isinstance(torch_dtype, torch.dtype) or not torch_dtype.is_floating_point:
         raise EngineUnavailable(f"Unknown dtype {dtype!r}; use bfloat16, float32 or float16.")
