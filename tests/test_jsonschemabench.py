@@ -21,8 +21,7 @@ pytestmark = pytest.mark.skipif(not bench.DATA.is_dir(), reason=f"dataset not fo
 
 
 @pytest.fixture(scope="module")
-def stats():
-    tokenizer = bench.load_tokenizer()
+def stats(tokenizer):
     return bench.evaluate(bench.XGrammarBackend(tokenizer), tokenizer, sorted(bench.DATA.glob("*.json")))
 
 

@@ -508,11 +508,10 @@ def test_attach_to_a_chatcap_upstream_completes_and_streams(front):
     assert events[-1].usage.completion_tokens == whole.usage.completion_tokens
 
 
-@pytest.mark.xfail(reason="needs tool_choice enforced by the embedded engine (its tool calling is in progress)")
 def test_attach_to_a_chatcap_upstream_passes_tool_calls_through(front):
     called = front.chat.completions.create(
         model=MODEL, messages=[{"role": "user", "content": "What is the weather in Oslo?"}],
-        tools=[WEATHER_TOOL], tool_choice="required", max_tokens=40, temperature=0)
+        tools=[WEATHER_TOOL], tool_choice="required", max_tokens=96, temperature=0)
     assert called.choices[0].finish_reason == "tool_calls"
     assert "city" in json.loads(called.choices[0].message.tool_calls[0].function.arguments)
 

