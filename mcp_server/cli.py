@@ -51,6 +51,7 @@ def _add_runtime_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--api-key", default=_env("API_KEY"), help="require this Bearer key")
     parser.add_argument("--capability", default=_env("CAPABILITY"), help="Naftiko capability file")
     parser.add_argument("--dtype", default=_env("DTYPE", defaults.dtype), choices=["auto", "bfloat16", "float32"])
+    parser.add_argument("--device", default=_env("DEVICE", defaults.device), help="embedded engine device: cpu, cuda")
     parser.add_argument("--context-length", type=int, default=_env("CONTEXT_LENGTH"))
     parser.add_argument(
         "--max-running-requests", type=int,
@@ -95,6 +96,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         api_key=args.api_key,
         capability_path=Path(args.capability) if args.capability else None,
         dtype=args.dtype,
+        device=args.device,
         context_length=int(args.context_length) if args.context_length else None,
         max_running_requests=args.max_running_requests,
         sglang_url=args.sglang_url,

@@ -26,6 +26,7 @@ class Settings:
         capability_path: the Naftiko capability file; None = the project's own.
         dtype: weight dtype for the embedded engine: ``auto`` (bf16 where the CPU has bf16
             instructions, else fp32), ``bfloat16`` or ``float32``.
+        device: where the embedded engine runs the model (``cpu``, ``cuda``), as SGLang's ``--device``.
         context_length: override of the model's context window, in tokens.
         max_running_requests: most sequences decoded together in one batch.
         sglang_url: with ``engine="sglang"``, attach to this running SGLang server or
@@ -49,6 +50,7 @@ class Settings:
     api_key: str | None = None
     capability_path: Path | None = None
     dtype: str = "auto"
+    device: str = "cpu"
     context_length: int | None = None
     max_running_requests: int = 16
     sglang_url: str | None = None

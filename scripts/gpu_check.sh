@@ -6,7 +6,7 @@
 #   MODEL_DIR=/models/SmolLM2-135M-Instruct scripts/gpu_check.sh
 #
 # Runtime: SGLang (`--engine sglang`, launched by chatcap on the local model) when `sglang`
-# and `sgl_kernel` import and CUDA is available, else the embedded engine (on CUDA when its CLI offers --device). No network is
+# and `sgl_kernel` import and CUDA is available, else the embedded engine (on CUDA when torch sees a GPU). No network is
 # needed: without MODEL_DIR the bundled SmolLM2-135M-Instruct GGUF is converted once to a
 # Hugging Face directory (the embedded engine's cache), which SGLang can load.
 set -euo pipefail
@@ -34,10 +34,10 @@ if "$PY" -c 'import sglang, sgl_kernel, torch; assert torch.cuda.is_available()'
 else
   RUNTIME="embedded"
   ARGS=(--engine embedded --model-path "$MODEL_DIR" --served-model-name HuggingFaceTB/SmolLM2-135M-Instruct)
-  if "$PY" -m mcp_server serve --help | grep -q -- '--device'; then
+  if "$PY" -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
     ARGS+=(--device cuda); RUNTIME="embedded (cuda)"
   else
-    RUNTIME="embedded (this CLI has no --device flag: CPU)"
+    RUNTIME="embedded (no CUDA: CPU)"
   fi
 fi
 

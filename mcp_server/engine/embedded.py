@@ -65,6 +65,7 @@ class EmbeddedEngine:
             called before the sequence joins the batch.
         cache_dir: where converted GGUF weights are kept (default ``$CHATCAP_CACHE_DIR``
             or ``~/.cache/chatcap``).
+        device: where the model runs (``cpu``, ``cuda``); sampling and grammars stay on the CPU.
 
     Attributes:
         model: the transformers model (None before :meth:`start`).
@@ -84,6 +85,7 @@ class EmbeddedEngine:
         context_length: int | None = None,
         grammar_provider: GrammarProvider | None = None,
         cache_dir: str | None = None,
+        device: str = "cpu",
     ):
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
@@ -93,6 +95,7 @@ class EmbeddedEngine:
         self._context_length = context_length
         self.grammar_provider = grammar_provider
         self._cache_dir = cache_dir
+        self._device = device
         model_id = served_model_name or (DEFAULT_MODEL_ID if model_path is None else model_path)
         entry = find_entry(DEFAULT_MODEL_ID if model_path is None else model_path)
         self._card = ModelCard(
@@ -119,6 +122,7 @@ class EmbeddedEngine:
             max_batch_size=settings.max_running_requests,
             context_length=settings.context_length,
             grammar_provider=grammar_provider,
+            device=settings.device,
         )
 
     @property
@@ -147,7 +151,7 @@ class EmbeddedEngine:
         import xgrammar
 
         cache_dir = Path(self._cache_dir) if self._cache_dir else None
-        loaded = await anyio.to_thread.run_sync(load_model, self._model_path, self._dtype, cache_dir)
+        loaded = await anyio.to_thread.run_sync(load_model, self._model_path, self._dtype, cache_dir, self._device)
         self.model, self.tokenizer = loaded.model, loaded.tokenizer
         config = self.model.config
         self.tokenizer_info = xgrammar.TokenizerInfo.from_huggingface(self.tokenizer, vocab_size=config.vocab_size)

@@ -55,26 +55,27 @@ class KVBatch:
                 ``[1, heads, length, head_dim]``. The batch takes ownership of it.
         """
         length = cache.get_seq_length()
+        device = cache.layers[0].keys.device
+        row_mask = torch.ones(1, length, dtype=torch.long, device=device)
         if self._cache is None:
             self._cache = cache
-            self.mask = torch.ones(1, length, dtype=torch.long)
-            self.positions = torch.tensor([length])
+            self.mask = row_mask
+            self.positions = torch.tensor([length], device=device)
             return
         width = self.mask.shape[1]
         total = max(width, length)
         for mine, theirs in zip(self._cache.layers, cache.layers, strict=True):
             mine.keys = torch.cat([_left_pad(mine.keys, total - width), _left_pad(theirs.keys, total - length)])
             mine.values = torch.cat([_left_pad(mine.values, total - width), _left_pad(theirs.values, total - length)])
-        row_mask = torch.ones(1, length, dtype=torch.long)
         self.mask = torch.cat([F.pad(self.mask, (total - width, 0)), F.pad(row_mask, (total - length, 0))])
-        self.positions = torch.cat([self.positions, torch.tensor([length])])
+        self.positions = torch.cat([self.positions, torch.tensor([length], device=device)])
 
     def keep(self, rows: list[int]) -> None:
         """Keep only ``rows`` (in that order), then drop padding columns no row needs."""
         if not rows:
             self.clear()
             return
-        index = torch.tensor(rows)
+        index = torch.tensor(rows, device=self.mask.device)
         self.mask = self.mask[index]
         self.positions = self.positions[index]
         start = int(self.mask.any(dim=0).nonzero()[0])
@@ -88,21 +89,21 @@ class KVBatch:
 
         Args:
             model: the causal LM.
-            tokens: int64 ``[B]``, the last sampled token of each row.
+            tokens: int64 ``[B]``, the last sampled token of each row (on any device).
 
         Returns:
-            float32 ``[B, V]`` logits.
+            float32 ``[B, V]`` logits, on the CPU (where sampling and grammars run).
         """
         self.mask = F.pad(self.mask, (0, 1), value=1)
         out = model(
-            input_ids=tokens[:, None],
+            input_ids=tokens[:, None].to(self.mask.device),
             attention_mask=self.mask,
             position_ids=self.positions[:, None],
             cache=self._cache,
             use_cache=True,
         )
         self.positions = self.positions + 1
-        return out.logits[:, -1].float()
+        return out.logits[:, -1].float().cpu()
 
 
 def _left_pad(states: torch.Tensor, columns: int) -> torch.Tensor:

@@ -155,8 +155,9 @@ class Scheduler:
             self._retire(sequence)
             return
         try:
-            out = self._model(input_ids=torch.tensor([sequence.prompt_ids]), use_cache=True, logits_to_keep=1)
-            token = self._choose([sequence], out.logits[:, -1].float())[0]
+            prompt = torch.tensor([sequence.prompt_ids], device=self._model.device)
+            out = self._model(input_ids=prompt, use_cache=True, logits_to_keep=1)
+            token = self._choose([sequence], out.logits[:, -1].float().cpu())[0]
             if not self._advance(sequence, token):
                 self._batch.add(out.cache)
                 self._rows.append(sequence)
