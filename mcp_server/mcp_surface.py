@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import mcp_types as types
+from mcp.shared.exceptions import MCPError
+from mcp_types import INVALID_PARAMS
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
 from mcp.server.stdio import stdio_server
@@ -97,8 +99,8 @@ def _tool_handlers(service: Gateway) -> dict[str, ToolHandler]:
         )
         text = completion["choices"][0]["message"]["content"]
         result: dict[str, Any] = {"text": text, "completion": completion}
-        if schema is not None and text is not None:
-            result["parsed"] = json.loads(text)
+        if schema is not None and completion["choices"][0]["finish_reason"] == "stop":
+            result["parsed"] = json.loads(text)  # a finished answer validates (constraints.validate_output)
         return result
 
     return {
@@ -163,7 +165,7 @@ def build_server(service: Gateway, capability: Capability, root: Path) -> Server
     async def on_read_resource(ctx, params: types.ReadResourceRequestParams) -> types.ReadResourceResult:
         found = resources.get(str(params.uri))
         if found is None:
-            raise InvalidRequest(f"Unknown resource '{params.uri}'.", param="uri")
+            raise MCPError(INVALID_PARAMS, f"Unknown resource '{params.uri}'.")
         resource, path = found
         text = path.read_text(encoding="utf-8")
         return types.ReadResourceResult(

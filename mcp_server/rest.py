@@ -48,13 +48,22 @@ async def http_exception_handler(request: Request, exc: Exception) -> JSONRespon
     return error_response(error)
 
 
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
 async def _json_body(request: Request) -> Any:
+    """Decode the body as strict JSON (RFC 8259: no ``NaN`` or ``Infinity``).
+
+    Raises:
+        InvalidRequest: (code ``invalid_json``) the body is not JSON.
+    """
     raw = await request.body()
     try:
-        return json.loads(raw)
+        return json.loads(raw, parse_constant=_reject_constant)
     except RecursionError:
         raise InvalidRequest("The request body nests JSON too deeply.", code="invalid_json") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
         raise InvalidRequest(
             f"The request body is not valid JSON: {exc}", code="invalid_json"
         ) from None

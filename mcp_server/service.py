@@ -9,6 +9,7 @@ can never disagree.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -72,6 +73,15 @@ def parse_request(body: Any) -> ChatRequest:
     validate_request(body)
     # OpenAI clients send explicit nulls for unset options: null means "the default".
     fields = {key: value for key, value in body.items() if value is not None}
+    _check_supported(fields)
+    try:
+        json.dumps(fields["messages"], ensure_ascii=False).encode("utf-8")
+        json.dumps(fields.get("tools"), ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidRequest(
+            "A string in messages or tools contains an unpaired UTF-16 surrogate; send valid Unicode text.",
+            param="messages",
+        ) from None
     # JSON Schema's "integer" admits 2.0: make integer fields Python ints.
     for key in ("n", "max_tokens", "max_completion_tokens", "top_k"):
         if isinstance(fields.get(key), float):
@@ -106,6 +116,31 @@ def parse_request(body: Any) -> ChatRequest:
         stream=fields.get("stream", False),
         include_usage=(fields.get("stream_options") or {}).get("include_usage") is True,
     )
+
+
+UNSUPPORTED = {
+    "logprobs": lambda v: v is True,
+    "top_logprobs": lambda v: True,
+    "logit_bias": lambda v: bool(v),
+    "min_p": lambda v: v != 0,
+    "repetition_penalty": lambda v: v != 1,
+}
+"""Accepted fields whose non-default values this service does not implement yet."""
+
+
+def _check_supported(fields: dict[str, Any]) -> None:
+    """Refuse, rather than silently ignore, options that are not implemented.
+
+    Raises:
+        InvalidRequest: a field in :data:`UNSUPPORTED` has a non-default value, or
+            ``tool_choice`` asks for a tool call while no ``tools`` are given (as OpenAI).
+    """
+    for name, is_set in UNSUPPORTED.items():
+        if name in fields and is_set(fields[name]):
+            raise InvalidRequest(f"'{name}' is not supported by this server yet; leave it unset.", param=name)
+    choice = fields.get("tool_choice")
+    if not fields.get("tools") and (choice == "required" or isinstance(choice, dict)):
+        raise InvalidRequest("tool_choice asks for a tool call but no tools are given.", param="tool_choice")
 
 
 class ChatService:

@@ -115,14 +115,23 @@ BAD_REQUESTS = [
     ({"model": MODEL, "messages": PROMPT, "max_tokens": 0}, 400, "max_tokens", "max_tokens"),
     ({"model": MODEL, "messages": PROMPT, "stop": ["a", "b", "c", "d", "e"]}, 400, "stop", "stop"),
     ({"model": "no-such-model", "messages": PROMPT}, 404, "model", "no-such-model"),
+    ({"model": MODEL, "messages": PROMPT, "seed": 2**64}, 400, "seed", "seed"),
+    ({"model": MODEL, "messages": [{"role": "user", "content": "\ud800"}]}, 400, "messages", "surrogate"),
+    ({"model": MODEL, "messages": PROMPT, "logprobs": True}, 400, "logprobs", "not supported"),
+    ({"model": MODEL, "messages": PROMPT, "tool_choice": "required"}, 400, "tool_choice", "no tools"),
+    (
+        {"model": MODEL, "messages": PROMPT,
+         "tools": [{"type": "function", "function": {"name": "a", "parameters": {"type": "string"}}}]},
+        400, "tools[0].function.parameters.type", "object",
+    ),
 ]
 
 
 @pytest.mark.parametrize("body,status,param,words", BAD_REQUESTS, ids=[b[2] + f"-{b[1]}" for b in BAD_REQUESTS])
 def test_bad_request_names_the_problem(server, body, status, param, words):
     response = httpx.post(
-        f"{server.base_url}/v1/chat/completions", json=body,
-        headers={"Authorization": f"Bearer {server.api_key}"}, timeout=60,
+        f"{server.base_url}/v1/chat/completions", content=json.dumps(body),  # ASCII-escaped, as sent
+        headers={"Authorization": f"Bearer {server.api_key}", "Content-Type": "application/json"}, timeout=60,
     )
     assert response.status_code == status, response.text
     error = response.json()["error"]
@@ -140,6 +149,12 @@ def test_malformed_json_is_400(server):
     )
     assert response.status_code == 400
     assert "JSON" in response.json()["error"]["message"]
+    not_json = httpx.post(
+        f"{server.base_url}/v1/chat/completions",
+        content=b'{"messages": [{"role": "user", "content": "hi"}], "temperature": NaN}',
+        headers={"Authorization": f"Bearer {server.api_key}", "Content-Type": "application/json"},
+    )
+    assert not_json.status_code == 400 and not_json.json()["error"]["code"] == "invalid_json"
 
 
 def test_wrong_or_missing_key_is_401(server):
@@ -155,8 +170,8 @@ def test_wrong_or_missing_key_is_401(server):
 
 def test_server_keeps_serving_after_bad_requests(server, client):
     for body, *_ in BAD_REQUESTS:
-        httpx.post(f"{server.base_url}/v1/chat/completions", json=body,
-                   headers={"Authorization": f"Bearer {server.api_key}"})
+        httpx.post(f"{server.base_url}/v1/chat/completions", content=json.dumps(body),
+                   headers={"Authorization": f"Bearer {server.api_key}", "Content-Type": "application/json"})
     completion = client.chat.completions.create(model=MODEL, messages=PROMPT, max_tokens=4, temperature=0)
     assert completion.choices[0].message.content
 
