@@ -83,3 +83,10 @@ def test_real_tokenizer_streams_emoji_and_cjk_whole(engine):
     pieces = [stream.push(i) for i in ids] + [stream.flush()]
     assert "".join(pieces) == tokenizer.decode(ids, skip_special_tokens=True) == text
     assert not any("\ufffd" in piece for piece in pieces)
+
+
+def test_a_character_cut_off_at_the_end_is_dropped_not_sent_as_replacement():
+    stream = TextStream(byte_decode)
+    pieces = [stream.push(b) for b in "ok 👋".encode()[:-2]]
+    pieces.append(stream.flush())
+    assert "".join(pieces) == "ok "

@@ -52,11 +52,15 @@ class TextStream:
         return self._filter(text[len(prefix_text) :], final=False)
 
     def flush(self) -> str:
-        """End the sequence; return everything still withheld (minus any stop string)."""
+        """End the sequence; return everything still withheld (minus any stop string).
+
+        A character whose bytes were cut off by the end of the sequence (``max_tokens``
+        reached mid-character) is dropped rather than sent as U+FFFD.
+        """
         if self.stopped:
             return ""
         prefix_text = self._decode(self._ids[self._prefix : self._read])
-        rest = self._decode(self._ids[self._prefix :])[len(prefix_text) :]
+        rest = self._decode(self._ids[self._prefix :])[len(prefix_text) :].rstrip(_INCOMPLETE)
         self._prefix = self._read = len(self._ids)
         return self._filter(rest, final=True)
 
