@@ -83,7 +83,7 @@ def parse_request(body: Any) -> ChatRequest:
             param="messages",
         ) from None
     # JSON Schema's "integer" admits 2.0: make integer fields Python ints.
-    for key in ("n", "max_tokens", "max_completion_tokens", "top_k"):
+    for key in ("n", "max_tokens", "max_completion_tokens", "top_k", "seed"):
         if isinstance(fields.get(key), float):
             fields[key] = int(fields[key])
     stop = fields.get("stop", ())

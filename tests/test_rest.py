@@ -198,3 +198,14 @@ def test_skills_are_published(server):
     assert archive.headers["content-type"] == "application/zip"
     assert archive.content[:2] == b"PK"
     assert httpx.get(f"{server.base_url}/skills/nope").status_code == 404
+
+
+def test_integral_float_seed_is_the_same_seed(server, client):
+    kwargs = dict(model=MODEL, messages=PROMPT, max_tokens=8, temperature=1.0)
+    as_int = client.chat.completions.create(**kwargs, seed=42).choices[0].message.content
+    response = httpx.post(
+        f"{server.base_url}/v1/chat/completions", json={**kwargs, "seed": 42.0},
+        headers={"Authorization": f"Bearer {server.api_key}"}, timeout=60,
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["choices"][0]["message"]["content"] == as_int
