@@ -58,6 +58,11 @@ def _add_runtime_flags(parser: argparse.ArgumentParser) -> None:
         default=int(_env("MAX_RUNNING_REQUESTS", defaults.max_running_requests)),
         help="most sequences decoded together",
     )
+    parser.add_argument(
+        "--enable-deterministic-inference", action="store_true",
+        default=_env("ENABLE_DETERMINISTIC_INFERENCE", "") not in ("", "0", "false"),
+        help="embedded engine: output never depends on the batch (decodes rows one by one)",
+    )
     parser.add_argument("--log-level", default=_env("LOG_LEVEL", "info"))
     gateway = parser.add_argument_group("gateway (keys, credit, limits)")
     gateway.add_argument("--data-dir", default=_env("DATA_DIR"), help="API keys and usage ledger live here")
@@ -99,6 +104,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         device=args.device,
         context_length=int(args.context_length) if args.context_length else None,
         max_running_requests=args.max_running_requests,
+        enable_deterministic_inference=args.enable_deterministic_inference,
         sglang_url=args.sglang_url,
         sglang_args=_sglang_args(args),
         sglang_timeout=args.sglang_timeout,
@@ -131,16 +137,25 @@ def _serve(settings: Settings, log_level: str) -> None:
 
     from mcp_server.app import create_app
 
+    # A SIGTERM while the app is being built (before uvicorn takes the signal over) means
+    # "do not start": nothing is in flight yet, so the process exits 0 without serving.
+    # Once serving, uvicorn drains on SIGTERM (stop accepting, wait for requests in flight
+    # up to the timeout, then the lifespan's shutdown) and re-raises the signal it caught
+    # into this same handler.
+    stop_requested: list[int] = []
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop_requested.append(signum))
     app = create_app(settings)
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_level=log_level.lower(),
         timeout_graceful_shutdown=int(settings.shutdown_grace) + 1,
     )
-    # uvicorn drains on SIGTERM (stop accepting, wait for requests in flight up to the
-    # timeout, then the lifespan's shutdown), then re-raises the signal it caught. This
-    # handler receives that re-raise, so a drained server exits 0.
-    signal.signal(signal.SIGTERM, lambda signum, frame: None)
-    uvicorn.Server(config).run()
+    if stop_requested:
+        logger.info("SIGTERM during start-up: not serving")
+    else:
+        uvicorn.Server(config).run()
+    # The drain is over. Python restores the default SIGTERM action while it tears down,
+    # so a repeated SIGTERM then would kill the process (exit -15) after a clean drain.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _serve_stdio(settings: Settings) -> None:

@@ -29,6 +29,8 @@ class Settings:
         device: where the embedded engine runs the model (``cpu``, ``cuda``), as SGLang's ``--device``.
         context_length: override of the model's context window, in tokens.
         max_running_requests: most sequences decoded together in one batch.
+        enable_deterministic_inference: the embedded engine decodes each sequence on its
+            own, so that output never depends on what else is batched (SGLang's flag name).
         sglang_url: with ``engine="sglang"``, attach to this running SGLang server or
             router instead of launching one.
         sglang_args: extra ``sglang.launch_server`` flags, passed through as given.
@@ -53,6 +55,7 @@ class Settings:
     device: str = "cpu"
     context_length: int | None = None
     max_running_requests: int = 16
+    enable_deterministic_inference: bool = False
     sglang_url: str | None = None
     sglang_args: tuple[str, ...] = ()
     sglang_timeout: float = 60.0

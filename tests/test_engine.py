@@ -48,11 +48,23 @@ async def wait_until_idle(engine, timeout: float = 10.0) -> None:
 
 
 @pytest.fixture(scope="module")
-def solo(engine) -> dict[str, str]:
+def deterministic_engine():
+    """The bundled model with ``deterministic=True``: the mode whose guarantee is that a
+    sequence's output never depends on what it is batched with (on any CPU and dtype)."""
+    from mcp_server.engine.embedded import EmbeddedEngine
+
+    engine = EmbeddedEngine(max_batch_size=8, deterministic=True)
+    run(engine.start)
+    yield engine
+    run(engine.aclose)
+
+
+@pytest.fixture(scope="module")
+def solo(deterministic_engine) -> dict[str, str]:
     """Greedy output of each prompt in PROMPTS, generated alone (24 tokens)."""
 
     async def main():
-        return {p: text(await collect(engine, request(p, max_tokens=24))) for p in PROMPTS}
+        return {p: text(await collect(deterministic_engine, request(p, max_tokens=24))) for p in PROMPTS}
 
     return run(main)
 
@@ -63,8 +75,8 @@ def test_model_card_names_the_default_model(engine):
     assert card.context_length == engine.context_length == 8192
 
 
-def test_greedy_output_is_deterministic_and_finishes_with_stop(engine, solo):
-    deltas = run(lambda: collect(engine, request(CAPITAL, max_tokens=24)))
+def test_greedy_output_is_deterministic_and_finishes_with_stop(deterministic_engine, solo):
+    deltas = run(lambda: collect(deterministic_engine, request(CAPITAL, max_tokens=24)))
     assert text(deltas) == solo[CAPITAL]
     assert "Paris" in solo[CAPITAL]
     assert deltas[-1].finish_reason == "stop"
@@ -91,7 +103,8 @@ def test_max_tokens_zero_generates_nothing(engine):
     assert [(d.text, d.completion_tokens, d.finish_reason) for d in deltas] == [("", 0, "length")]
 
 
-def test_same_seed_gives_same_sample_alone_and_batched(engine):
+def test_same_seed_gives_same_sample_alone_and_batched(deterministic_engine):
+    engine = deterministic_engine
     seeded = request("Tell me a story.", max_tokens=16, temperature=1.0, seed=1234)
 
     async def main():
@@ -104,7 +117,9 @@ def test_same_seed_gives_same_sample_alone_and_batched(engine):
     assert alone == batched
 
 
-def test_batched_greedy_equals_unbatched(engine, solo):
+def test_batched_greedy_equals_unbatched(deterministic_engine, solo):
+    engine = deterministic_engine
+
     async def main():
         return await asyncio.gather(*(collect(engine, request(p, max_tokens=24)) for p in PROMPTS))
 
@@ -112,7 +127,9 @@ def test_batched_greedy_equals_unbatched(engine, solo):
     assert {p: text(d) for p, d in zip(PROMPTS, batched, strict=True)} == solo
 
 
-def test_request_joining_mid_decode_completes_with_its_solo_output(engine, solo):
+def test_request_joining_mid_decode_completes_with_its_solo_output(deterministic_engine, solo):
+    engine = deterministic_engine
+
     async def main():
         first = engine.generate(request(PROMPTS[1], max_tokens=24))
         head = [await anext(first) for _ in range(3)]
@@ -127,7 +144,8 @@ def test_request_joining_mid_decode_completes_with_its_solo_output(engine, solo)
     assert engine.running == 0
 
 
-def test_stop_string_and_its_prefixes_are_never_emitted(engine, solo):
+def test_stop_string_and_its_prefixes_are_never_emitted(deterministic_engine, solo):
+    engine = deterministic_engine
     stop = " is Paris"
     assert stop in solo[CAPITAL]  # the greedy output really contains it
     deltas = run(lambda: collect(engine, request(CAPITAL, max_tokens=24, stop=[stop, "never"])))

@@ -66,6 +66,8 @@ class EmbeddedEngine:
         cache_dir: where converted GGUF weights are kept (default ``$CHATCAP_CACHE_DIR``
             or ``~/.cache/chatcap``).
         device: where the model runs (``cpu``, ``cuda``); sampling and grammars stay on the CPU.
+        deterministic: decode each sequence on its own, so that a greedy or seeded answer is
+            identical whatever else runs at the same time (see :class:`.kv_batch.DecodeBatch`).
 
     Attributes:
         model: the transformers model (None before :meth:`start`).
@@ -86,6 +88,7 @@ class EmbeddedEngine:
         grammar_provider: GrammarProvider | None = None,
         cache_dir: str | None = None,
         device: str = "cpu",
+        deterministic: bool = False,
     ):
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
@@ -96,6 +99,7 @@ class EmbeddedEngine:
         self.grammar_provider = grammar_provider
         self._cache_dir = cache_dir
         self._device = device
+        self._deterministic = deterministic
         model_id = served_model_name or (DEFAULT_MODEL_ID if model_path is None else model_path)
         entry = find_entry(DEFAULT_MODEL_ID if model_path is None else model_path)
         self._card = ModelCard(
@@ -123,6 +127,7 @@ class EmbeddedEngine:
             context_length=settings.context_length,
             grammar_provider=grammar_provider,
             device=settings.device,
+            deterministic=settings.enable_deterministic_inference,
         )
 
     @property
@@ -159,13 +164,14 @@ class EmbeddedEngine:
         if self.grammar_provider is None:
             self.grammar_provider = ToolGrammarProvider(self.grammar_compiler, self._card.tool_call_format)
         self._card = replace(self._card, context_length=self._context_length or config.max_position_embeddings)
-        self._scheduler = Scheduler(self.model, self._eos_ids(), self._max_batch_size)
+        self._scheduler = Scheduler(self.model, self._eos_ids(), self._max_batch_size, self._deterministic)
         self._scheduler.start()
         logger.info(
-            "Serving %s: context %d tokens, batch up to %d, %d threads",
+            "Serving %s: context %d tokens, batch up to %d%s, %d threads",
             self._card.id,
             self.context_length,
             self._max_batch_size,
+            " (deterministic: rows decoded one by one)" if self._deterministic else "",
             torch.get_num_threads(),
         )
 

@@ -22,7 +22,7 @@ from transformers import AttentionInterface, AttentionMaskInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import sdpa_mask
 
-__all__ = ["ROWWISE_ATTENTION", "KVBatch", "use_rowwise_attention"]
+__all__ = ["ROWWISE_ATTENTION", "DecodeBatch", "KVBatch", "use_rowwise_attention"]
 
 ROWWISE_ATTENTION = "chatcap_rowwise"
 
@@ -104,6 +104,52 @@ class KVBatch:
         )
         self.positions = self.positions + 1
         return out.logits[:, -1].float().cpu()
+
+
+class DecodeBatch:
+    """The caches of the running rows: one shared :class:`KVBatch`, or one per row.
+
+    Shared, a decode step runs every row's linear layers in one matrix product. The
+    product's reduction order may change with the number of rows on some CPUs (bf16 on
+    AVX512-BF16 and AMX), so a row's logits, and now and then its greedy choice, can
+    depend on what it is batched with. ``deterministic`` gives each row its own cache and
+    forward pass: a row's output is then bit-for-bit its output alone, whatever else
+    runs, at the cost of batching (SGLang calls this ``--enable-deterministic-inference``).
+
+    Args:
+        deterministic: decode each row on its own.
+    """
+
+    def __init__(self, deterministic: bool = False) -> None:
+        self.deterministic = deterministic
+        self._batches: list[KVBatch] = []
+
+    def __len__(self) -> int:
+        return sum(len(batch) for batch in self._batches)
+
+    def clear(self) -> None:
+        """Drop every row."""
+        self._batches = []
+
+    def add(self, cache: Any) -> None:
+        """Append one prefilled row (see :meth:`KVBatch.add`)."""
+        if self.deterministic or not self._batches:
+            self._batches.append(KVBatch())
+        self._batches[-1].add(cache)
+
+    def keep(self, rows: list[int]) -> None:
+        """Keep only ``rows`` (in that order)."""
+        if not rows:
+            self.clear()
+        elif self.deterministic:
+            self._batches = [self._batches[i] for i in rows]
+        else:
+            self._batches[0].keep(rows)
+
+    def forward(self, model: Any, tokens: torch.Tensor) -> torch.Tensor:
+        """Feed one token per row; return float32 ``[B, V]`` CPU logits (see :meth:`KVBatch.forward`)."""
+        pieces = tokens.split([len(batch) for batch in self._batches])
+        return torch.cat([batch.forward(model, piece) for batch, piece in zip(self._batches, pieces, strict=True)])
 
 
 def _left_pad(states: torch.Tensor, columns: int) -> torch.Tensor:

@@ -19,7 +19,7 @@ import torch
 
 from ..errors import EngineUnavailable, ServiceError
 from .base import FinishReason, GenerationDelta, SamplingParams
-from .kv_batch import KVBatch, use_rowwise_attention
+from .kv_batch import DecodeBatch, use_rowwise_attention
 from .sampling import apply_penalties, draw_uniforms, sample
 from .textstream import TextStream
 
@@ -71,9 +71,11 @@ class Scheduler:
             row-wise decode attention (:func:`.kv_batch.use_rowwise_attention`).
         eos_ids: token ids that end a sequence with finish_reason ``stop``.
         max_batch_size: most sequences decoded together; others wait their turn.
+        deterministic: decode each row on its own, so that its output never depends on
+            the other rows (see :class:`.kv_batch.DecodeBatch`).
     """
 
-    def __init__(self, model: Any, eos_ids: Iterable[int], max_batch_size: int):
+    def __init__(self, model: Any, eos_ids: Iterable[int], max_batch_size: int, deterministic: bool = False):
         use_rowwise_attention(model)
         self._model = model
         self._eos = frozenset(eos_ids)
@@ -84,7 +86,7 @@ class Scheduler:
         self._stopping = False
         self._unfinished = 0
         self._rows: list[Sequence] = []
-        self._batch = KVBatch()
+        self._batch = DecodeBatch(deterministic)
         self._thread = threading.Thread(target=self._run, name="chatcap-scheduler", daemon=True)
 
     @property
