@@ -28,9 +28,9 @@ from pathlib import Path
 
 import torch
 
-from mcp_server.engine.base import GenerationRequest, SamplingParams
-from mcp_server.engine.embedded import EmbeddedEngine
-from mcp_server.engine.model_files import DEFAULT_MODEL_ID, resolve_dtype
+from mcp_server.engines.base import GenerationRequest, SamplingParams
+from mcp_server.engines.embedded.engine import EmbeddedEngine
+from mcp_server.engines.embedded.model_files import DEFAULT_MODEL_ID, resolve_dtype
 
 logger = logging.getLogger("bench_engine")
 

@@ -5,7 +5,7 @@ Run: ``.venv/bin/python benchmarks/bench_grammar.py [--no-model] [--no-llguidanc
 For every schema file in ``../shared/data/jsonschemabench/`` (relative to the repository
 root; see its README) and per source (the file-name prefix: ``BFCL``, ``Github``, ...):
 
-* the share of schemas compiled by :func:`mcp_server.constraints.compile_response_format`
+* the share of schemas compiled by :func:`mcp_server.engines.embedded.decoding.constraints.compile_response_format`
   (the rest are rejected with ``InvalidRequest``);
 * valid instances accepted token by token by an ``xgrammar.GrammarMatcher``;
 * invalid instances rejected by the grammar, or caught by ``validate_output``;
@@ -37,8 +37,12 @@ import xgrammar
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from mcp_server.constraints import GrammarCache, compile_response_format, validate_output  # noqa: E402
-from mcp_server.engine.model_files import load_model, load_tokenizer  # noqa: E402
+from mcp_server.engines.embedded.decoding.constraints import (  # noqa: E402
+    GrammarCache,
+    compile_response_format,
+    validate_output,
+)
+from mcp_server.engines.embedded.model_files import load_model, load_tokenizer  # noqa: E402
 from mcp_server.errors import InvalidRequest  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "jsonschemabench"
@@ -216,7 +220,7 @@ def evaluate(backend: Any, tokenizer, files: list[Path], timed: bool = False) ->
 
 def decode_step_ms(steps: int = 32) -> float:
     """Median unconstrained decode step (ms) of the bundled model, 1 sequence, loaded as the
-    embedded engine loads it (:func:`mcp_server.engine.model_files.load_model`, dtype auto)."""
+    embedded engine loads it (:func:`mcp_server.engines.embedded.model_files.load_model`, dtype auto)."""
     model = load_model().model
     ids = torch.arange(100, 164).unsqueeze(0)
     durations = []

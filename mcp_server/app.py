@@ -11,21 +11,24 @@ import logging
 from dataclasses import dataclass
 
 from mcp.server.lowlevel import Server
-
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
-from mcp_server.engine import create_engine
-from mcp_server.engine.base import Engine
+from mcp_server.capability.loader import Capability, load_capability
+from mcp_server.capability.schemas import PROJECT_ROOT
+from mcp_server.engines import create_engine
+from mcp_server.engines.base import Engine
 from mcp_server.gateway import Gateway, GatewayMiddleware
-from mcp_server.mcp_surface import build_server, run_stdio, streamable_http_session_manager
-from mcp_server.rest import error_response, http_exception_handler, rest_routes
-from mcp_server.schemas import PROJECT_ROOT
 from mcp_server.service import ChatService
 from mcp_server.settings import Settings
-from mcp_server.spec import Capability, load_capability
+from mcp_server.surfaces.mcp import (
+    build_server,
+    run_stdio,
+    streamable_http_session_manager,
+)
+from mcp_server.surfaces.rest import error_response, http_exception_handler, rest_routes
 
 __all__ = ["Runtime", "build_runtime", "create_app", "run_mcp_stdio"]
 

@@ -24,10 +24,9 @@ from typing import Any
 
 import yaml
 
-from mcp_server.engine.base import ModelCard
 from mcp_server.errors import CapabilityError
 
-__all__ = ["CATALOG_PATH", "CatalogEntry", "Price", "default_entry", "find_entry", "load_catalog"]
+__all__ = ["CATALOG_PATH", "CatalogEntry", "ModelCard", "Price", "default_entry", "find_entry", "load_catalog"]
 
 CATALOG_PATH = Path(__file__).with_name("catalog.yaml")
 MODALITIES = frozenset({"text", "image"})
@@ -35,6 +34,27 @@ _FIELDS = {
     "id", "model_path", "owned_by", "context_length", "tool_call_parser", "tool_call_format",
     "reasoning_parser", "input_modalities", "price", "sglang_args",
 }
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """A served model as listed by ``GET /v1/models``.
+
+    Attributes:
+        id: the model id clients send in ``model``.
+        owned_by: the organisation shown in the model list.
+        context_length: the model's context window in tokens.
+        tool_call_format: the chat-template family for tool calls (e.g. ``hermes``), or None.
+        reasoning_parser: the reasoning format (e.g. ``deepseek-r1``), or None.
+        input_modalities: what the model accepts, e.g. ``("text",)`` or ``("text", "image")``.
+    """
+
+    id: str
+    owned_by: str = "chatcap"
+    context_length: int = 2048
+    tool_call_format: str | None = None
+    reasoning_parser: str | None = None
+    input_modalities: tuple[str, ...] = ("text",)
 
 
 @dataclass(frozen=True)
@@ -66,7 +86,7 @@ class CatalogEntry:
         tool_call_parser: SGLang ``--tool-call-parser`` name, or None.
         tool_call_format: our tool-call template family for the embedded engine, or None.
         reasoning_parser: SGLang ``--reasoning-parser`` name (also a
-            :class:`mcp_server.reasoning.ReasoningParser` kind), or None.
+            :class:`mcp_server.engines.embedded.decoding.reasoning.ReasoningParser` kind), or None.
         input_modalities: ``("text",)`` or ``("text", "image")``.
         price: list price per million tokens.
         sglang_args: extra SGLang flags the model needs (e.g. ``("--tp-size", "8")``).

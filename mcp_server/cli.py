@@ -167,8 +167,8 @@ def _serve_stdio(settings: Settings) -> None:
 
 
 def _generate(check: bool) -> int:
-    from mcp_server.generate import generate
-    from mcp_server.schemas import PROJECT_ROOT
+    from mcp_server.capability.schemas import PROJECT_ROOT
+    from mcp_server.generate.tools import generate
 
     stale = generate(PROJECT_ROOT, check=check)
     if check and stale:

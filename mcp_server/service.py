@@ -1,7 +1,7 @@
 """ChatService: the one chat-completions implementation behind REST and MCP.
 
 Data flow (DESIGN.md): a validated request body becomes one :class:`ChatRequest`; the
-service fans it out into ``n`` :class:`~mcp_server.engine.base.GenerationRequest` s, runs
+service fans it out into ``n`` :class:`~mcp_server.engines.base.GenerationRequest` s, runs
 them on the engine, and turns their deltas into OpenAI ``chat.completion.chunk`` dicts.
 The non-streaming response is that same stream, drained (:func:`drain`), so the two paths
 can never disagree.
@@ -17,7 +17,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from mcp_server import __version__
-from mcp_server.engine.base import (
+from mcp_server.capability.schemas import validate_request
+from mcp_server.engines.base import (
     Engine,
     GenerationDelta,
     GenerationRequest,
@@ -26,8 +27,7 @@ from mcp_server.engine.base import (
     ToolCallDelta,
 )
 from mcp_server.errors import InvalidRequest, ModelNotFound
-from mcp_server.multimodal import check_image_inputs
-from mcp_server.schemas import validate_request
+from mcp_server.protocol.content import check_image_inputs
 
 __all__ = ["ChatRequest", "ChatService", "ProgressCallback", "UsageCallback", "drain", "parse_request"]
 
@@ -147,7 +147,7 @@ class ChatService:
     """Runs chat completions on an engine and shapes the results as OpenAI chunks.
 
     Args:
-        engine: any :class:`~mcp_server.engine.base.Engine`.
+        engine: any :class:`~mcp_server.engines.base.Engine`.
     """
 
     def __init__(self, engine: Engine):

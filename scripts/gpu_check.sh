@@ -19,7 +19,7 @@ START=$(date +%s)
 
 if [ -z "${MODEL_DIR:-}" ]; then
   CACHED=$("$PY" -c '
-from mcp_server.engine.model_files import cache_root, load_model
+from mcp_server.engines.embedded.model_files import cache_root, load_model
 load_model()  # converts the bundled GGUF once and keeps the copy
 print(next(p.parent for p in cache_root().glob("*/config.json")))')
   # Named like the catalog entry, so chatcap picks its parsers and served name from the catalog.

@@ -10,7 +10,7 @@ import pytest
 @pytest.fixture(scope="session")
 def tokenizer():
     """The bundled model's tokenizer (no weights), loaded once per session."""
-    from mcp_server.engine.model_files import load_tokenizer
+    from mcp_server.engines.embedded.model_files import load_tokenizer
 
     return load_tokenizer()
 
@@ -27,7 +27,7 @@ def compiler(tokenizer):
 @pytest.fixture(scope="session")
 def engine():
     """The embedded engine on the bundled SmolLM2-135M-Instruct, loaded once per session."""
-    from mcp_server.engine.embedded import EmbeddedEngine
+    from mcp_server.engines.embedded.engine import EmbeddedEngine
 
     engine = EmbeddedEngine(max_batch_size=8)
     asyncio.run(engine.start())

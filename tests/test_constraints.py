@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-
 import pytest
 import xgrammar
 
-from mcp_server.constraints import GrammarCache, check_schema, compile_response_format, schema_ebnf, validate_output
+from mcp_server.engines.embedded.decoding.constraints import (
+    GrammarCache,
+    check_schema,
+    compile_response_format,
+    schema_ebnf,
+    validate_output,
+)
 from mcp_server.errors import InvalidRequest
 
 

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from mcp_server.engine.base import GenerationDelta, GenerationRequest, SamplingParams
+from mcp_server.engines.base import GenerationDelta, GenerationRequest, SamplingParams
 from mcp_server.errors import EngineUnavailable, InvalidRequest
 
 CAPITAL = "What is the capital of France?"
@@ -51,7 +51,7 @@ async def wait_until_idle(engine, timeout: float = 10.0) -> None:
 def deterministic_engine():
     """The bundled model with ``deterministic=True``: the mode whose guarantee is that a
     sequence's output never depends on what it is batched with (on any CPU and dtype)."""
-    from mcp_server.engine.embedded import EmbeddedEngine
+    from mcp_server.engines.embedded.engine import EmbeddedEngine
 
     engine = EmbeddedEngine(max_batch_size=8, deterministic=True)
     run(engine.start)

@@ -9,18 +9,23 @@ from pathlib import Path
 
 import pytest
 
-from mcp_server.catalog import Price
+from mcp_server.catalog import ModelCard, Price
 from mcp_server.cli import main
-from mcp_server.engine.base import GenerationDelta, GenerationRequest, ModelCard
-from mcp_server.errors import AuthenticationError, InsufficientQuota, InvalidRequest, RateLimited
+from mcp_server.engines.base import GenerationDelta, GenerationRequest
+from mcp_server.errors import (
+    AuthenticationError,
+    InsufficientQuota,
+    InvalidRequest,
+    RateLimited,
+)
 from mcp_server.gateway import Gateway, KeyStore, Ledger, RequestLimits
 from mcp_server.gateway.db import DB_FILE, Database
 from mcp_server.gateway.keys import usd_to_micros
 from mcp_server.gateway.ledger import Usage, cost_micros
 from mcp_server.gateway.limits import RateLimiter
 from mcp_server.gateway.request_limits import json_depth
-from mcp_server.rest import error_response
 from mcp_server.service import ChatService, parse_request
+from mcp_server.surfaces.rest import error_response
 
 PRICE = Price(1000.0, 2000.0)  # micro-dollars per token: 1000 in, 2000 out
 

@@ -24,6 +24,8 @@ import httpx2
 import hypothesis
 import pytest
 import schemathesis
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 from schemathesis import GenerationMode
 from schemathesis.checks import (
     content_type_conformance,
@@ -31,8 +33,6 @@ from schemathesis.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
-from mcp import Client
-from mcp.client.streamable_http import streamable_http_client
 
 from mcp_server.catalog import Price
 from mcp_server.gateway import KeyStore, Ledger

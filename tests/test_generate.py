@@ -1,4 +1,4 @@
-"""mcp_server.generate and mcp_server.skill: generated artifacts are current, standalone and valid."""
+"""mcp_server.generate.tools and mcp_server.generate.skill: generated artifacts are current, standalone and valid."""
 
 from __future__ import annotations
 
@@ -20,12 +20,23 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
+from mcp_server.capability.loader import load_capability
+from mcp_server.capability.schemas import (
+    PROJECT_ROOT,
+    load_schema,
+    schema_names,
+    validate,
+)
 from mcp_server.errors import CapabilityError
-from mcp_server.generate import MCP_TOOLS_PATH, TOOL_SHAPES, generate, mcp_tools
-from mcp_server.schemas import PROJECT_ROOT, load_schema, schema_names, validate
-from mcp_server.generate import skill_archive, skill_index
-from mcp_server.skill import SKILLS_DIR
-from mcp_server.spec import load_capability
+from mcp_server.generate.skill import SKILLS_DIR
+from mcp_server.generate.tools import (
+    MCP_TOOLS_PATH,
+    TOOL_SHAPES,
+    generate,
+    mcp_tools,
+    skill_archive,
+    skill_index,
+)
 
 SKILL_DIR = SKILLS_DIR / "chat-completions"
 

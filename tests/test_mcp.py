@@ -12,9 +12,9 @@ import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
-from mcp_server.generate import mcp_tools
-from mcp_server.schemas import load_schema
-from mcp_server.spec import load_capability
+from mcp_server.capability.loader import load_capability
+from mcp_server.capability.schemas import load_schema
+from mcp_server.generate.tools import mcp_tools
 from tests.live_server import ROOT
 
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"

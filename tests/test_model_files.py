@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from mcp_server.engine.model_files import DEFAULT_GGUF_FILE, cache_root, default_gguf_path, load_model
+from mcp_server.engines.embedded.model_files import (
+    DEFAULT_GGUF_FILE,
+    cache_root,
+    default_gguf_path,
+    load_model,
+)
 from mcp_server.errors import EngineUnavailable
 
 

@@ -7,10 +7,9 @@ import base64
 import anyio
 import pytest
 
-from mcp_server.catalog import default_entry, find_entry
-from mcp_server.engine.base import ModelCard
+from mcp_server.catalog import ModelCard, default_entry, find_entry
 from mcp_server.errors import InvalidRequest
-from mcp_server.multimodal import MAX_IMAGE_BYTES, check_image_inputs
+from mcp_server.protocol.content import MAX_IMAGE_BYTES, check_image_inputs
 from mcp_server.service import ChatService, parse_request
 
 # A 1x1 transparent PNG.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from mcp_server.reasoning import ReasoningParser, parser_opens
+from mcp_server.engines.embedded.decoding.reasoning import ReasoningParser, parser_opens
 
 R1_TEMPLATE_OPENED = (
     "Okay, the user asks for 17 * 3. 17 * 3 = 51. Let me double-check: 10*3 = 30, "

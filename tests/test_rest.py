@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 
-from mcp_server.schemas import validate
+from mcp_server.capability.schemas import validate
 
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 PROMPT = [{"role": "user", "content": "Name three colors."}]

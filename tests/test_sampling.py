@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from mcp_server.engine.base import SamplingParams
-from mcp_server.engine.sampling import apply_penalties, draw_uniforms, sample
+from mcp_server.engines.base import SamplingParams
+from mcp_server.engines.embedded.sampling import apply_penalties, draw_uniforms, sample
 
 LOGITS = torch.tensor([[1.0, 3.0, 2.0, 0.0], [0.5, 0.1, 0.2, 4.0]])
 

@@ -1,4 +1,4 @@
-"""schemas/ and mcp_server.schemas: the seed's examples, real OpenAI-client bodies, 400s, OpenAPI."""
+"""schemas/ and mcp_server.capability.schemas: the seed's examples, real OpenAI-client bodies, 400s, OpenAPI."""
 
 from __future__ import annotations
 
@@ -14,8 +14,7 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator
 
-from mcp_server.errors import InvalidRequest
-from mcp_server.schemas import (
+from mcp_server.capability.schemas import (
     SCHEMAS_DIR,
     bundled_schema,
     load_schema,
@@ -25,6 +24,7 @@ from mcp_server.schemas import (
     validate_instance,
     validate_request,
 )
+from mcp_server.errors import InvalidRequest
 
 SEED = Path(__file__).resolve().parents[2] / "shared" / "seed" / "hyperbolic-chat-completions-api-openapi.yml"
 USER = {"role": "user", "content": "What is the capital of France?"}

@@ -18,7 +18,6 @@ import argparse
 import base64
 import functools
 import json
-import subprocess
 import sys
 import threading
 import time
@@ -26,18 +25,26 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import anyio
-import httpx
 import openai
 import pytest
 
-from tests.live_server import free_port, start_server
 from mcp_server.catalog import load_catalog
-from mcp_server.engine.base import GenerationRequest
-from mcp_server.engine.sglang import SGLangEngine, read_deltas, sglang_body, upstream_error
-from mcp_server.engine.sglang_launcher import Launcher, launch_command
-from mcp_server.errors import EngineUnavailable, InvalidRequest, ModelNotFound, ServiceError
+from mcp_server.engines.sglang.engine import (
+    SGLangEngine,
+    read_deltas,
+    sglang_body,
+    upstream_error,
+)
+from mcp_server.engines.sglang.launcher import Launcher, launch_command
+from mcp_server.errors import (
+    EngineUnavailable,
+    InvalidRequest,
+    ModelNotFound,
+    ServiceError,
+)
 from mcp_server.service import parse_request
 from mcp_server.settings import Settings
+from tests.live_server import free_port, start_server
 
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 R1 = "deepseek-ai/DeepSeek-R1"
@@ -142,7 +149,7 @@ def test_pass_through_flags_come_last_so_they_win():
 
 
 def test_launch_mode_without_sglang_fails_at_once_saying_what_to_install(monkeypatch):
-    import mcp_server.engine.sglang_launcher as launcher_module
+    import mcp_server.engines.sglang.launcher as launcher_module
 
     monkeypatch.setattr(launcher_module.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(EngineUnavailable, match=r"pip install 'chatcap\[sglang\]'"):

@@ -1,4 +1,4 @@
-"""mcp_server.spec: the capability validates at load, and a broken one names the failing path."""
+"""mcp_server.capability.loader: the capability validates at load, and a broken one names the failing path."""
 
 from __future__ import annotations
 
@@ -10,8 +10,12 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator
 
+from mcp_server.capability.loader import (
+    CAPABILITY_PATH,
+    NAFTIKO_SCHEMA_PATH,
+    load_capability,
+)
 from mcp_server.errors import CapabilityError
-from mcp_server.spec import CAPABILITY_PATH, NAFTIKO_SCHEMA_PATH, load_capability
 
 REFERENCE_SCHEMA = Path(__file__).resolve().parents[2] / "shared" / "reference" / "naftiko-schema-1.0.0-alpha3.json"
 

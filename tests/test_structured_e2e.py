@@ -15,7 +15,7 @@ import jsonschema
 import openai
 import pytest
 
-from mcp_server.constraints import check_schema
+from mcp_server.engines.embedded.decoding.constraints import check_schema
 from mcp_server.errors import InvalidRequest
 
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"

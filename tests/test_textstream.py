@@ -6,7 +6,7 @@ partial characters; one test uses the bundled model's real tokenizer.
 
 from __future__ import annotations
 
-from mcp_server.engine.textstream import TextStream
+from mcp_server.engines.embedded.textstream import TextStream
 
 
 def byte_decode(ids: list[int]) -> str:

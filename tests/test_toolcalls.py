@@ -7,9 +7,18 @@ import json
 import pytest
 import xgrammar
 
-from mcp_server.engine.base import GenerationRequest
+from mcp_server.engines.base import GenerationRequest
+from mcp_server.engines.embedded.decoding.toolcalls import (
+    FAMILIES,
+    ArgumentsDelta,
+    CallStart,
+    GrammarProvider,
+    StreamParser,
+    TextDelta,
+    parse,
+    render_messages,
+)
 from mcp_server.errors import InvalidRequest
-from mcp_server.toolcalls import FAMILIES, ArgumentsDelta, CallStart, GrammarProvider, StreamParser, TextDelta, parse, render_messages
 
 WEATHER = {
     "type": "function",

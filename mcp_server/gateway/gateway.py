@@ -26,8 +26,7 @@ from typing import Any
 
 import anyio
 
-from mcp_server.catalog import Price, find_entry
-from mcp_server.engine.base import ModelCard
+from mcp_server.catalog import ModelCard, Price, find_entry
 from mcp_server.errors import AuthenticationError, ServiceError
 from mcp_server.gateway.db import Database
 from mcp_server.gateway.keys import KeyRecord, KeyStore

@@ -34,9 +34,9 @@ from typing import Any
 
 import httpx
 
-from mcp_server.catalog import find_entry
-from mcp_server.engine.base import GenerationDelta, GenerationRequest, ModelCard, ToolCallDelta
-from mcp_server.engine.sglang_launcher import (
+from mcp_server.catalog import ModelCard, find_entry
+from mcp_server.engines.base import GenerationDelta, GenerationRequest, ToolCallDelta
+from mcp_server.engines.sglang.launcher import (
     Launcher,
     free_port,
     launch_command,
@@ -44,7 +44,6 @@ from mcp_server.engine.sglang_launcher import (
     resolve_model,
 )
 from mcp_server.errors import (
-    AuthenticationError,
     EngineUnavailable,
     InvalidRequest,
     ModelNotFound,
@@ -197,7 +196,7 @@ def _tool_call_piece(call: dict[str, Any], started: dict[int, str]) -> ToolCallD
 
 
 class SGLangEngine:
-    """An :class:`~mcp_server.engine.base.Engine` backed by an SGLang server.
+    """An :class:`~mcp_server.engines.base.Engine` backed by an SGLang server.
 
     Args:
         base_url: the SGLang server or router, ``http://host:port`` (no ``/v1``).

@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from mcp_server.toolcalls.format import ToolCallFormat
+from mcp_server.engines.embedded.decoding.toolcalls.format import ToolCallFormat
 
 __all__ = ["ArgumentsDelta", "CallStart", "Event", "StreamParser", "TextDelta", "parse"]
 

@@ -17,11 +17,11 @@ from typing import Any
 
 import torch
 
-from ..errors import EngineUnavailable, ServiceError
-from .base import FinishReason, GenerationDelta, SamplingParams
-from .kv_batch import DecodeBatch, use_rowwise_attention
-from .sampling import apply_penalties, draw_uniforms, sample
-from .textstream import TextStream
+from mcp_server.engines.base import FinishReason, GenerationDelta, SamplingParams
+from mcp_server.engines.embedded.kv_batch import DecodeBatch, use_rowwise_attention
+from mcp_server.engines.embedded.sampling import apply_penalties, draw_uniforms, sample
+from mcp_server.engines.embedded.textstream import TextStream
+from mcp_server.errors import EngineUnavailable, ServiceError
 
 __all__ = ["Scheduler", "Sequence"]
 

@@ -3,7 +3,7 @@
 Derived, committed, never edited by hand:
 
 - ``capability/generated/mcp-tools.json``: the MCP tool list (`mcp_tools`);
-- ``skills/<name>/...``: each skill of the capability (`mcp_server.skill.render_skill`).
+- ``skills/<name>/...``: each skill of the capability (`mcp_server.generate.skill.render_skill`).
 
 ``generate(root)`` writes them; ``generate(root, check=True)`` writes nothing and returns
 the files that are missing or stale (the ``chatcap generate --check`` gate)::
@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mcp_server.capability.loader import Capability, McpTool, load_capability
+from mcp_server.capability.schemas import PROJECT_ROOT, bundled_schema
 from mcp_server.errors import CapabilityError
-from mcp_server.schemas import PROJECT_ROOT, bundled_schema
-from mcp_server.skill import render_skill, skill_archive, skill_index
-from mcp_server.spec import Capability, McpTool, load_capability
+from mcp_server.generate.skill import render_skill, skill_archive, skill_index
 
 # skill_index and skill_archive are re-exported: the REST surface serves them from here.
 __all__ = [
@@ -98,7 +98,7 @@ def artifacts(capability: Capability) -> dict[str, str]:
 
     Raises:
         CapabilityError: as `mcp_tools`.
-        KeyError: as `mcp_server.skill.render_skill`.
+        KeyError: as `mcp_server.generate.skill.render_skill`.
     """
     files = {MCP_TOOLS_PATH: json.dumps(mcp_tools(capability), indent=2, sort_keys=True, ensure_ascii=False) + "\n"}
     for skill in capability.skills:

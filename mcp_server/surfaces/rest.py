@@ -17,13 +17,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from mcp_server.capability.schemas import openapi_document
 from mcp_server.errors import InvalidRequest, ServiceError
 from mcp_server.gateway import Gateway, request_key
 from mcp_server.gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from mcp_server.generate import skill_archive, skill_index
-from mcp_server.schemas import openapi_document
+from mcp_server.generate.tools import skill_archive, skill_index
 from mcp_server.service import parse_request
-from mcp_server.sse import sse_events
+from mcp_server.surfaces.sse import sse_events
 
 __all__ = ["error_response", "http_exception_handler", "rest_routes"]
 

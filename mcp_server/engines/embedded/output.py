@@ -3,7 +3,7 @@
 The embedded engine's model writes plain text: a chain of thought between ``<think>`` tags
 (reasoning models), tool calls in its chat-template family's format (e.g. Hermes'
 ``<tool_call>{...}</tool_call>``), and content. :class:`OutputProcessor` splits them, per
-delta, into ``reasoning_content``, ``text`` and :class:`~mcp_server.engine.base.ToolCallDelta`
+delta, into ``reasoning_content``, ``text`` and :class:`~mcp_server.engines.base.ToolCallDelta`
 pieces, and checks the finished output: OpenAI's rule is ``finish_reason: "tool_calls"``
 when the model called tools, and a JSON answer that ends with ``stop`` but does not match
 its ``response_format`` (or a call whose arguments do not match the tool's parameters) is
@@ -19,11 +19,17 @@ import uuid
 from dataclasses import replace
 from typing import Any
 
-from mcp_server.constraints import validate_output
-from mcp_server.engine.base import GenerationDelta, GenerationRequest, ToolCallDelta
+from mcp_server.engines.base import GenerationDelta, GenerationRequest, ToolCallDelta
+from mcp_server.engines.embedded.decoding.constraints import validate_output
+from mcp_server.engines.embedded.decoding.reasoning import ReasoningParser
+from mcp_server.engines.embedded.decoding.toolcalls import (
+    ArgumentsDelta,
+    CallStart,
+    StreamParser,
+    TextDelta,
+    ToolCallFormat,
+)
 from mcp_server.errors import ServiceError
-from mcp_server.reasoning import ReasoningParser
-from mcp_server.toolcalls import ArgumentsDelta, CallStart, StreamParser, TextDelta, ToolCallFormat
 
 __all__ = ["OutputProcessor"]
 

@@ -8,7 +8,7 @@ construction. This module owns the JSON Schema side of that:
 * :func:`compile_response_format` turns an OpenAI ``response_format`` into a compiled
   grammar (cached in a bounded :class:`GrammarCache`);
 * :func:`schema_ebnf` gives the same grammar as EBNF text, for embedding tool arguments
-  in a structural tag (see :mod:`mcp_server.toolcalls`);
+  in a structural tag (see :mod:`mcp_server.engines.embedded.decoding.toolcalls`);
 * :func:`validate_output` re-checks finished output with ``jsonschema``, so a sequence that
   stops without matching its schema is never reported as a success.
 

@@ -1,6 +1,6 @@
 """The MCP surface: a lowlevel ``mcp.server.Server`` built from the capability.
 
-Tools are generated (:func:`mcp_server.generate.mcp_tools`) from the capability's ``mcp``
+Tools are generated (:func:`mcp_server.generate.tools.mcp_tools`) from the capability's ``mcp``
 adapter and ``schemas/``; their schemas are published unchanged. Each call validates its
 arguments against the tool's ``inputSchema`` (failure: ``isError`` naming the failing
 path), runs through the same :class:`~mcp_server.gateway.Gateway` as REST, and returns
@@ -18,20 +18,23 @@ from pathlib import Path
 from typing import Any
 
 import mcp_types as types
-from mcp.shared.exceptions import MCPError
-from mcp_types import INVALID_PARAMS
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
 from mcp.server.stdio import stdio_server
-from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
+from mcp.server.streamable_http_manager import (
+    StreamableHTTPASGIApp,
+    StreamableHTTPSessionManager,
+)
+from mcp.shared.exceptions import MCPError
+from mcp_types import INVALID_PARAMS
 
 from mcp_server import __version__
+from mcp_server.capability.loader import Capability
+from mcp_server.capability.schemas import validate_instance
 from mcp_server.errors import CapabilityError, InvalidRequest, ServiceError
 from mcp_server.gateway import Gateway, request_key
-from mcp_server.generate import mcp_tools
-from mcp_server.schemas import validate_instance
+from mcp_server.generate.tools import mcp_tools
 from mcp_server.service import parse_request
-from mcp_server.spec import Capability
 
 __all__ = ["build_server", "run_stdio", "streamable_http_session_manager"]
 

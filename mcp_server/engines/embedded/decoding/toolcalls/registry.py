@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mcp_server.toolcalls.format import ToolCallFormat
+from mcp_server.engines.embedded.decoding.toolcalls.format import ToolCallFormat
 
 __all__ = ["FAMILIES"]
 

@@ -6,7 +6,7 @@ editable install; a wheel would have to ship that directory beside the package.
 
 Usage::
 
-    from mcp_server.schemas import validate_request, bundled_schema, openapi_document
+    from mcp_server.capability.schemas import validate_request, bundled_schema, openapi_document
 
     validate_request(body)                       # raises InvalidRequest(param="temperature")
     tool_input = bundled_schema("chat-completion-request", drop=("stream",))
@@ -49,7 +49,7 @@ __all__ = [
     "validate_request",
 ]
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SCHEMAS_DIR = PROJECT_ROOT / "schemas"
 _REQUEST = "chat-completion-request"
 _UNION_KEYWORDS = frozenset({"anyOf", "oneOf"})

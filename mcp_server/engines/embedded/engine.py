@@ -27,18 +27,20 @@ import anyio
 import torch
 from jinja2 import TemplateError
 
-from ..catalog import find_entry
-from ..errors import EngineUnavailable, InvalidRequest, ServiceError
-from ..toolcalls import GrammarProvider as ToolGrammarProvider
-from ..toolcalls import get_family, render_messages
-from .base import GenerationDelta, GenerationRequest, ModelCard
-from .model_files import DEFAULT_MODEL_ID, load_model
-from .output import OutputProcessor
-from .scheduler import Scheduler, Sequence
-from .textstream import TextStream
+from mcp_server.catalog import ModelCard, find_entry
+from mcp_server.engines.base import GenerationDelta, GenerationRequest
+from mcp_server.engines.embedded.decoding.toolcalls import (
+    GrammarProvider as ToolGrammarProvider,
+)
+from mcp_server.engines.embedded.decoding.toolcalls import get_family, render_messages
+from mcp_server.engines.embedded.model_files import DEFAULT_MODEL_ID, load_model
+from mcp_server.engines.embedded.output import OutputProcessor
+from mcp_server.engines.embedded.scheduler import Scheduler, Sequence
+from mcp_server.engines.embedded.textstream import TextStream
+from mcp_server.errors import EngineUnavailable, InvalidRequest, ServiceError
 
 if TYPE_CHECKING:
-    from ..settings import Settings
+    from mcp_server.settings import Settings
 
 __all__ = ["EmbeddedEngine", "GrammarProvider"]
 
@@ -49,7 +51,7 @@ GrammarProvider = Callable[[GenerationRequest, Any], Any]
 
 
 class EmbeddedEngine:
-    """An :class:`~mcp_server.engine.base.Engine` that runs a transformers model on CPU.
+    """An :class:`~mcp_server.engines.base.Engine` that runs a transformers model on CPU.
 
     Args:
         model_path: a GGUF file, a local Hugging Face model directory, or None for the

@@ -1,8 +1,8 @@
 """One tool-call text format: ``prefix + {"name": N, "<key>": ARGS} + suffix``.
 
 A :class:`ToolCallFormat` is data (a registry entry); from it come the xgrammar constraint
-(:meth:`ToolCallFormat.constraint`), the parsers (:mod:`mcp_server.toolcalls.parser`) and the
-prompt rendering (:mod:`mcp_server.toolcalls.render`), so every family shares one implementation.
+(:meth:`ToolCallFormat.constraint`), the parsers (:mod:`mcp_server.engines.embedded.decoding.toolcalls.parser`) and the
+prompt rendering (:mod:`mcp_server.engines.embedded.decoding.toolcalls.render`), so every family shares one implementation.
 
 Tool-choice semantics follow OpenAI's Chat Completions reference (``tool_choice``,
 ``parallel_tool_calls``); the structural-tag formats are xgrammar's (``xgrammar.structural_tag``).
@@ -14,9 +14,14 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from xgrammar.structural_tag import GrammarFormat, StructuralTag, TagFormat, TriggeredTagsFormat
+from xgrammar.structural_tag import (
+    GrammarFormat,
+    StructuralTag,
+    TagFormat,
+    TriggeredTagsFormat,
+)
 
-from mcp_server.constraints import schema_ebnf
+from mcp_server.engines.embedded.decoding.constraints import schema_ebnf
 from mcp_server.errors import InvalidRequest
 
 __all__ = ["NO_PARAMETERS", "ToolCallFormat", "function_of"]
@@ -70,7 +75,7 @@ class ToolCallFormat:
         ``required``: one call or more, no text before the first. A named function: exactly
         one call to it. ``parallel_tool_calls=False``: at most one call (nothing after it).
         Every call's arguments follow that tool's ``parameters`` (see
-        :func:`mcp_server.constraints.schema_ebnf`); a tool without parameters gets ``{}``.
+        :func:`mcp_server.engines.embedded.decoding.constraints.schema_ebnf`); a tool without parameters gets ``{}``.
 
         Raises:
             InvalidRequest: a malformed tool (param ``tools[i]``), a duplicate name, an

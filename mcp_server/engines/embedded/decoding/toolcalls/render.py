@@ -12,7 +12,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from mcp_server.toolcalls.format import ToolCallFormat, function_of
+from mcp_server.engines.embedded.decoding.toolcalls.format import (
+    ToolCallFormat,
+    function_of,
+)
 
 __all__ = ["render_messages"]
 

@@ -1,7 +1,7 @@
 """Tool calling per chat-template family: grammar constraint, parsers, prompt rendering.
 
 The registry is the one table :data:`FAMILIES`; each entry is a
-:class:`~mcp_server.toolcalls.format.ToolCallFormat` and provides ``constraint(tools,
+:class:`~mcp_server.engines.embedded.decoding.toolcalls.format.ToolCallFormat` and provides ``constraint(tools,
 tool_choice, parallel_tool_calls)``; :func:`parse`, :class:`StreamParser` and
 :func:`render_messages` take the entry. :class:`GrammarProvider` is what the engine calls to
 get a request's grammar.
@@ -14,11 +14,21 @@ calling, model card "JSON based tool calling"; xgrammar's ``llama`` structural t
 
 from __future__ import annotations
 
-from mcp_server.toolcalls.format import ToolCallFormat
-from mcp_server.toolcalls.parser import ArgumentsDelta, CallStart, Event, StreamParser, TextDelta, parse
-from mcp_server.toolcalls.provider import GrammarProvider, get_family
-from mcp_server.toolcalls.registry import FAMILIES
-from mcp_server.toolcalls.render import render_messages
+from mcp_server.engines.embedded.decoding.toolcalls.format import ToolCallFormat
+from mcp_server.engines.embedded.decoding.toolcalls.parser import (
+    ArgumentsDelta,
+    CallStart,
+    Event,
+    StreamParser,
+    TextDelta,
+    parse,
+)
+from mcp_server.engines.embedded.decoding.toolcalls.provider import (
+    GrammarProvider,
+    get_family,
+)
+from mcp_server.engines.embedded.decoding.toolcalls.registry import FAMILIES
+from mcp_server.engines.embedded.decoding.toolcalls.render import render_messages
 
 __all__ = [
     "FAMILIES",

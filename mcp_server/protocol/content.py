@@ -22,7 +22,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from mcp_server.engine.base import ModelCard
+from mcp_server.catalog import ModelCard
 from mcp_server.errors import InvalidRequest
 
 __all__ = ["IMAGE_TYPES", "MAX_IMAGE_BYTES", "check_image_inputs", "image_parts"]

@@ -9,7 +9,7 @@ For each skill in the capability's ``exposes: skill`` this renders ``skills/<nam
 - ``scripts/chat.py``: a stdlib-only helper that POSTs one prompt to the REST endpoint.
 
 `render_skill` returns the files as text; writing them (and checking they are current) is
-`mcp_server.generate.generate`. `skill_index` and `skill_archive` serve the committed files.
+`mcp_server.generate.tools.generate`. `skill_index` and `skill_archive` serve the committed files.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from typing import Any
 
 import yaml
 
-from mcp_server.schemas import PROJECT_ROOT, load_schema
-from mcp_server.spec import Capability, McpTool, Skill, load_capability
+from mcp_server.capability.loader import Capability, McpTool, Skill, load_capability
+from mcp_server.capability.schemas import PROJECT_ROOT, load_schema
 
 __all__ = ["DEFAULT_BASE_URL", "SKILLS_DIR", "render_skill", "skill_archive", "skill_index"]
 
@@ -65,7 +65,7 @@ def skill_index(capability: Capability | None = None) -> list[dict[str, Any]]:
     """List the skills for a catalog endpoint.
 
     Args:
-        capability: the loaded capability; default `mcp_server.spec.load_capability()`.
+        capability: the loaded capability; default `mcp_server.capability.loader.load_capability()`.
 
     Returns:
         ``[{"name", "description", "files": [relative paths, sorted]}]`` in capability order.

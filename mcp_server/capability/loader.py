@@ -26,8 +26,8 @@ from typing import Any
 import yaml
 from jsonschema import Draft202012Validator
 
+from mcp_server.capability.schemas import PROJECT_ROOT, format_path, most_specific_error
 from mcp_server.errors import CapabilityError
-from mcp_server.schemas import PROJECT_ROOT, format_path, most_specific_error
 
 __all__ = [
     "CAPABILITY_PATH",

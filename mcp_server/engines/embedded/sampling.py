@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .base import SamplingParams
+from mcp_server.engines.base import SamplingParams
 
 __all__ = ["apply_penalties", "draw_uniforms", "sample"]
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import EngineUnavailable
+from mcp_server.errors import EngineUnavailable
 
 __all__ = [
     "DEFAULT_GGUF_FILE",

@@ -11,11 +11,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from mcp_server.catalog import ModelCard
+
 __all__ = [
     "Engine",
     "GenerationDelta",
     "GenerationRequest",
-    "ModelCard",
     "SamplingParams",
     "ToolCallDelta",
 ]
@@ -113,27 +114,6 @@ class GenerationDelta:
     finish_reason: FinishReason | None = None
     reasoning_content: str = ""
     tool_calls: tuple[ToolCallDelta, ...] = ()
-
-
-@dataclass(frozen=True)
-class ModelCard:
-    """A served model as listed by ``GET /v1/models``.
-
-    Attributes:
-        id: the model id clients send in ``model``.
-        owned_by: the organisation shown in the model list.
-        context_length: the model's context window in tokens.
-        tool_call_format: the chat-template family for tool calls (e.g. ``hermes``), or None.
-        reasoning_parser: the reasoning format (e.g. ``deepseek-r1``), or None.
-        input_modalities: what the model accepts, e.g. ``("text",)`` or ``("text", "image")``.
-    """
-
-    id: str
-    owned_by: str = "chatcap"
-    context_length: int = 2048
-    tool_call_format: str | None = None
-    reasoning_parser: str | None = None
-    input_modalities: tuple[str, ...] = ("text",)
 
 
 @runtime_checkable

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import importlib
 
-from mcp_server.engine.base import Engine
+from mcp_server.engines.base import Engine
 from mcp_server.errors import InvalidRequest
 from mcp_server.settings import Settings
 
 __all__ = ["ENGINES", "create_engine"]
 
 ENGINES = {
-    "embedded": "mcp_server.engine.embedded:EmbeddedEngine",
-    "sglang": "mcp_server.engine.sglang:SGLangEngine",
+    "embedded": "mcp_server.engines.embedded.engine:EmbeddedEngine",
+    "sglang": "mcp_server.engines.sglang.engine:SGLangEngine",
 }
 
 

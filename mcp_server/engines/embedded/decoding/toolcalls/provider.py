@@ -7,10 +7,14 @@ from typing import Any
 
 import xgrammar
 
-from mcp_server.constraints import GrammarCache, compile_response_format, reject_on_failure
-from mcp_server.engine.base import GenerationRequest
-from mcp_server.toolcalls.format import ToolCallFormat
-from mcp_server.toolcalls.registry import FAMILIES
+from mcp_server.engines.base import GenerationRequest
+from mcp_server.engines.embedded.decoding.constraints import (
+    GrammarCache,
+    compile_response_format,
+    reject_on_failure,
+)
+from mcp_server.engines.embedded.decoding.toolcalls.format import ToolCallFormat
+from mcp_server.engines.embedded.decoding.toolcalls.registry import FAMILIES
 
 __all__ = ["GrammarProvider", "get_family"]
 
