@@ -28,9 +28,10 @@ from pathlib import Path
 
 import torch
 
+from mcp_server.catalog import default_entry
 from mcp_server.engines.base import GenerationRequest, SamplingParams
 from mcp_server.engines.embedded.engine import EmbeddedEngine
-from mcp_server.engines.embedded.model_files import DEFAULT_MODEL_ID, resolve_dtype
+from mcp_server.engines.embedded.model_files import resolve_dtype
 
 logger = logging.getLogger("bench_engine")
 
@@ -128,7 +129,7 @@ async def main(skip_cold: bool, max_tokens: int, dtypes: list[str]) -> dict:
     for dtype in dtypes:
         results["by_dtype"][dtype] = await measure_dtype(dtype, skip_cold, max_tokens)
     results["environment"] = {
-        "model": DEFAULT_MODEL_ID,
+        "model": default_entry().id,
         "auto_dtype": resolve_dtype("auto"),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "max_tokens": max_tokens,

@@ -16,11 +16,12 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
-from mcp_server.capability.loader import Capability, load_capability
+from mcp_server.capability.loader import MCP_PATH, Capability, load_capability
 from mcp_server.capability.schemas import PROJECT_ROOT
 from mcp_server.engines import create_engine
 from mcp_server.engines.base import Engine
 from mcp_server.gateway import Gateway, GatewayMiddleware
+from mcp_server.generate.skill import SkillCatalog
 from mcp_server.service import ChatService
 from mcp_server.settings import Settings
 from mcp_server.surfaces.mcp import (
@@ -56,10 +57,10 @@ def build_runtime(settings: Settings, engine: Engine | None = None) -> Runtime:
         CapabilityError: the capability file is invalid; the message names the path.
         InvalidRequest: ``settings.engine`` names no known engine.
     """
-    capability = load_capability(settings.capability_path)
+    capability = load_capability(settings.capability)
     engine = engine if engine is not None else create_engine(settings)
     service = ChatService(engine)
-    gateway = Gateway.build(service, settings)
+    gateway = Gateway.build(service, settings, capability.api_paths)
     return Runtime(capability, engine, service, gateway, build_server(gateway, capability, PROJECT_ROOT))
 
 
@@ -95,8 +96,10 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> Starlette
     runtime = build_runtime(settings, engine)
     engine = runtime.engine
     session_manager, mcp_app = streamable_http_session_manager(runtime.mcp_server)
-    routes = rest_routes(runtime.gateway, runtime.capability.rest_paths, settings.shutdown_grace)
-    routes.append(Route("/mcp", mcp_app))
+    routes = rest_routes(
+        runtime.gateway, runtime.capability.rest_paths, SkillCatalog(runtime.capability), settings.shutdown_grace
+    )
+    routes.append(Route(MCP_PATH, mcp_app))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):

@@ -31,7 +31,7 @@ __all__ = ["CATALOG_PATH", "CatalogEntry", "ModelCard", "Price", "default_entry"
 CATALOG_PATH = Path(__file__).with_name("catalog.yaml")
 MODALITIES = frozenset({"text", "image"})
 _FIELDS = {
-    "id", "model_path", "owned_by", "context_length", "tool_call_parser", "tool_call_format",
+    "id", "model_path", "owned_by", "context_length", "tool_call_parser", "embedded_tool_call_format",
     "reasoning_parser", "input_modalities", "price", "sglang_args",
 }
 
@@ -84,7 +84,8 @@ class CatalogEntry:
         owned_by: the organisation shown in the model list.
         context_length: context window in tokens.
         tool_call_parser: SGLang ``--tool-call-parser`` name, or None.
-        tool_call_format: our tool-call template family for the embedded engine, or None.
+        embedded_tool_call_format: the embedded engine's tool-call format (a name of
+            :data:`mcp_server.engines.embedded.decoding.toolcalls.FAMILIES`), or None.
         reasoning_parser: SGLang ``--reasoning-parser`` name (also a
             :class:`mcp_server.engines.embedded.decoding.reasoning.ReasoningParser` kind), or None.
         input_modalities: ``("text",)`` or ``("text", "image")``.
@@ -97,7 +98,7 @@ class CatalogEntry:
     owned_by: str
     context_length: int
     tool_call_parser: str | None
-    tool_call_format: str | None
+    embedded_tool_call_format: str | None
     reasoning_parser: str | None
     input_modalities: tuple[str, ...]
     price: Price
@@ -114,7 +115,7 @@ class CatalogEntry:
             id=served_id or self.id,
             owned_by=self.owned_by,
             context_length=context_length or self.context_length,
-            tool_call_format=self.tool_call_format,
+            tool_call_format=self.embedded_tool_call_format,
             reasoning_parser=self.reasoning_parser,
             input_modalities=self.input_modalities,
         )
@@ -139,7 +140,7 @@ def _entry(raw: Any, where: str) -> CatalogEntry:
         owned_by=str(raw["owned_by"]),
         context_length=raw["context_length"],
         tool_call_parser=raw["tool_call_parser"],
-        tool_call_format=raw["tool_call_format"],
+        embedded_tool_call_format=raw["embedded_tool_call_format"],
         reasoning_parser=raw["reasoning_parser"],
         input_modalities=modalities,
         price=Price(float(price["input"]), float(price["output"])),

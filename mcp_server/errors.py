@@ -13,7 +13,7 @@ The tree::
     └── EngineUnavailable (503, server_error)         - the runtime is down or overloaded
 
 The envelope is OpenAI's ``{"error": {"message", "type", "param", "code"}}``; the status
-codes are those of the seed API (``shared/seed``: 400, 401, 402, 404, 413, 429, 500, 503).
+codes are those of the published API this project implements (400, 401, 402, 404, 413, 429, 500, 503).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """ChatService: the one chat-completions implementation behind REST and MCP.
 
-Data flow (DESIGN.md): a validated request body becomes one :class:`ChatRequest`; the
+Data flow (docs/architecture.md): a validated request body becomes one :class:`ChatRequest`; the
 service fans it out into ``n`` :class:`~mcp_server.engines.base.GenerationRequest` s, runs
 them on the engine, and turns their deltas into OpenAI ``chat.completion.chunk`` dicts.
 The non-streaming response is that same stream, drained (:func:`drain`), so the two paths
@@ -27,7 +27,7 @@ from mcp_server.engines.base import (
     ToolCallDelta,
 )
 from mcp_server.errors import InvalidRequest, ModelNotFound
-from mcp_server.protocol.content import check_image_inputs
+from mcp_server.protocol.content import check_image_inputs, normalize_messages
 
 __all__ = ["ChatRequest", "ChatService", "ProgressCallback", "UsageCallback", "drain", "parse_request"]
 
@@ -101,7 +101,7 @@ def parse_request(body: Any) -> ChatRequest:
         response_format = None
     generation = GenerationRequest(
         model=fields.get("model", ""),
-        messages=fields["messages"],
+        messages=normalize_messages(fields["messages"]),
         max_tokens=fields.get("max_completion_tokens", fields.get("max_tokens")),
         stop=tuple(s for s in stops if s),
         sampling=sampling,
@@ -155,7 +155,7 @@ class ChatService:
 
     def list_models(self) -> dict[str, Any]:
         """Return the OpenAI model list ``{"object": "list", "data": [model, ...]}``."""
-        return {"object": "list", "data": [self._model_object(m.id) for m in self.engine.models]}
+        return {"object": "list", "data": [_model_object(card) for card in self.engine.models]}
 
     def retrieve_model(self, model_id: str) -> dict[str, Any]:
         """Return one OpenAI model object.
@@ -163,36 +163,31 @@ class ChatService:
         Raises:
             ModelNotFound: ``model_id`` is not served; the message lists the served models.
         """
-        self._check_model(model_id)
-        return self._model_object(model_id)
+        return _model_object(self.resolve(model_id))
 
-    def _card(self, model_id: str) -> ModelCard:
-        return next(m for m in self.engine.models if m.id == model_id)
+    def resolve(self, model_id: str) -> ModelCard:
+        """The served model a request names; the engine's first (its default) when it names none.
 
-    def _model_object(self, model_id: str) -> dict[str, Any]:
-        card = self._card(model_id)
-        return {"id": card.id, "object": "model", "created": 0, "owned_by": card.owned_by}
-
-    def _with_model(self, request: ChatRequest) -> ChatRequest:
-        """Fill in the default model when the body named none; check a named one."""
-        if not request.generation.model:
-            default = self.engine.models[0].id
-            return replace(request, generation=replace(request.generation, model=default))
-        self._check_model(request.generation.model)
-        return request
-
-    def _check_model(self, model_id: str) -> None:
-        served = [m.id for m in self.engine.models]
-        if model_id not in served:
-            raise ModelNotFound(
-                f"The model '{model_id}' does not exist or is not served here. "
-                f"Served models: {', '.join(served)}.",
-                param="model",
-            )
+        Raises:
+            ModelNotFound: ``model_id`` is not served (404 ``model_not_found``, param
+                ``model``); the message lists the served models.
+        """
+        served = self.engine.models
+        if not model_id:
+            return served[0]
+        for card in served:
+            if card.id == model_id:
+                return card
+        raise ModelNotFound(
+            f"The model '{model_id}' does not exist or is not served here. "
+            f"Served models: {', '.join(card.id for card in served)}.",
+            param="model",
+        )
 
     async def stream(
         self,
         request: ChatRequest,
+        card: ModelCard,
         progress: ProgressCallback | None = None,
         on_usage: UsageCallback | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
@@ -200,6 +195,7 @@ class ChatService:
 
         Args:
             request: the normalized request.
+            card: the served model it names, from :meth:`resolve` (resolved once, by the caller).
             progress: optional callback, awaited after each delta with the total number of
                 completion tokens generated so far.
             on_usage: optional callback, called as soon as the first deltas arrive and after
@@ -213,11 +209,11 @@ class ChatService:
         so a caller can still answer with an HTTP error status.
 
         Raises:
-            ModelNotFound: the model is not served.
-            InvalidRequest: the engine rejected the request.
+            InvalidRequest: the model cannot read the messages' images, or the engine
+                rejected the request.
         """
-        request = self._with_model(request)
-        check_image_inputs(request.generation.messages, self._card(request.generation.model))
+        request = replace(request, generation=replace(request.generation, model=card.id))
+        check_image_inputs(request.generation.messages, card)
         generators = [self.engine.generate(g) for g in _choices(request)]
         try:
             # Prime every choice: errors surface before the first chunk is sent.
@@ -270,15 +266,10 @@ class ChatService:
             for gen in generators:
                 await gen.aclose()
 
-    async def complete(
-        self, request: ChatRequest, progress: ProgressCallback | None = None
-    ) -> dict[str, Any]:
-        """Run a request to the end and return an OpenAI ``chat.completion`` dict.
 
-        Raises:
-            ModelNotFound, InvalidRequest: as :meth:`stream`.
-        """
-        return await drain(self.stream(replace(request, include_usage=True), progress))
+def _model_object(card: ModelCard) -> dict[str, Any]:
+    """The OpenAI model object for a served model."""
+    return {"id": card.id, "object": "model", "created": 0, "owned_by": card.owned_by}
 
 
 def _choices(request: ChatRequest) -> list[GenerationRequest]:

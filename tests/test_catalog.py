@@ -27,7 +27,7 @@ def test_catalog_lists_every_seed_model_and_the_embedded_default():
     ids = [entry.id for entry in load_catalog()]
     assert set(SEED_MODELS) <= set(ids)
     assert default_entry().id == "HuggingFaceTB/SmolLM2-135M-Instruct"
-    assert default_entry().tool_call_format == "hermes"
+    assert default_entry().embedded_tool_call_format == "hermes"
 
 
 def test_parsers_modalities_and_prices_follow_the_model_families():
@@ -59,7 +59,7 @@ def test_malformed_catalog_names_the_entry_and_field(tmp_path: Path):
     bad = tmp_path / "catalog.yaml"
     bad.write_text(
         "models:\n  - {id: a, model_path: a, owned_by: x, context_length: 10, tool_call_parser: null,\n"
-        "     tool_call_format: null, reasoning_parser: null, input_modalities: [text, audio],\n"
+        "     embedded_tool_call_format: null, reasoning_parser: null, input_modalities: [text, audio],\n"
         "     price: {input: 1, output: 1}, sglang_args: []}\n"
     )
     with pytest.raises(CapabilityError, match=r"models\[0\]\.input_modalities"):
@@ -67,3 +67,32 @@ def test_malformed_catalog_names_the_entry_and_field(tmp_path: Path):
     bad.write_text("models:\n  - {id: a}\n")
     with pytest.raises(CapabilityError, match="missing fields"):
         load_catalog(bad)
+
+
+def test_every_catalog_name_is_in_the_embedded_engines_registries():
+    from mcp_server.engines.embedded.decoding import check_catalog
+
+    check_catalog(load_catalog())  # raises on the first unknown name
+
+
+def test_an_unknown_format_name_is_refused_naming_the_model_and_field():
+    from dataclasses import replace
+
+    from mcp_server.engines.embedded.decoding import check_catalog
+
+    broken = replace(find_entry("deepseek-ai/DeepSeek-V3"), embedded_tool_call_format="deepseek")
+    with pytest.raises(CapabilityError, match=r"DeepSeek-V3.*embedded_tool_call_format 'deepseek' is unknown"):
+        check_catalog([broken])
+    broken = replace(default_entry(), reasoning_parser="kimi")
+    with pytest.raises(CapabilityError, match=r"reasoning_parser 'kimi' is unknown; known: \['deepseek-r1', 'qwen3'\]"):
+        check_catalog([broken])
+
+
+def test_a_model_folder_named_like_a_catalog_model_builds_an_embedded_engine(tmp_path: Path):
+    from mcp_server.engines.embedded.engine import EmbeddedEngine
+
+    for name in ("DeepSeek-V3", "Mistral-7B-Instruct", "Meta-Llama-3.1-8B-Instruct"):
+        folder = tmp_path / name
+        folder.mkdir()
+        card = EmbeddedEngine(model_path=str(folder)).models[0]  # builds, loads nothing yet
+        assert card.tool_call_format in {"hermes", "llama3"}

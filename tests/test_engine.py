@@ -181,21 +181,6 @@ def test_max_tokens_beyond_the_context_is_rejected_with_tokens_left(engine):
     assert f"only {8192 - len(prompt['input_ids'])} tokens are left" in error.message
 
 
-def test_text_parts_are_flattened_and_images_rejected(engine):
-    parts = [{"type": "text", "text": "What is the capital"}, {"type": "text", "text": "of France?"}]
-
-    async def main():
-        flat = await collect(engine, request("What is the capital\nof France?", max_tokens=1))
-        split = await collect(engine, request(parts, max_tokens=1))
-        with pytest.raises(InvalidRequest) as caught:
-            await collect(engine, request([{"type": "image_url", "image_url": {"url": "x"}}]))
-        return flat, split, caught.value
-
-    flat, split, error = run(main)
-    assert flat == split
-    assert error.param == "messages[0].content[0].type"
-
-
 def test_closing_the_stream_frees_the_slot(engine):
     async def main():
         stream = engine.generate(request("Tell me a long story about a dragon.", max_tokens=200))

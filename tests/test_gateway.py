@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from mcp_server.capability.loader import load_capability
 from mcp_server.catalog import ModelCard, Price
 from mcp_server.cli import main
 from mcp_server.engines.base import GenerationDelta, GenerationRequest
@@ -52,8 +53,11 @@ def store(tmp_path: Path) -> KeyStore:
     store.db.close()
 
 
+API_PATHS = load_capability().api_paths
+
+
 def _gateway(store: KeyStore | None, engine: FakeEngine | None = None, **kwargs) -> Gateway:
-    return Gateway(ChatService(engine or FakeEngine()), RequestLimits(), store=store, price=PRICE, **kwargs)
+    return Gateway(ChatService(engine or FakeEngine()), RequestLimits(), API_PATHS, store=store, price=PRICE, **kwargs)
 
 
 def _request(**fields):

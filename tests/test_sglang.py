@@ -18,6 +18,8 @@ import argparse
 import base64
 import functools
 import json
+import os
+import signal
 import sys
 import threading
 import time
@@ -183,15 +185,17 @@ def test_launcher_waits_for_health_restarts_a_dead_child_and_stops_it(tmp_path: 
         await launcher.start()
         try:
             assert launcher.status == "running" and "server ready" in launcher.last_log()
-            first = launcher._process.pid
-            launcher._process.kill()
+            first = launcher.pid
+            os.kill(first, signal.SIGKILL)
             with anyio.fail_after(20):
-                while launcher.status != "running" or launcher._process is None or launcher._process.pid == first:
+                while launcher.status != "running" or launcher.pid in (None, first):
                     await anyio.sleep(0.1)
         finally:
-            process = launcher._process
+            second = launcher.pid
             await launcher.aclose()
-        assert process.returncode is not None and launcher.status == "stopped"
+        assert second is not None and launcher.pid is None and launcher.status == "stopped"
+        with pytest.raises(ProcessLookupError):  # stopped and reaped
+            os.kill(second, 0)
 
     anyio.run(scenario)
 
@@ -464,8 +468,17 @@ def test_attach_maps_reasoning_tool_calls_and_flat_errors(fake_front, fake_sglan
     with pytest.raises(openai.BadRequestError, match="maximum context length") as caught:
         fake_front.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "flat-error"}])
     assert caught.value.body["type"] == "invalid_request_error"
+
+
+def test_bodies_sent_upstream_validate_against_sglangs_request_model(fake_front, fake_sglang):
     model = sglang_request_model()
-    for body in fake_sglang.bodies if model else ():
+    if model is None:
+        pytest.skip("sglang's protocol module does not import here")
+    sent = len(fake_sglang.bodies)
+    fake_front.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "tool"}], tools=[WEATHER_TOOL], tool_choice="required")
+    assert len(fake_sglang.bodies) > sent
+    for body in fake_sglang.bodies:
         model.model_validate(body)
 
 
@@ -482,10 +495,11 @@ def test_attach_checks_images_against_the_served_models_catalog_entry(fake_front
 
 
 def test_upstream_that_never_answers_is_503_within_the_timeout(fake_front):
-    started = time.monotonic()
+    # The client's own timeout (30 s) would raise APITimeoutError instead: the 503 proves the
+    # server gave up first, after its --sglang-timeout of 2 s.
     with pytest.raises(openai.InternalServerError, match="did not answer within 2 s") as caught:
         fake_front.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hang"}])
-    assert caught.value.status_code == 503 and time.monotonic() - started < 6
+    assert caught.value.status_code == 503
 
 
 def test_upstream_cut_mid_stream_ends_the_stream_with_an_error_event(fake_front):
@@ -539,9 +553,8 @@ def test_upstream_stopped_mid_stream_is_reported_not_hung(front, upstream):
     stream = front.chat.completions.create(
         model=MODEL, messages=[{"role": "user", "content": "Write a long story about a dragon."}],
         max_tokens=400, temperature=0, stream=True)
-    started = time.monotonic()
+    # A hang would end in the client's timeout (APITimeoutError, not an SGLang error).
     with pytest.raises(openai.APIError, match="SGLang"):
         for index, _ in enumerate(stream):
             if index == 3:
                 upstream.process.kill()
-    assert time.monotonic() - started < 120

@@ -1,7 +1,6 @@
 """Structured output and tool calls end to end on the bundled model, through REST.
 
-Greedy decoding; schemas and tools come from ``../shared/data/jsonschemabench`` (skipped,
-with the reason shown, where that folder is absent).
+Greedy decoding; schemas and tools come from the fixtures in ``tests/data/jsonschemabench``.
 """
 
 from __future__ import annotations
@@ -19,10 +18,8 @@ from mcp_server.engines.embedded.decoding.constraints import check_schema
 from mcp_server.errors import InvalidRequest
 
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
-DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "jsonschemabench"
+DATA = Path(__file__).resolve().parent / "data" / "jsonschemabench"
 CONCURRENCY = 8
-
-needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"dataset not found at {DATA}")
 
 
 def enforceable(schema) -> bool:
@@ -74,7 +71,6 @@ async def gather_limited(calls):
     return await asyncio.gather(*(run(c) for c in calls))
 
 
-@needs_data
 def test_json_schema_outputs_that_stop_validate(server):
     schemas = pick_schemas(50)
     assert len(schemas) >= 50
@@ -103,10 +99,9 @@ def test_json_schema_outputs_that_stop_validate(server):
     assert finishes["stop"] >= 10, finishes
 
 
-@needs_data
 def test_required_tool_calls_name_a_given_tool_with_valid_arguments(server):
-    tools = pick_tools(20)
-    assert len(tools) == 20
+    tools = pick_tools(10)
+    assert len(tools) == 10
 
     async def main():
         async with openai.AsyncOpenAI(base_url=f"{server.base_url}/v1", api_key=server.api_key) as client:
@@ -125,7 +120,8 @@ def test_required_tool_calls_name_a_given_tool_with_valid_arguments(server):
     completions = asyncio.run(main())
     finished_calls = 0
     for i, completion in enumerate(completions):
-        offered = {tools[i]["function"]["name"]: tools[i], tools[(i + 1) % 20]["function"]["name"]: tools[(i + 1) % 20]}
+        pair = [tools[i], tools[(i + 1) % len(tools)]]
+        offered = {tool["function"]["name"]: tool for tool in pair}
         choice = completion.choices[0]
         assert choice.message.tool_calls, choice
         for call in choice.message.tool_calls:
@@ -134,8 +130,8 @@ def test_required_tool_calls_name_a_given_tool_with_valid_arguments(server):
             if choice.finish_reason == "tool_calls":
                 jsonschema.validate(json.loads(call.function.arguments), offered[call.function.name]["function"]["parameters"])
                 finished_calls += 1
-    print(f"\n20 tool requests: {finished_calls} complete calls")
-    assert finished_calls >= 10
+    print(f"\n{len(tools)} tool requests: {finished_calls} complete calls")
+    assert finished_calls >= 5
 
 
 def stream_and_whole(client, **kwargs):

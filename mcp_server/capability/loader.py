@@ -31,6 +31,7 @@ from mcp_server.errors import CapabilityError
 
 __all__ = [
     "CAPABILITY_PATH",
+    "MCP_PATH",
     "NAFTIKO_SCHEMA_PATH",
     "Capability",
     "ConsumedOperation",
@@ -50,6 +51,10 @@ __all__ = [
 
 CAPABILITY_PATH = PROJECT_ROOT / "capability" / "chat-completions.yaml"
 NAFTIKO_SCHEMA_PATH = PROJECT_ROOT / "capability" / "naftiko-schema-1.0.0-alpha3.json"
+
+
+MCP_PATH = "/mcp"
+"""Where an ``mcp`` adapter is served over streamable HTTP (the MCP specification's usual endpoint)."""
 
 
 @dataclass(frozen=True)
@@ -214,6 +219,16 @@ class Capability:
     def rest_paths(self) -> dict[str, str]:
         """REST operation name -> path, e.g. ``{"list-models": "/v1/models", ...}``."""
         return {op.name: resource.path for resource in self.resources for op in resource.operations}
+
+    @property
+    def api_paths(self) -> frozenset[str]:
+        """The paths that reach the inference API: every REST path one of whose operations
+        has a ``call``, and :data:`MCP_PATH` when an ``mcp`` adapter is exposed over HTTP.
+        They need an API key and are counted by name in the HTTP metrics."""
+        paths = {r.path for r in self.resources if any(op.call for op in r.operations)}
+        if self.mcp is not None:
+            paths.add(MCP_PATH)
+        return frozenset(paths)
 
     def tool(self, name: str) -> McpTool:
         """Return the MCP tool called ``name``.

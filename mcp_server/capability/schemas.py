@@ -36,6 +36,7 @@ from referencing import Registry, Resource
 from mcp_server.errors import CapabilityError, InvalidRequest
 
 __all__ = [
+    "NO_PARAMETERS",
     "PROJECT_ROOT",
     "SCHEMAS_DIR",
     "bundled_schema",
@@ -50,6 +51,10 @@ __all__ = [
 ]
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+NO_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}, "additionalProperties": False}
+"""The parameters of a function or MCP tool that takes none: exactly the empty object (OpenAI:
+a function tool without ``parameters`` has an empty parameter list). Copy before changing."""
 SCHEMAS_DIR = PROJECT_ROOT / "schemas"
 _REQUEST = "chat-completion-request"
 _UNION_KEYWORDS = frozenset({"anyOf", "oneOf"})

@@ -51,7 +51,10 @@ class GenerationRequest:
 
     Attributes:
         model: the served model id the client asked for.
-        messages: OpenAI chat messages, already validated (dicts as sent by the client).
+        messages: OpenAI chat messages, validated and normalized
+            (:func:`mcp_server.protocol.content.normalize_messages`): roles as OpenAI's
+            except ``developer`` (read as ``system``); content None, a string, or, for a
+            model that accepts images, a list of parts.
         max_tokens: most new tokens to generate; None means what is left of the context.
         stop: up to 4 stop strings; neither a stop string nor a prefix of one is ever
             emitted in ``text`` deltas.

@@ -8,7 +8,7 @@ Modules, one job each (imports point down the list):
 - :mod:`.limits`: per-key RPM/TPM sliding windows (429).
 - :mod:`.request_limits`: message count and schema size/depth (400), body size (413).
 - :mod:`.metrics`: Prometheus instruments.
-- :mod:`.gateway`: :class:`Gateway`, the wrapper REST and MCP call instead of the service.
+- :mod:`.gateway`: :class:`Gateway`, through which REST and MCP run every completion.
 - :mod:`.http`: the ASGI middleware (body limit, authentication, HTTP metrics).
 - :mod:`.cli`: ``chatcap keys``.
 """

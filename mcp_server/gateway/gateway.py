@@ -1,8 +1,7 @@
 """The gateway: the one place a chat completion is authenticated, admitted, metered and billed.
 
-REST and MCP call :class:`Gateway` where they would call
-:class:`~mcp_server.service.ChatService`; it has the same ``stream``/``complete`` methods
-plus the caller's ``key``. Around every generation it:
+REST and MCP run completions through :class:`Gateway` (``stream``/``complete`` with the
+caller's ``key``) and read models from its ``service``. Around every generation it:
 
 1. checks the request's size limits (400, :mod:`.request_limits`);
 2. applies the key's RPM/TPM limits (429, :mod:`.limits`);
@@ -18,6 +17,7 @@ limits, the single ``--api-key``, and keeps metrics.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import time
 from collections.abc import AsyncIterator
@@ -37,10 +37,7 @@ from mcp_server.gateway.request_limits import RequestLimits
 from mcp_server.service import ChatRequest, ChatService, ProgressCallback, drain
 from mcp_server.settings import Settings
 
-__all__ = ["METERED_PATHS", "Gateway"]
-
-METERED_PATHS = frozenset({"/v1/chat/completions", "/v1/models", "/mcp"})
-"""Paths counted by name in ``chatcap_http_requests_total``."""
+__all__ = ["Gateway"]
 
 _FREE = Price(0.0, 0.0)
 
@@ -65,7 +62,8 @@ class Gateway:
     Args:
         service: the chat service.
         limits: request size limits.
-        metrics: where to count (built by :meth:`build` when None).
+        api_paths: the paths that reach the inference API (the capability's
+            ``api_paths``): they need a key, and the HTTP metrics count them by name.
         store: the key store, or None to run without keys and ledger.
         api_key: the single ``--api-key`` (unmetered), or None.
         price: a price for every served model, overriding the catalog's; None reads
@@ -77,6 +75,7 @@ class Gateway:
         self,
         service: ChatService,
         limits: RequestLimits,
+        api_paths: frozenset[str],
         *,
         store: KeyStore | None = None,
         api_key: str | None = None,
@@ -85,38 +84,36 @@ class Gateway:
     ):
         self.service = service
         self.limits = limits
+        self.api_paths = api_paths
         self.store = store
         self.ledger = Ledger(store.db) if store is not None else None
         self.api_key = api_key
         self.price = price
         self.rate_limiter = rate_limiter or RateLimiter()
         self.in_flight = 0
-        self.metrics = Metrics(self._running, METERED_PATHS)
+        self.metrics = Metrics(self._running, api_paths)
 
     @classmethod
-    def build(cls, service: ChatService, settings: Settings) -> Gateway:
+    def build(cls, service: ChatService, settings: Settings, api_paths: frozenset[str]) -> Gateway:
         """The gateway ``settings`` describe; opens the database when ``data_dir`` is set."""
         store = KeyStore(Database.open(settings.data_dir)) if settings.data_dir is not None else None
         return cls(
             service,
             RequestLimits(max_body_bytes=settings.max_request_bytes),
+            api_paths,
             store=store,
             api_key=settings.api_key,
             price=Price(*settings.price) if settings.price is not None else None,
         )
 
-    @property
-    def engine(self):
-        """The engine behind the service."""
-        return self.service.engine
+    def needs_key(self, path: str) -> bool:
+        """Whether an HTTP request to ``path`` must pass :meth:`authenticate`: it lies under the
+        first segment of an API path (``/v1``, ``/mcp``), so unknown API paths are guarded too."""
+        return any(path == prefix or path.startswith(prefix + "/") for prefix in self._guarded)
 
-    def list_models(self) -> dict[str, Any]:
-        """As :meth:`ChatService.list_models`."""
-        return self.service.list_models()
-
-    def retrieve_model(self, model_id: str) -> dict[str, Any]:
-        """As :meth:`ChatService.retrieve_model` (raises ModelNotFound)."""
-        return self.service.retrieve_model(model_id)
+    @functools.cached_property
+    def _guarded(self) -> frozenset[str]:
+        return frozenset("/" + path.strip("/").split("/")[0] for path in self.api_paths)
 
     def close(self) -> None:
         """Close the database (after the last request has settled)."""
@@ -124,7 +121,7 @@ class Gateway:
             self.store.db.close()
 
     def _running(self) -> int:
-        running = getattr(self.engine, "running", None)
+        running = getattr(self.service.engine, "running", None)
         return running if isinstance(running, int) else self.in_flight
 
     async def authenticate(self, authorization: str | None) -> KeyRecord | None:
@@ -161,7 +158,8 @@ class Gateway:
     async def complete(
         self, request: ChatRequest, progress: ProgressCallback | None = None, *, key: KeyRecord | None = None
     ) -> dict[str, Any]:
-        """As :meth:`ChatService.complete`, admitted and billed like :meth:`stream`."""
+        """Run a request to the end and return an OpenAI ``chat.completion`` dict: the
+        :meth:`stream` (usage included), drained. Raises as :meth:`stream`."""
         return await drain(self.stream(replace(request, include_usage=True), progress, key=key))
 
     async def stream(
@@ -182,7 +180,7 @@ class Gateway:
             ServiceError: whatever the service raises, after the request is settled.
         """
         self.limits.check(request)
-        card = self._card(request.generation.model)
+        card = self.service.resolve(request.generation.model)
         price = self.price or _catalog_price(card.id)
         self.rate_limiter.admit(key)
         hold = await self._reserve(key, _max_cost(request, card, price))
@@ -193,7 +191,7 @@ class Gateway:
         status: Status = "cancelled"
         error_code: str | None = None
         try:
-            async for chunk in self.service.stream(request, progress, on_usage=meter.update):
+            async for chunk in self.service.stream(request, card, progress, on_usage=meter.update):
                 if meter.completion_id is None:
                     meter.completion_id = chunk["id"]
                     self.metrics.queue_depth.dec()
@@ -209,13 +207,6 @@ class Gateway:
         finally:
             with anyio.CancelScope(shield=True):
                 await self._settle(key, hold, meter, price, status, error_code)
-
-    def _card(self, model_id: str) -> ModelCard:
-        """The served model a request names (the default when it names none)."""
-        if not model_id:
-            return self.engine.models[0]
-        self.service.retrieve_model(model_id)  # ModelNotFound for a model not served
-        return next(m for m in self.engine.models if m.id == model_id)
 
     async def _reserve(self, key: KeyRecord | None, amount: int) -> Reservation | None:
         if self.ledger is None:

@@ -4,7 +4,7 @@ For every HTTP request it:
 
 - refuses a body larger than ``max_body_bytes`` with 413 (by ``Content-Length``, or by
   counting while it reads a body sent without one), before any route sees it;
-- on ``/v1/...`` and ``/mcp``, resolves ``Authorization: Bearer`` to the caller's key
+- on the API paths (:meth:`Gateway.needs_key`: ``/v1/...`` and ``/mcp``), resolves ``Authorization: Bearer`` to the caller's key
   (:meth:`Gateway.authenticate`, 401 on failure) and leaves it in the ASGI scope, where
   :func:`request_key` finds it for REST routes and MCP tool calls alike;
 - counts the response in ``chatcap_http_requests_total``.
@@ -24,7 +24,6 @@ from mcp_server.gateway.keys import KeyRecord
 __all__ = ["GatewayMiddleware", "request_key"]
 
 _STATE_KEY = "chatcap_key"
-_PROTECTED = ("/v1/", "/mcp")
 _WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
 
 
@@ -67,7 +66,7 @@ class GatewayMiddleware:
 
         try:
             receive = await self._limit_body(scope, receive)
-            if path.startswith(_PROTECTED) or path == "/v1":
+            if self.gateway.needs_key(path):
                 headers = dict(scope["headers"])
                 authorization = headers.get(b"authorization", b"").decode("latin-1")
                 key = await self.gateway.authenticate(authorization)

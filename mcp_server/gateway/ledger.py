@@ -5,7 +5,7 @@ Usage::
     ledger = Ledger(db)
     hold = ledger.reserve(key, max_cost_micros)        # InsufficientQuota when no credit left
     ...generate...
-    ledger.settle(hold, Usage(model, 12, 8, cost, latency_ms, "completed"))
+    ledger.settle(hold, Usage(model, 12, 8, cost, "completed"))   # latency: measured from reserve()
 
 The billing rule:
 

@@ -9,7 +9,8 @@ For each skill in the capability's ``exposes: skill`` this renders ``skills/<nam
 - ``scripts/chat.py``: a stdlib-only helper that POSTs one prompt to the REST endpoint.
 
 `render_skill` returns the files as text; writing them (and checking they are current) is
-`mcp_server.generate.tools.generate`. `skill_index` and `skill_archive` serve the committed files.
+`mcp_server.generate.tools.generate`. A running server publishes a :class:`SkillCatalog`,
+rendered once at start from the capability it serves.
 """
 
 from __future__ import annotations
@@ -23,14 +24,16 @@ from typing import Any
 
 import yaml
 
-from mcp_server.capability.loader import Capability, McpTool, Skill, load_capability
+from mcp_server.capability.loader import Capability, McpTool, Skill
 from mcp_server.capability.schemas import PROJECT_ROOT, load_schema
 
-__all__ = ["DEFAULT_BASE_URL", "SKILLS_DIR", "render_skill", "skill_archive", "skill_index"]
+__all__ = ["DEFAULT_BASE_URL", "SKILLS_DIR", "SkillCatalog", "render_skill"]
 
 SKILLS_DIR = PROJECT_ROOT / "skills"
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
 _CHAT_OPERATION = "create-chat-completion"
+TEMPLATES = Path(__file__).with_name("templates")
+"""Files rendered into skills: ``chat.py.template`` (``__BASE_URL__``, ``__CHAT_PATH__``)."""
 _SKILL_NAME = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 _TABLE_HEAD = "| name | type | range / values | default | description |"
@@ -56,57 +59,62 @@ def render_skill(capability: Capability, skill: Skill) -> dict[str, str]:
     return {
         "SKILL.md": _skill_md(capability, skill),
         "references/parameters.md": _parameters_md(),
-        "scripts/chat.py": _CHAT_SCRIPT.replace("__CHAT_PATH__", chat_path.removeprefix("/v1"))
+        "scripts/chat.py": (TEMPLATES / "chat.py.template").read_text(encoding="utf-8")
+        .replace("__CHAT_PATH__", chat_path.removeprefix("/v1"))
         .replace("__BASE_URL__", DEFAULT_BASE_URL),
     }
 
 
-def skill_index(capability: Capability | None = None) -> list[dict[str, Any]]:
-    """List the skills for a catalog endpoint.
+class SkillCatalog:
+    """The skills a server publishes (``GET /skills``), rendered once from the capability it serves.
 
     Args:
-        capability: the loaded capability; default `mcp_server.capability.loader.load_capability()`.
+        capability: the served capability (its ``exposes: skill`` entries).
 
-    Returns:
-        ``[{"name", "description", "files": [relative paths, sorted]}]`` in capability order.
+    Example::
+
+        catalog = SkillCatalog(capability)
+        catalog.index()                    # [{"name", "description", "files"}]
+        catalog.archive("chat-completions")  # zip bytes
     """
-    capability = capability or load_capability()
-    return [
-        {"name": skill.name, "description": skill.description, "files": sorted(render_skill(capability, skill))}
-        for skill in capability.skills
-    ]
 
+    def __init__(self, capability: Capability):
+        self._skills = {skill.name: (skill, render_skill(capability, skill)) for skill in capability.skills}
 
-def skill_archive(name: str, *, root: Path = SKILLS_DIR) -> bytes:
-    """Zip the committed ``skills/<name>/`` directory (the folder at the top of the archive).
+    def index(self) -> list[dict[str, Any]]:
+        """``[{"name", "description", "files": [relative paths, sorted]}]`` in capability order."""
+        return [self.entry(name) for name in self._skills]
 
-    The archive is deterministic: sorted entries, fixed timestamps, no caches or dotfiles.
+    def entry(self, name: str) -> dict[str, Any]:
+        """One skill's index entry.
 
-    Args:
-        name: a skill name (kebab-case).
-        root: the directory holding the skills.
+        Raises:
+            KeyError: no skill is called ``name``; the message lists the known ones.
+        """
+        skill, files = self._find(name)
+        return {"name": skill.name, "description": skill.description, "files": sorted(files)}
 
-    Returns:
-        The zip file's bytes.
+    def archive(self, name: str) -> bytes:
+        """Zip the skill's files under a ``<name>/`` folder: deterministic (sorted entries,
+        fixed timestamps), ``scripts/`` executable.
 
-    Raises:
-        KeyError: ``name`` is not a skill directory containing ``SKILL.md``.
-    """
-    folder = root / name
-    if not _SKILL_NAME.match(name) or not (folder / "SKILL.md").is_file():
-        known = sorted(p.parent.name for p in root.glob("*/SKILL.md"))
-        raise KeyError(f"unknown skill {name!r}; known skills: {known}")
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for path in sorted(folder.rglob("*")):
-            relative = path.relative_to(folder)
-            if not path.is_file() or any(p.startswith(".") or p == "__pycache__" for p in relative.parts):
-                continue
-            entry = zipfile.ZipInfo(f"{name}/{relative.as_posix()}", _ZIP_EPOCH)
-            entry.external_attr = (0o755 if relative.parts[0] == "scripts" else 0o644) << 16
-            entry.compress_type = zipfile.ZIP_DEFLATED
-            archive.writestr(entry, path.read_bytes())
-    return buffer.getvalue()
+        Raises:
+            KeyError: no skill is called ``name``.
+        """
+        _, files = self._find(name)
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            for relative in sorted(files):
+                entry = zipfile.ZipInfo(f"{name}/{relative}", _ZIP_EPOCH)
+                entry.external_attr = (0o755 if relative.startswith("scripts/") else 0o644) << 16
+                entry.compress_type = zipfile.ZIP_DEFLATED
+                archive.writestr(entry, files[relative].encode("utf-8"))
+        return buffer.getvalue()
+
+    def _find(self, name: str) -> tuple[Skill, dict[str, str]]:
+        if name not in self._skills:
+            raise KeyError(f"unknown skill {name!r}; known skills: {sorted(self._skills)}")
+        return self._skills[name]
 
 
 def _rest_path(capability: Capability, operation: str) -> str:
@@ -271,93 +279,3 @@ def _json(value: Any) -> str:
 
 def _cell(text: str) -> str:
     return " ".join(text.split()).replace("|", "\\|")
-
-
-_CHAT_SCRIPT = '''#!/usr/bin/env python3
-"""Ask the chatcap server one question and print the answer (Python standard library only).
-
-Usage:
-    python scripts/chat.py "What is the capital of France?"
-    python scripts/chat.py --system "Answer in French." --max-tokens 64 "Hello"
-    python scripts/chat.py --schema person.json "Invent a person"   # JSON matching the schema
-    python scripts/chat.py --raw "Hi"                                # the whole chat.completion
-
-Environment:
-    CHATCAP_BASE_URL  the OpenAI-compatible base URL (default __BASE_URL__)
-    CHATCAP_API_KEY   sent as a Bearer token when set
-    CHATCAP_MODEL     model id (default: the server's default model)
-
-Generated by `chatcap generate` from capability/chat-completions.yaml; do not edit.
-"""
-
-import argparse
-import json
-import os
-import sys
-import urllib.error
-import urllib.request
-
-CHAT_PATH = "__CHAT_PATH__"
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description="Ask the chatcap server one question.")
-    parser.add_argument("prompt", help="the user message")
-    parser.add_argument("--system", help="system instructions")
-    parser.add_argument("--model", default=os.environ.get("CHATCAP_MODEL"), help="model id")
-    parser.add_argument("--max-tokens", type=int, help="maximum tokens to generate")
-    parser.add_argument("--temperature", type=float, help="sampling temperature, 0 to 2")
-    parser.add_argument("--schema", help="JSON Schema file; the answer is JSON matching it")
-    parser.add_argument("--raw", action="store_true", help="print the whole chat.completion JSON")
-    args = parser.parse_args(argv)
-
-    messages = [{"role": "system", "content": args.system}] if args.system else []
-    body = {"messages": messages + [{"role": "user", "content": args.prompt}]}
-    for key, value in (("model", args.model), ("max_tokens", args.max_tokens),
-                       ("temperature", args.temperature)):
-        if value is not None:
-            body[key] = value
-    if args.schema:
-        with open(args.schema, encoding="utf-8") as handle:
-            schema = json.load(handle)
-        body["response_format"] = {
-            "type": "json_schema",
-            "json_schema": {"name": "answer", "schema": schema, "strict": True},
-        }
-
-    base = os.environ.get("CHATCAP_BASE_URL", "__BASE_URL__").rstrip("/")
-    headers = {"Content-Type": "application/json"}
-    if os.environ.get("CHATCAP_API_KEY"):
-        headers["Authorization"] = "Bearer " + os.environ["CHATCAP_API_KEY"]
-    request = urllib.request.Request(
-        base + CHAT_PATH, data=json.dumps(body).encode("utf-8"), headers=headers, method="POST"
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=600) as response:
-            completion = json.load(response)
-    except urllib.error.HTTPError as exc:
-        detail = exc.read().decode("utf-8", "replace")
-        try:
-            detail = json.loads(detail)["error"]["message"]
-        except (ValueError, KeyError, TypeError):
-            pass
-        print(f"error {exc.code}: {detail}", file=sys.stderr)
-        return 1
-    except urllib.error.URLError as exc:
-        print(f"cannot reach {base}: {exc.reason}", file=sys.stderr)
-        return 1
-
-    if args.raw:
-        print(json.dumps(completion, indent=2, ensure_ascii=False))
-        return 0
-    message = completion["choices"][0]["message"]
-    if message.get("content") is not None:
-        print(message["content"])
-    else:
-        print(json.dumps(message.get("tool_calls"), indent=2, ensure_ascii=False))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
-'''

@@ -23,11 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from mcp_server.capability.loader import Capability, McpTool, load_capability
-from mcp_server.capability.schemas import PROJECT_ROOT, bundled_schema
+from mcp_server.capability.schemas import NO_PARAMETERS, PROJECT_ROOT, bundled_schema
 from mcp_server.errors import CapabilityError
-from mcp_server.generate.skill import render_skill, skill_archive, skill_index
+from mcp_server.generate.skill import render_skill
 
-# skill_index and skill_archive are re-exported: the REST surface serves them from here.
 __all__ = [
     "MCP_TOOLS_PATH",
     "TOOL_SHAPES",
@@ -35,8 +34,6 @@ __all__ = [
     "artifacts",
     "generate",
     "mcp_tools",
-    "skill_archive",
-    "skill_index",
 ]
 
 MCP_TOOLS_PATH = "capability/generated/mcp-tools.json"
@@ -64,7 +61,6 @@ TOOL_SHAPES: dict[str, ToolShape] = {
     "list-models": ToolShape(None, "model-list"),
     "chat": ToolShape("chat-tool-input", "chat-tool-output"),
 }
-_NO_ARGUMENTS: dict[str, Any] = {"type": "object", "properties": {}, "additionalProperties": False}
 _HINT_FIELDS = (
     ("read_only", "readOnlyHint"),
     ("destructive", "destructiveHint"),
@@ -148,7 +144,7 @@ def _tool(tool: McpTool) -> dict[str, Any]:
         "name": tool.name,
         "title": tool.label or tool.name,
         "description": tool.description,
-        "inputSchema": bundled_schema(shape.input, drop=shape.drop) if shape.input else dict(_NO_ARGUMENTS),
+        "inputSchema": bundled_schema(shape.input, drop=shape.drop) if shape.input else dict(NO_PARAMETERS),
         "outputSchema": bundled_schema(shape.output),
         "annotations": annotations,
     }

@@ -1,4 +1,12 @@
-"""Checks on image input (``image_url`` content parts) before a request reaches an engine.
+"""Message content, the one place its rules live: normalization once at parse time, and
+checks on image input before a request reaches an engine.
+
+:func:`normalize_messages` runs when a request is parsed: role ``developer`` (OpenAI's newer
+name for the system role) becomes ``system``, and a content list of text parts becomes one
+string, the parts joined by newlines (vLLM's rule for text parts). A list that holds an
+image stays a list, so that only :func:`check_image_inputs` decides whether the model may
+read it. Engines therefore see content that is None, a string, or (for a model that
+accepts images) a list of parts.
 
 OpenAI's vision input (platform.openai.com/docs/guides/images-vision): a user message's
 ``content`` may be a list of parts; an image part is
@@ -11,7 +19,8 @@ the type it claims, under :data:`MAX_IMAGE_BYTES`.
 
 Usage::
 
-    check_image_inputs(request.messages, card)   # raises InvalidRequest, else returns None
+    messages = normalize_messages(body["messages"])   # when the request is parsed
+    check_image_inputs(messages, card)                # raises InvalidRequest, else returns None
 """
 
 from __future__ import annotations
@@ -25,7 +34,7 @@ from typing import Any
 from mcp_server.catalog import ModelCard
 from mcp_server.errors import InvalidRequest
 
-__all__ = ["IMAGE_TYPES", "MAX_IMAGE_BYTES", "check_image_inputs", "image_parts"]
+__all__ = ["IMAGE_TYPES", "MAX_IMAGE_BYTES", "check_image_inputs", "image_parts", "normalize_messages"]
 
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
 """Largest decoded image of a ``data:`` URI, in bytes (OpenAI's per-image limit, 20 MB)."""
@@ -39,6 +48,27 @@ IMAGE_TYPES: dict[str, tuple[bytes, ...]] = {
 """Accepted MIME types and the signatures their bytes start with."""
 
 _DATA_URI = re.compile(r"data:(?P<mime>[\w.+-]+/[\w.+-]+)(?P<params>(?:;[^;,]*)*),(?P<data>.*)", re.DOTALL)
+
+
+def normalize_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Return the messages with ``developer`` read as ``system`` and text-only content as one string.
+
+    Args:
+        messages: OpenAI chat messages, already schema-validated (they are not changed).
+
+    Returns:
+        New message dicts; content is None, a string, or a list of parts that holds an image.
+    """
+    normalized = []
+    for message in messages:
+        message = dict(message)
+        if message["role"] == "developer":
+            message["role"] = "system"
+        content = message.get("content")
+        if isinstance(content, list) and all(part.get("type") == "text" for part in content):
+            message["content"] = "\n".join(part["text"] for part in content)
+        normalized.append(message)
+    return normalized
 
 
 def image_parts(messages: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:

@@ -60,7 +60,7 @@ def _error_result(exc: ServiceError) -> types.CallToolResult:
     )
 
 
-def _tool_handlers(service: Gateway) -> dict[str, ToolHandler]:
+def _tool_handlers(gateway: Gateway) -> dict[str, ToolHandler]:
     """Map generated tool names to their implementations, billed through the gateway.
 
     Over HTTP the caller's key is the one the gateway middleware resolved for the request
@@ -75,20 +75,17 @@ def _tool_handlers(service: Gateway) -> dict[str, ToolHandler]:
 
     async def create_chat_completion(ctx: ServerRequestContext, args: dict[str, Any]) -> dict[str, Any]:
         request = parse_request({**args, "stream": False})
-        return await service.complete(request, progress=await progress_reporter(ctx), key=request_key(ctx.request))
+        return await gateway.complete(request, progress=await progress_reporter(ctx), key=request_key(ctx.request))
 
     async def list_models(ctx: ServerRequestContext, args: dict[str, Any]) -> dict[str, Any]:
-        return service.list_models()
+        return gateway.service.list_models()
 
     async def chat(ctx: ServerRequestContext, args: dict[str, Any]) -> dict[str, Any]:
         messages = [{"role": "user", "content": args["prompt"]}]
         if args.get("system"):
             messages.insert(0, {"role": "system", "content": args["system"]})
-        body: dict[str, Any] = {
-            "model": args.get("model") or service.engine.models[0].id,
-            "messages": messages,
-        }
-        for key in ("max_tokens", "temperature"):
+        body: dict[str, Any] = {"messages": messages}  # no model: the gateway resolves the default
+        for key in ("model", "max_tokens", "temperature"):
             if key in args:
                 body[key] = args[key]
         schema = args.get("response_schema")
@@ -97,7 +94,7 @@ def _tool_handlers(service: Gateway) -> dict[str, ToolHandler]:
                 "type": "json_schema",
                 "json_schema": {"name": "response", "schema": schema, "strict": True},
             }
-        completion = await service.complete(
+        completion = await gateway.complete(
             parse_request(body), progress=await progress_reporter(ctx), key=request_key(ctx.request)
         )
         text = completion["choices"][0]["message"]["content"]
@@ -127,11 +124,11 @@ def _resources(root: Path, capability_path: Path) -> dict[str, tuple[types.Resou
     return resources
 
 
-def build_server(service: Gateway, capability: Capability, root: Path) -> Server:
+def build_server(gateway: Gateway, capability: Capability, root: Path) -> Server:
     """Build the MCP server for a capability.
 
     Args:
-        service: the gateway (in front of the chat service) the tools run on.
+        gateway: the gateway (in front of the chat service) the tools run on.
         capability: the loaded capability (its ``mcp`` adapter names the tools).
         root: the project root holding ``schemas/`` and ``skills/`` (for resources).
 
@@ -142,7 +139,7 @@ def build_server(service: Gateway, capability: Capability, root: Path) -> Server
         CapabilityError: a tool in the capability has no implementation here.
     """
     tools = {t["name"]: t for t in mcp_tools(capability)}
-    handlers = _tool_handlers(service)
+    handlers = _tool_handlers(gateway)
     missing = sorted(set(tools) - set(handlers))
     if missing:
         raise CapabilityError(f"capability.exposes[mcp].tools: no implementation for {missing}")

@@ -21,7 +21,7 @@ from mcp_server.capability.schemas import openapi_document
 from mcp_server.errors import InvalidRequest, ServiceError
 from mcp_server.gateway import Gateway, request_key
 from mcp_server.gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from mcp_server.generate.tools import skill_archive, skill_index
+from mcp_server.generate.skill import SkillCatalog
 from mcp_server.service import parse_request
 from mcp_server.surfaces.sse import sse_events
 
@@ -69,15 +69,16 @@ async def _json_body(request: Request) -> Any:
         ) from None
 
 
-def rest_routes(service: Gateway, paths: dict[str, str], shutdown_grace: float) -> list[Route]:
+def rest_routes(gateway: Gateway, paths: dict[str, str], skills: SkillCatalog, shutdown_grace: float) -> list[Route]:
     """Build the REST routes.
 
     Authentication happens before them, in :class:`~mcp_server.gateway.GatewayMiddleware`.
 
     Args:
-        service: the gateway in front of the chat service.
+        gateway: the gateway in front of the chat service.
         paths: operation name -> path, from the capability's ``rest`` adapter; must hold
             ``create-chat-completion`` and ``list-models``.
+        skills: the skills to publish (rendered from the served capability).
         shutdown_grace: seconds a stream in flight may go on after the server is told to stop.
 
     Returns:
@@ -97,8 +98,8 @@ def rest_routes(service: Gateway, paths: dict[str, str], shutdown_grace: float) 
         chat = parse_request(await _json_body(request))
         key = request_key(request)
         if not chat.stream:
-            return JSONResponse(await service.complete(chat, key=key))
-        chunks = service.stream(chat, key=key)
+            return JSONResponse(await gateway.complete(chat, key=key))
+        chunks = gateway.stream(chat, key=key)
         first = await anext(chunks)  # raises before any byte is sent
 
         async def replay():
@@ -112,36 +113,38 @@ def rest_routes(service: Gateway, paths: dict[str, str], shutdown_grace: float) 
         return EventSourceResponse(sse_events(replay()), ping=15, shutdown_grace_period=shutdown_grace)
 
     async def list_models(request: Request) -> Response:
-        return JSONResponse(service.list_models())
+        return JSONResponse(gateway.service.list_models())
 
     async def retrieve_model(request: Request) -> Response:
-        return JSONResponse(service.retrieve_model(request.path_params["model"]))
+        return JSONResponse(gateway.service.retrieve_model(request.path_params["model"]))
 
     async def health(request: Request) -> Response:
-        return JSONResponse({"status": "ok", "models": [m.id for m in service.engine.models]})
+        return JSONResponse({"status": "ok", "models": [m.id for m in gateway.service.engine.models]})
 
     async def metrics(request: Request) -> Response:
-        return Response(service.metrics.render(), media_type=METRICS_CONTENT_TYPE)
+        return Response(gateway.metrics.render(), media_type=METRICS_CONTENT_TYPE)
 
     async def openapi(request: Request) -> Response:
         return JSONResponse(openapi_document())
 
-    async def skills(request: Request) -> Response:
-        return JSONResponse({"skills": skill_index()})
+    async def skills_index(request: Request) -> Response:
+        return JSONResponse({"skills": skills.index()})
 
     async def skill(request: Request) -> Response:
         name = request.path_params["name"]
-        found = [s for s in skill_index() if s["name"] == name]
-        if not found:
-            raise HTTPException(404, f"Unknown skill '{name}'")
-        return JSONResponse(found[0])
+        try:
+            return JSONResponse(skills.entry(name))
+        except KeyError:
+            raise HTTPException(404, f"Unknown skill '{name}'") from None
 
     async def skill_download(request: Request) -> Response:
         name = request.path_params["name"]
-        if name not in {s["name"] for s in skill_index()}:
-            raise HTTPException(404, f"Unknown skill '{name}'")
+        try:
+            archive = skills.archive(name)
+        except KeyError:
+            raise HTTPException(404, f"Unknown skill '{name}'") from None
         return Response(
-            skill_archive(name),
+            archive,
             media_type="application/zip",
             headers={"Content-Disposition": f'attachment; filename="{name}.zip"'},
         )
@@ -154,7 +157,7 @@ def rest_routes(service: Gateway, paths: dict[str, str], shutdown_grace: float) 
         Route("/health", health, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
-        Route("/skills", skills, methods=["GET"]),
+        Route("/skills", skills_index, methods=["GET"]),
         Route("/skills/{name}", skill, methods=["GET"]),
         Route("/skills/{name}/download", skill_download, methods=["GET"]),
     ]

@@ -27,13 +27,14 @@ import anyio
 import torch
 from jinja2 import TemplateError
 
-from mcp_server.catalog import ModelCard, find_entry
+from mcp_server.catalog import ModelCard, default_entry, find_entry, load_catalog
 from mcp_server.engines.base import GenerationDelta, GenerationRequest
+from mcp_server.engines.embedded.decoding import check_catalog
 from mcp_server.engines.embedded.decoding.toolcalls import (
     GrammarProvider as ToolGrammarProvider,
 )
 from mcp_server.engines.embedded.decoding.toolcalls import get_family, render_messages
-from mcp_server.engines.embedded.model_files import DEFAULT_MODEL_ID, load_model
+from mcp_server.engines.embedded.model_files import load_model
 from mcp_server.engines.embedded.output import OutputProcessor
 from mcp_server.engines.embedded.scheduler import Scheduler, Sequence
 from mcp_server.engines.embedded.textstream import TextStream
@@ -65,8 +66,8 @@ class EmbeddedEngine:
             ``max_position_embeddings``.
         grammar_provider: builds a grammar for a request (see :data:`GrammarProvider`);
             called before the sequence joins the batch.
-        cache_dir: where converted GGUF weights are kept (default ``$CHATCAP_CACHE_DIR``
-            or ``~/.cache/chatcap``).
+        cache_dir: where converted GGUF weights are kept (default
+            :func:`.model_files.cache_root`, ``~/.cache/chatcap``).
         device: where the model runs (``cpu``, ``cuda``); sampling and grammars stay on the CPU.
         deterministic: decode each sequence on its own, so that a greedy or seeded answer is
             identical whatever else runs at the same time (see :class:`.kv_batch.DecodeBatch`).
@@ -102,13 +103,13 @@ class EmbeddedEngine:
         self._cache_dir = cache_dir
         self._device = device
         self._deterministic = deterministic
-        model_id = served_model_name or (DEFAULT_MODEL_ID if model_path is None else model_path)
-        entry = find_entry(DEFAULT_MODEL_ID if model_path is None else model_path)
+        check_catalog(load_catalog())
+        entry = default_entry() if model_path is None else find_entry(model_path)
         self._card = ModelCard(
-            id=model_id,
+            id=served_model_name or (entry.id if model_path is None else model_path),
             context_length=context_length or ModelCard.context_length,
             # Models the catalog does not know get the Hermes format, the most common one.
-            tool_call_format=entry.tool_call_format if entry and entry.tool_call_format else "hermes",
+            tool_call_format=(entry.embedded_tool_call_format if entry else None) or "hermes",
             reasoning_parser=entry.reasoning_parser if entry else None,
         )
         self._tool_format = get_family(self._card.tool_call_format)
@@ -128,6 +129,7 @@ class EmbeddedEngine:
             max_batch_size=settings.max_running_requests,
             context_length=settings.context_length,
             grammar_provider=grammar_provider,
+            cache_dir=str(settings.cache_dir) if settings.cache_dir else None,
             device=settings.device,
             deterministic=settings.enable_deterministic_inference,
         )
@@ -231,7 +233,7 @@ class EmbeddedEngine:
         """Render the messages through the chat template; tools, tool calls and tool results
         are written in the model's tool-call format first (:func:`render_messages`)."""
         tools = request.tools if request.tool_choice != "none" else None
-        messages = render_messages(self._tool_format, [_text_message(m, i) for i, m in enumerate(request.messages)], tools)
+        messages = render_messages(self._tool_format, request.messages, tools)
         try:
             rendered = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)
         except TemplateError as exc:
@@ -284,31 +286,6 @@ class EmbeddedEngine:
         ids = set(configured if isinstance(configured, list) else [configured])
         ids.add(self.tokenizer.eos_token_id)
         return {i for i in ids if i is not None}
-
-
-def _text_message(message: dict[str, Any], index: int) -> dict[str, Any]:
-    """Return ``message`` with its content as one string (text parts joined by newlines)
-    and role ``developer`` read as ``system``.
-
-    Raises:
-        InvalidRequest: a content part is not text (this engine reads text only).
-    """
-    if message["role"] == "developer":  # OpenAI's newer name for the system role
-        message = {**message, "role": "system"}
-    content = message.get("content")
-    if content is None:
-        return {**message, "content": ""}
-    if isinstance(content, str):
-        return message
-    texts = []
-    for j, part in enumerate(content):
-        if part.get("type") != "text":
-            raise InvalidRequest(
-                f"This model reads text only; messages[{index}].content[{j}] is of type {part.get('type')!r}.",
-                param=f"messages[{index}].content[{j}].type",
-            )
-        texts.append(part["text"])
-    return {**message, "content": "\n".join(texts)}
 
 
 def _generator(seed: int | None) -> torch.Generator:

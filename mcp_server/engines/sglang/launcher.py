@@ -152,6 +152,12 @@ class Launcher:
         self._watcher: asyncio.Task | None = None
         self._pumps: set[asyncio.Task] = set()
 
+    @property
+    def pid(self) -> int | None:
+        """The process id of the running child, or None when no child runs."""
+        process = self._process
+        return process.pid if process is not None and process.returncode is None else None
+
     def last_log(self) -> str:
         """The child's last log lines, joined by newlines."""
         return "\n".join(self._log)

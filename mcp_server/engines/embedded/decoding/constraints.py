@@ -41,7 +41,7 @@ Defined behaviour per keyword (measured against xgrammar 0.2.9; see ``tests/test
   ``int32``, ``float``, ...).
 
 Output is compact JSON (separators :data:`JSON_SEPARATORS`, no other whitespace): with
-xgrammar's default whitespace a small model pads JSON with newlines (``NOTES-engine.md``), and
+xgrammar's default whitespace a small model pads JSON with newlines (docs/architecture.md), and
 compact separators are also what xgrammar uses for ``enum``/``const`` values.
 """
 

@@ -7,7 +7,7 @@ field names in ``message`` and in streamed ``delta`` objects).
 
 Usage, streaming (the embedded engine, once per sequence)::
 
-    parser = ReasoningParser(card.reasoning_parser, prompt_opened=parser_opens(prompt))
+    parser = ReasoningParser(card.reasoning_parser, prompt_opened=parser_opens(card.reasoning_parser, prompt))
     for piece in decoded_text_pieces:
         reasoning, content = parser.feed(piece)
     reasoning, content = parser.finish()
@@ -31,6 +31,8 @@ Whitespace right after ``<think>`` and right after ``</think>`` is dropped. ``pa
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from mcp_server.engines.embedded.decoding.markers import held_back
 
 __all__ = ["FORMATS", "ReasoningFormat", "ReasoningParser", "parser_opens"]
 
@@ -72,14 +74,6 @@ def parser_opens(kind: str, prompt: str) -> bool:
         prompt: the prompt text after the chat template.
     """
     return prompt.rstrip().endswith(FORMATS[kind].start)
-
-
-def _held(text: str, tag: str) -> int:
-    """Length of the longest tail of ``text`` that is a proper prefix of ``tag``."""
-    for size in range(min(len(text), len(tag) - 1), 0, -1):
-        if tag.startswith(text[-size:]):
-            return size
-    return 0
 
 
 class ReasoningParser:
@@ -170,7 +164,7 @@ class ReasoningParser:
                 self._buffer = self._buffer[at + len(end):]
                 self._state = _AFTER_END
                 return True
-            keep = _held(self._buffer, end)
+            keep = held_back(self._buffer, [end])
             reasoning.append(self._buffer[: len(self._buffer) - keep])
             self._buffer = self._buffer[len(self._buffer) - keep:]
             return False

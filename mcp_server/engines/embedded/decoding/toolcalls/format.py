@@ -21,12 +21,12 @@ from xgrammar.structural_tag import (
     TriggeredTagsFormat,
 )
 
+from mcp_server.capability.schemas import NO_PARAMETERS
 from mcp_server.engines.embedded.decoding.constraints import schema_ebnf
 from mcp_server.errors import InvalidRequest
 
-__all__ = ["NO_PARAMETERS", "ToolCallFormat", "function_of"]
+__all__ = ["ToolCallFormat", "function_of", "parameters_of"]
 
-NO_PARAMETERS = {"type": "object", "properties": {}, "additionalProperties": False}
 """The arguments schema of a tool without ``parameters``: only ``{}`` is generated."""
 
 
@@ -89,7 +89,7 @@ class ToolCallFormat:
             function = function_of(tool, index)
             if function["name"] in tags:
                 raise InvalidRequest(f"duplicate tool name {function['name']!r}", param=f"tools[{index}].function.name")
-            parameters = function.get("parameters") or NO_PARAMETERS
+            parameters = parameters_of(function)
             ebnf = schema_ebnf(parameters, param=f"tools[{index}].function.parameters")
             tags[function["name"]] = TagFormat(
                 begin=self._begin(function["name"]), content=GrammarFormat(grammar=ebnf), end=self._end
@@ -132,3 +132,9 @@ def function_of(tool: Any, index: int) -> dict[str, Any]:
     ):
         raise InvalidRequest("a tool must be {type: 'function', function: {name, ...}}", param=f"tools[{index}]")
     return tool["function"]
+
+
+def parameters_of(function: dict[str, Any]) -> dict[str, Any]:
+    """A function's ``parameters`` schema; :data:`~mcp_server.capability.schemas.NO_PARAMETERS`
+    (only ``{}``) when it has none. The grammar and the final check both read it from here."""
+    return function.get("parameters") or NO_PARAMETERS

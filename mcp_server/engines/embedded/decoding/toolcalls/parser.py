@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from mcp_server.engines.embedded.decoding.markers import held_back
 from mcp_server.engines.embedded.decoding.toolcalls.format import ToolCallFormat
 
 __all__ = ["ArgumentsDelta", "CallStart", "Event", "StreamParser", "TextDelta", "parse"]
@@ -103,7 +104,7 @@ class StreamParser:
             self._held = before[len(before.rstrip()) :]
             self._buf, self._state = self._buf[found + len(self._open) :], "header"
             return True
-        keep = next((n for n in range(len(self._open) - 1, 0, -1) if self._buf.endswith(self._open[:n])), 0)
+        keep = held_back(self._buf, [self._open])
         emit = self._buf[: len(self._buf) - keep].rstrip()
         self._text(emit, events)
         self._buf = self._buf[len(emit) :]

@@ -25,7 +25,8 @@ def render_messages(fmt: ToolCallFormat, messages: list[dict[str, Any]], tools: 
 
     Args:
         fmt: the family format.
-        messages: OpenAI chat messages (validated).
+        messages: OpenAI chat messages, normalized (:func:`mcp_server.protocol.content.normalize_messages`:
+            content is None or a string for a model that reads text only).
         tools: OpenAI tool definitions, or None.
 
     Returns:
@@ -34,7 +35,7 @@ def render_messages(fmt: ToolCallFormat, messages: list[dict[str, Any]], tools: 
     """
     rendered: list[dict[str, str]] = []
     for index, message in enumerate(messages):
-        role, content = message["role"], _text(message.get("content"))
+        role, content = message["role"], message.get("content") or ""
         if role == "assistant" and message.get("tool_calls"):
             calls = [fmt.call_text(c["function"]["name"], c["function"]["arguments"]) for c in message["tool_calls"]]
             content = "\n".join(([content] if content else []) + calls)
@@ -55,10 +56,3 @@ def render_messages(fmt: ToolCallFormat, messages: list[dict[str, Any]], tools: 
 
 def _functions(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{"type": "function", "function": function_of(tool, index)} for index, tool in enumerate(tools)]
-
-
-def _text(content: Any) -> str:
-    """OpenAI content (None, a string or a list of parts) as text."""
-    if isinstance(content, list):
-        return "".join(part.get("text", "") for part in content if isinstance(part, dict))
-    return content or ""
