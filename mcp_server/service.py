@@ -88,9 +88,11 @@ def parse_request(body: Any) -> ChatRequest:
             fields[key] = int(fields[key])
     stop = fields.get("stop", ())
     stops = (stop,) if isinstance(stop, str) else tuple(stop)
+    top_p = float(fields.get("top_p", 1.0))
+    # top_p 0 keeps no token; read it as greedy decoding, as vLLM and SGLang do.
     sampling = SamplingParams(
-        temperature=float(fields.get("temperature", 1.0)),
-        top_p=float(fields.get("top_p", 1.0)),
+        temperature=0.0 if top_p == 0 else float(fields.get("temperature", 1.0)),
+        top_p=top_p or 1.0,
         top_k=fields.get("top_k") if fields.get("top_k", 0) > 0 else None,
         seed=fields.get("seed"),
         presence_penalty=float(fields.get("presence_penalty", 0.0)),
@@ -132,8 +134,10 @@ def _check_supported(fields: dict[str, Any]) -> None:
     """Refuse, rather than silently ignore, options that are not implemented.
 
     Raises:
-        InvalidRequest: a field in :data:`UNSUPPORTED` has a non-default value, or
-            ``tool_choice`` asks for a tool call while no ``tools`` are given (as OpenAI).
+        InvalidRequest: a field in :data:`UNSUPPORTED` has a non-default value,
+            ``tool_choice`` asks for a tool call while no ``tools`` are given (as OpenAI), or
+            a JSON ``response_format`` comes with ``tools`` that may be called (the tool-call
+            grammar would replace the schema's, so the schema could not be enforced).
     """
     for name, is_set in UNSUPPORTED.items():
         if name in fields and is_set(fields[name]):
@@ -141,6 +145,13 @@ def _check_supported(fields: dict[str, Any]) -> None:
     choice = fields.get("tool_choice")
     if not fields.get("tools") and (choice == "required" or isinstance(choice, dict)):
         raise InvalidRequest("tool_choice asks for a tool call but no tools are given.", param="tool_choice")
+    kind = (fields.get("response_format") or {}).get("type", "text")
+    if fields.get("tools") and choice != "none" and kind != "text":
+        raise InvalidRequest(
+            f"response_format {kind!r} cannot be enforced together with tools; send one of them, "
+            "or set tool_choice to 'none'.",
+            param="response_format",
+        )
 
 
 class ChatService:

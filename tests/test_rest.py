@@ -124,6 +124,11 @@ BAD_REQUESTS = [
          "tools": [{"type": "function", "function": {"name": "a", "parameters": {"type": "string"}}}]},
         400, "tools[0].function.parameters.type", "object",
     ),
+    (
+        {"model": MODEL, "messages": PROMPT, "tools": [{"type": "function", "function": {"name": "a"}}],
+         "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}, "strict": True}}},
+        400, "response_format", "tools",
+    ),
 ]
 
 
@@ -209,3 +214,23 @@ def test_integral_float_seed_is_the_same_seed(server, client):
     )
     assert response.status_code == 200, response.text
     assert response.json()["choices"][0]["message"]["content"] == as_int
+
+
+def test_top_p_zero_is_greedy(client):
+    greedy = client.chat.completions.create(model=MODEL, messages=PROMPT, max_tokens=8, temperature=0)
+    zero = client.chat.completions.create(model=MODEL, messages=PROMPT, max_tokens=8, temperature=1, top_p=0)
+    assert zero.choices[0].message.content == greedy.choices[0].message.content
+    constrained = client.chat.completions.create(
+        model=MODEL, messages=PROMPT, max_tokens=24, top_p=0, response_format={"type": "json_object"}
+    )
+    assert constrained.choices[0].finish_reason in ("stop", "length")
+
+
+def test_stop_string_inside_json_cuts_the_answer(client):
+    completion = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Give a JSON object with a name."}], max_tokens=32,
+        temperature=0, stop=['"'], response_format={"type": "json_object"},
+    )
+    choice = completion.choices[0]
+    assert choice.finish_reason == "stop"
+    assert '"' not in choice.message.content and choice.message.content.startswith("{")

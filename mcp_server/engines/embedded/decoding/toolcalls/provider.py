@@ -66,4 +66,4 @@ class GrammarProvider:
             tag = self.family.constraint(request.tools, request.tool_choice, request.parallel_tool_calls)
             return reject_on_failure(lambda: self._compiler.compile_structural_tag(tag), "tools")
 
-        return self.cache.get("tools:" + key, build)
+        return self.cache.get("tools:" + key, build, "tools")
