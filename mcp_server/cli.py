@@ -48,7 +48,8 @@ def _add_runtime_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engine", default=_env("ENGINE", defaults.engine), help="inference runtime: embedded or sglang")
     parser.add_argument("--model-path", default=_env("MODEL_PATH"), help="local HF directory or GGUF file")
     parser.add_argument("--served-model-name", default=_env("SERVED_MODEL_NAME"), help="model id clients send")
-    parser.add_argument("--api-key", default=_env("API_KEY"), help="require this Bearer key")
+    parser.add_argument("--api-key", default=_env("API_KEY"), help="require this Bearer key (shows in ps)")
+    parser.add_argument("--api-key-file", default=_env("API_KEY_FILE"), help="read --api-key from this file")
     parser.add_argument("--capability", default=_env("CAPABILITY"), help="Naftiko capability file")
     parser.add_argument("--dtype", default=_env("DTYPE", defaults.dtype), choices=["auto", "bfloat16", "float32"])
     parser.add_argument("--device", default=_env("DEVICE", defaults.device), help="embedded engine device: cpu, cuda")
@@ -66,6 +67,11 @@ def _add_runtime_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default=_env("LOG_LEVEL", "info"))
     gateway = parser.add_argument_group("gateway (keys, credit, limits)")
     gateway.add_argument("--data-dir", default=_env("DATA_DIR"), help="API keys and usage ledger live here")
+    gateway.add_argument(
+        "--allow-unauthenticated", action="store_true",
+        default=_env("ALLOW_UNAUTHENTICATED", "") not in ("", "0", "false"),
+        help="let callers in without a key once every key in --data-dir is revoked",
+    )
     gateway.add_argument(
         "--max-request-bytes", type=int,
         default=int(_env("MAX_REQUEST_BYTES", defaults.max_request_bytes)), help="largest request body (413)",
@@ -91,6 +97,25 @@ def _sglang_args(args: argparse.Namespace) -> tuple[str, ...]:
     )
 
 
+def _api_key(args: argparse.Namespace) -> str | None:
+    """``--api-key``, or the text of ``--api-key-file``, whitespace stripped (a file keeps the key out of ``ps``).
+
+    Raises:
+        SystemExit: both are given, or the file cannot be read or is empty.
+    """
+    if not args.api_key_file:
+        return args.api_key
+    if args.api_key:
+        raise SystemExit("chatcap: give --api-key or --api-key-file, not both")
+    try:
+        key = Path(args.api_key_file).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SystemExit(f"chatcap: cannot read --api-key-file: {exc}") from None
+    if not key:
+        raise SystemExit(f"chatcap: --api-key-file {args.api_key_file} is empty")
+    return key
+
+
 def _settings(args: argparse.Namespace) -> Settings:
     return Settings(
         engine=args.engine,
@@ -98,7 +123,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         served_model_name=args.served_model_name,
         host=getattr(args, "host", Settings.host),
         port=int(getattr(args, "port", Settings.port)),
-        api_key=args.api_key,
+        api_key=_api_key(args),
         capability_path=Path(args.capability) if args.capability else None,
         dtype=args.dtype,
         device=args.device,
@@ -109,6 +134,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         sglang_args=_sglang_args(args),
         sglang_timeout=args.sglang_timeout,
         data_dir=Path(args.data_dir) if args.data_dir else None,
+        allow_unauthenticated=args.allow_unauthenticated,
         max_request_bytes=args.max_request_bytes,
         shutdown_grace=args.shutdown_grace,
         price=args.price,

@@ -38,6 +38,8 @@ class Settings:
             an answer, before answering 503.
         data_dir: the gateway's directory (API keys, credit, usage ledger); None runs
             without keys or ledger.
+        allow_unauthenticated: once every key in ``data_dir`` is revoked, let callers in
+            without a key (by default a data directory that has held keys stays closed).
         max_request_bytes: largest request body accepted, in bytes (413 above).
         shutdown_grace: seconds a SIGTERM waits for requests in flight to finish.
         price: ``(input, output)`` USD per million tokens for every served model,
@@ -60,6 +62,7 @@ class Settings:
     sglang_args: tuple[str, ...] = ()
     sglang_timeout: float = 60.0
     data_dir: Path | None = None
+    allow_unauthenticated: bool = False
     max_request_bytes: int = 4 * 1024 * 1024
     shutdown_grace: float = 30.0
     price: tuple[float, float] | None = None

@@ -163,6 +163,28 @@ def test_authentication_rules(store):
         asyncio.run(gateway.authenticate(f"Bearer {secret}"))
 
 
+def test_revoking_the_last_key_keeps_the_server_closed(store):
+    key, _ = store.create("hal")
+    store.revoke(key.id)
+    with pytest.raises(AuthenticationError, match="Missing API key"):
+        asyncio.run(_gateway(store).authenticate(None))
+    assert asyncio.run(_gateway(store, allow_unauthenticated=True).authenticate(None)) is None
+    store.create("ivy")
+    with pytest.raises(AuthenticationError):
+        asyncio.run(_gateway(store, allow_unauthenticated=True).authenticate(None))
+
+
+def test_api_key_file_is_read_and_excludes_api_key(tmp_path):
+    from mcp_server.cli import _settings, build_parser
+
+    path = tmp_path / "key"
+    path.write_text("s3cret\n")
+    assert _settings(build_parser().parse_args(["serve", "--api-key-file", str(path)])).api_key == "s3cret"
+    for argv in (["--api-key-file", str(path), "--api-key", "x"], ["--api-key-file", str(tmp_path / "none")]):
+        with pytest.raises(SystemExit):
+            _settings(build_parser().parse_args(["serve", *argv]))
+
+
 def test_completed_and_cut_short_requests_are_charged_for_what_was_generated(store):
     key, _ = store.create("erin", credit_usd="1")
     gateway = _gateway(store)

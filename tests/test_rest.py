@@ -173,6 +173,14 @@ def test_wrong_or_missing_key_is_401(server):
         openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="nope").models.list()
 
 
+def test_two_authorization_headers_are_401(server):
+    response = httpx.get(
+        f"{server.base_url}/v1/models",
+        headers=[("Authorization", "Bearer other"), ("Authorization", f"Bearer {server.api_key}")],
+    )
+    assert response.status_code == 401 and "one 'Authorization' header" in response.json()["error"]["message"]
+
+
 def test_server_keeps_serving_after_bad_requests(server, client):
     for body, *_ in BAD_REQUESTS:
         httpx.post(f"{server.base_url}/v1/chat/completions", content=json.dumps(body),

@@ -71,6 +71,8 @@ class Gateway:
         price: a price for every served model, overriding the catalog's; None reads
             the catalog (models it does not know are free).
         rate_limiter: per-key RPM/TPM limits.
+        allow_unauthenticated: let every caller in once all keys of the store are revoked
+            (without it, a store that has held keys stays closed).
     """
 
     def __init__(
@@ -82,6 +84,7 @@ class Gateway:
         api_key: str | None = None,
         price: Price | None = None,
         rate_limiter: RateLimiter | None = None,
+        allow_unauthenticated: bool = False,
     ):
         self.service = service
         self.limits = limits
@@ -90,6 +93,7 @@ class Gateway:
         self.api_key = api_key
         self.price = price
         self.rate_limiter = rate_limiter or RateLimiter()
+        self.allow_unauthenticated = allow_unauthenticated
         self.in_flight = 0
         self.metrics = Metrics(self._running, METERED_PATHS)
 
@@ -103,6 +107,7 @@ class Gateway:
             store=store,
             api_key=settings.api_key,
             price=Price(*settings.price) if settings.price is not None else None,
+            allow_unauthenticated=settings.allow_unauthenticated,
         )
 
     @property
@@ -131,8 +136,10 @@ class Gateway:
         """Resolve an ``Authorization`` header to the caller's key.
 
         Rules: the single ``--api-key`` is accepted and unmetered (None); a key of the
-        store that is not revoked returns its record; with neither configured (no
-        ``--api-key`` and no active key in the store) every caller is let in (None).
+        store that is not revoked returns its record. Every caller is let in (None) only
+        when no ``--api-key`` is set and the store (if any) has never held a key, or holds
+        no active key and ``allow_unauthenticated`` is set: revoking the last key does not
+        open the server.
 
         Raises:
             AuthenticationError: a key is required and the header is missing, carries an
@@ -149,14 +156,18 @@ class Gateway:
                 return key
             if key is not None:
                 raise AuthenticationError(f"The API key {key.id} has been revoked.")
-        required = self.api_key is not None or (
-            store is not None and await anyio.to_thread.run_sync(store.has_active_keys)
-        )
+        required = self.api_key is not None or (store is not None and await anyio.to_thread.run_sync(self._closed))
         if not required:
             return None
         if not token:
             raise AuthenticationError("Missing API key: send 'Authorization: Bearer <key>'.")
         raise AuthenticationError("Incorrect API key provided.")
+
+    def _closed(self) -> bool:
+        """Whether the store requires a key (see :meth:`authenticate`)."""
+        if self.allow_unauthenticated:
+            return self.store.has_active_keys()
+        return self.store.has_keys()
 
     async def complete(
         self, request: ChatRequest, progress: ProgressCallback | None = None, *, key: KeyRecord | None = None

@@ -182,3 +182,7 @@ class KeyStore:
     def has_active_keys(self) -> bool:
         """True when at least one key is not revoked (then ``/v1`` and ``/mcp`` need a key)."""
         return bool(self.db.query("SELECT 1 FROM keys WHERE revoked_at IS NULL LIMIT 1"))
+
+    def has_keys(self) -> bool:
+        """True once any key was created, revoked ones included."""
+        return bool(self.db.query("SELECT 1 FROM keys LIMIT 1"))
