@@ -70,18 +70,11 @@ def parse_request(body: Any) -> ChatRequest:
         InvalidRequest: the body does not match the request schema; ``param`` names the
             failing field (e.g. ``messages[0].role``).
     """
+    _check_unicode(body)
     validate_request(body)
     # OpenAI clients send explicit nulls for unset options: null means "the default".
     fields = {key: value for key, value in body.items() if value is not None}
     _check_supported(fields)
-    try:
-        json.dumps(fields["messages"], ensure_ascii=False).encode("utf-8")
-        json.dumps(fields.get("tools"), ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidRequest(
-            "A string in messages or tools contains an unpaired UTF-16 surrogate; send valid Unicode text.",
-            param="messages",
-        ) from None
     # JSON Schema's "integer" admits 2.0: make integer fields Python ints.
     for key in ("n", "max_tokens", "max_completion_tokens", "top_k", "seed"):
         if isinstance(fields.get(key), float):
@@ -118,6 +111,47 @@ def parse_request(body: Any) -> ChatRequest:
         stream=fields.get("stream", False),
         include_usage=(fields.get("stream_options") or {}).get("include_usage") is True,
     )
+
+
+def _check_unicode(body: Any) -> None:
+    """Refuse a body holding a lone UTF-16 surrogate (JSON ``"\\ud800"``), which is no text.
+
+    Checked first, so that no later error message echoes a string that cannot be encoded.
+
+    Raises:
+        InvalidRequest: ``param`` is the path of the first such string (e.g. ``model``,
+            ``messages[0].content``, ``response_format.json_schema.schema.properties``).
+    """
+    try:
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+        return
+    except UnicodeEncodeError:
+        pass
+
+    def find(value: Any, path: str) -> str | None:
+        if isinstance(value, str):
+            return None if _encodes(value) else path
+        items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+        for key, child in items:
+            if isinstance(key, str) and not _encodes(key):
+                return path or "body"
+            child_path = f"{path}[{key}]" if isinstance(key, int) else f"{path}.{key}" if path else key
+            if (found := find(child, child_path)) is not None:
+                return found
+        return None
+
+    param = find(body, "") or "body"
+    raise InvalidRequest(
+        f"A string in '{param}' contains an unpaired UTF-16 surrogate; send valid Unicode text.", param=param
+    )
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 UNSUPPORTED = {

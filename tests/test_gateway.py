@@ -218,6 +218,16 @@ def test_no_credit_is_402_before_any_generation(store):
     assert engine.calls == 0 and store.db.query("SELECT * FROM ledger") == []
 
 
+def test_image_for_a_text_model_is_refused_before_admission(store):
+    key, _ = store.create("jay", credit_usd="1", rpm=1)
+    gateway = _gateway(store)
+    image = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]}]
+    with pytest.raises(InvalidRequest, match="image"):
+        asyncio.run(gateway.complete(_request(messages=image), key=key))
+    assert store.db.query("SELECT * FROM ledger") == []
+    asyncio.run(gateway.complete(_request(), key=key))  # the one request a minute is still there
+
+
 def test_without_a_data_dir_the_gateway_keeps_no_ledger():
     gateway = _gateway(None)
     assert asyncio.run(gateway.authenticate(None)) is None

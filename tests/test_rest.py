@@ -116,7 +116,13 @@ BAD_REQUESTS = [
     ({"model": MODEL, "messages": PROMPT, "stop": ["a", "b", "c", "d", "e"]}, 400, "stop", "stop"),
     ({"model": "no-such-model", "messages": PROMPT}, 404, "model", "no-such-model"),
     ({"model": MODEL, "messages": PROMPT, "seed": 2**64}, 400, "seed", "seed"),
-    ({"model": MODEL, "messages": [{"role": "user", "content": "\ud800"}]}, 400, "messages", "surrogate"),
+    ({"model": MODEL, "messages": [{"role": "user", "content": "\ud800"}]}, 400, "messages[0].content", "surrogate"),
+    ({"model": "\ud800", "messages": PROMPT}, 400, "model", "surrogate"),
+    (
+        {"model": MODEL, "messages": PROMPT, "response_format": {
+            "type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object", "title": "\udfff"}}}},
+        400, "response_format.json_schema.schema.title", "surrogate",
+    ),
     ({"model": MODEL, "messages": PROMPT, "logprobs": True}, 400, "logprobs", "not supported"),
     ({"model": MODEL, "messages": PROMPT, "tool_choice": "required"}, 400, "tool_choice", "no tools"),
     (

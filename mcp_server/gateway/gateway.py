@@ -4,7 +4,7 @@ REST and MCP call :class:`Gateway` where they would call
 :class:`~mcp_server.service.ChatService`; it has the same ``stream``/``complete`` methods
 plus the caller's ``key``. Around every generation it:
 
-1. checks the request's size limits (400, :mod:`.request_limits`);
+1. checks the request's size limits and image inputs (400, :mod:`.request_limits`);
 2. applies the key's RPM/TPM limits (429, :mod:`.limits`);
 3. reserves the request's maximum cost (402 when no credit is left, :mod:`.ledger`);
 4. runs the service, timing the first chunk and counting tokens as they come;
@@ -34,6 +34,7 @@ from mcp_server.gateway.ledger import Ledger, Reservation, Status, Usage, cost_m
 from mcp_server.gateway.limits import RateLimiter
 from mcp_server.gateway.metrics import Metrics
 from mcp_server.gateway.request_limits import RequestLimits
+from mcp_server.protocol.content import check_image_inputs
 from mcp_server.service import ChatRequest, ChatService, ProgressCallback, drain
 from mcp_server.settings import Settings
 
@@ -186,7 +187,8 @@ class Gateway:
             key: the caller's key (from :meth:`authenticate`), or None.
 
         Raises:
-            InvalidRequest: a size limit is exceeded (before admission).
+            InvalidRequest: a size limit is exceeded, or an image goes to a model without
+                image input (both before admission: no ledger row, no RPM).
             ModelNotFound: the model is not served.
             RateLimited: the key's RPM or TPM limit is reached.
             InsufficientQuota: the key has no credit left.
@@ -194,6 +196,7 @@ class Gateway:
         """
         self.limits.check(request)
         card = self._card(request.generation.model)
+        check_image_inputs(request.generation.messages, card)  # the client's fault: refused before admission
         price = self.price or _catalog_price(card.id)
         self.rate_limiter.admit(key)
         hold = await self._reserve(key, _max_cost(request, card, price))
