@@ -248,6 +248,24 @@ def test_keys_cli_prints_the_secret_once(tmp_path, capsys):
     assert key_id in listing and secret not in listing and "tpm=1000" in listing
 
 
+def test_keys_cli_refuses_bad_input_with_clear_errors(tmp_path, capsys):
+    data = ["keys", "--data-dir", str(tmp_path / "d")]
+    assert main([*data, "list"]) == 2 and not (tmp_path / "d").exists()
+    assert "no data directory" in capsys.readouterr().err
+    assert main([*data, "create", "", "--credit", "1"]) == 2 and "name" in capsys.readouterr().err
+    assert main([*data, "create", "k", "--credit", "1e308"]) == 2 and "too large" in capsys.readouterr().err
+    assert main([*data, "create", "k", "--credit", "9000000000000"]) == 0
+    key_id = capsys.readouterr().err.split()[0]
+    assert main([*data, "top-up", key_id, "300000000000"]) == 2 and "exceed" in capsys.readouterr().err
+    store = KeyStore(Database.open(tmp_path / "d"))
+    balance = store.db.query("SELECT balance_micros, typeof(balance_micros) AS t FROM keys")[0]
+    assert (balance["balance_micros"], balance["t"]) == (9_000_000_000_000 * 10**6, "integer")
+    store.db.close()
+    (tmp_path / "file").write_text("")
+    assert main(["keys", "--data-dir", str(tmp_path / "file"), "list"]) == 2
+    assert "not a directory" in capsys.readouterr().err
+
+
 def test_integral_floats_are_ints_before_billing():
     """Found by schemathesis: ``"n": 4.0`` passed the schema and crashed the cost arithmetic."""
     request = _request(n=2.0, max_tokens=3.0)
