@@ -107,3 +107,28 @@ def test_mcp_lone_surrogate_is_a_400_parse_error(server):
     response = httpx2.post(url, headers=headers, content=call, timeout=60)
     assert response.status_code == 400 and response.json()["error"]["code"] == -32700
     httpx2.delete(url, headers=headers)
+
+
+def test_mcp_sessions_are_capped_per_client(server):
+    from mcp_server.surfaces.mcp_sessions import MAX_SESSIONS_PER_CLIENT
+
+    headers = {"Authorization": f"Bearer {server.api_key}", "Accept": "application/json, text/event-stream"}
+    url = f"{server.base_url}/mcp"
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}
+    opened: list[str] = []
+    try:
+        for _ in range(MAX_SESSIONS_PER_CLIENT + 1):
+            response = httpx2.post(url, headers=headers, json=init)
+            if response.status_code != 200:
+                break
+            opened.append(response.headers["mcp-session-id"])
+        assert response.status_code == 429 and int(response.headers["retry-after"]) >= 1
+        assert "Too many open MCP sessions" in response.json()["error"]["message"]
+        httpx2.delete(url, headers={**headers, "mcp-session-id": opened.pop()})
+        reopened = httpx2.post(url, headers=headers, json=init)
+        assert reopened.status_code == 200
+        opened.append(reopened.headers["mcp-session-id"])
+    finally:
+        for session in opened:
+            httpx2.delete(url, headers={**headers, "mcp-session-id": session})
