@@ -12,7 +12,7 @@ from mcp_server.engines.embedded.decoding.constraints import (
     schema_ebnf,
     validate_output,
 )
-from mcp_server.errors import InvalidRequest
+from mcp_server.errors import EngineUnavailable, InvalidRequest
 
 
 def schema_format(schema):
@@ -187,3 +187,11 @@ def test_compilation_past_the_time_limit_is_a_400_and_is_not_cached(compiler):
     assert caught.value.param == "response_format.json_schema.schema"
     assert "took longer than" in str(caught.value)
     assert len(cache) == 0
+
+
+def test_abandoned_compilations_cannot_pile_up(compiler):
+    cache = GrammarCache(compile_timeout=0.01, max_compiling=1)
+    with pytest.raises(InvalidRequest):
+        compile_response_format(compiler, schema_format(SLOW_SCHEMA), cache)
+    with pytest.raises(EngineUnavailable, match="busy"):  # the first one still compiles
+        compile_response_format(compiler, schema_format({"type": "integer"}), cache)

@@ -59,7 +59,7 @@ from typing import Any
 import jsonschema
 import xgrammar
 
-from mcp_server.errors import InvalidRequest, ServiceError
+from mcp_server.errors import EngineUnavailable, InvalidRequest, ServiceError
 
 __all__ = [
     "JSON_SEPARATORS",
@@ -114,7 +114,10 @@ class GrammarCache:
 
     An xgrammar compilation cannot be interrupted, so each miss compiles on its own daemon
     thread and the caller stops waiting after ``compile_timeout`` seconds; the compilation
-    then finishes in the background and its grammar is dropped, not cached.
+    then finishes in the background and its grammar is dropped, not cached. At most
+    ``max_compiling`` compilations run at once (those left running included), so abandoned
+    ones cannot pile up and starve the CPU; a miss that finds no free slot within
+    ``compile_timeout`` gets 503.
 
     Attributes:
         maxsize: the most grammars kept; the least recently used one is dropped first.
@@ -123,11 +126,14 @@ class GrammarCache:
             32 MB for an object of 100 string properties with distinct ``pattern`` s); a grammar
             larger than this on its own is used once and not kept.
         compile_timeout: seconds a caller waits for one compilation.
+        max_compiling: compilations that may run at once.
         hits: lookups served from the cache.
         misses: lookups that compiled.
     """
 
-    def __init__(self, maxsize: int = 256, max_bytes: int = 256 * 2**20, compile_timeout: float = 10.0):
+    def __init__(
+        self, maxsize: int = 256, max_bytes: int = 256 * 2**20, compile_timeout: float = 10.0, max_compiling: int = 4
+    ):
         self.maxsize = maxsize
         self.max_bytes = max_bytes
         self.compile_timeout = compile_timeout
@@ -136,6 +142,7 @@ class GrammarCache:
         self._items: OrderedDict[str, xgrammar.CompiledGrammar] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
+        self._compiling = threading.BoundedSemaphore(max_compiling)
 
     def __len__(self) -> int:
         return len(self._items)
@@ -158,6 +165,7 @@ class GrammarCache:
         Raises:
             InvalidRequest: from ``build``, or (with ``param``) when compiling takes longer
                 than ``compile_timeout``; nothing is cached then.
+            EngineUnavailable: ``max_compiling`` compilations are still running.
         """
         with self._lock:
             if key in self._items:
@@ -165,13 +173,17 @@ class GrammarCache:
                 self._items.move_to_end(key)
                 return self._items[key]
             self.misses += 1
+        if not self._compiling.acquire(timeout=self.compile_timeout):
+            raise EngineUnavailable("The grammar compiler is busy with other schemas; retry later.")
         future: concurrent.futures.Future[xgrammar.CompiledGrammar] = concurrent.futures.Future()
 
         def run() -> None:
             try:
                 future.set_result(build())
-            except BaseException as exc:  # handed to the waiting caller
+            except BaseException as exc:  # noqa: BLE001 (handed to the waiting caller)
                 future.set_exception(exc)
+            finally:
+                self._compiling.release()
 
         threading.Thread(target=run, name="grammar-compile", daemon=True).start()
         try:
