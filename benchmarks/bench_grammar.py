@@ -38,10 +38,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from mcp_server.engines.embedded.decoding.constraints import (  # noqa: E402
-    GrammarCache,
     compile_response_format,
     validate_output,
 )
+from mcp_server.engines.embedded.decoding.grammar_cache import GrammarCache  # noqa: E402
 from mcp_server.engines.embedded.model_files import load_model, load_tokenizer  # noqa: E402
 from mcp_server.errors import InvalidRequest  # noqa: E402
 

@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import sys
+from pathlib import Path
 
 from mcp_server import __version__
 from mcp_server.errors import ServiceError
@@ -64,7 +65,27 @@ def _settings(args: argparse.Namespace) -> Settings:
     values["sglang_args"] = tuple(a for flag, value in named if value for a in (flag, str(value))) + tuple(
         values["sglang_args"]
     )
+    values["api_key"] = _api_key(values["api_key"], values["api_key_file"])
     return Settings(**values)
+
+
+def _api_key(key: str | None, key_file: Path | None) -> str | None:
+    """``--api-key``, or the text of ``--api-key-file``, whitespace stripped (a file keeps the key out of ``ps``).
+
+    Raises:
+        SystemExit: both are given, or the file cannot be read or is empty.
+    """
+    if key_file is None:
+        return key
+    if key:
+        raise SystemExit("chatcap: give --api-key or --api-key-file, not both")
+    try:
+        key = key_file.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SystemExit(f"chatcap: cannot read --api-key-file: {exc}") from None
+    if not key:
+        raise SystemExit(f"chatcap: --api-key-file {key_file} is empty")
+    return key
 
 
 def build_parser() -> argparse.ArgumentParser:

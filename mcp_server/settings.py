@@ -84,6 +84,7 @@ class Settings:
         served_model_name: the model id clients send; None = the engine's default id.
         host, port: where ``serve`` listens.
         api_key: when set, REST ``/v1`` routes and ``/mcp`` require ``Authorization: Bearer``.
+        api_key_file: a file holding ``api_key`` (a flag's value shows in ``ps``; a file's does not).
         capability: the Naftiko capability file; None = the project's own.
         dtype: weight dtype for the embedded engine: ``auto`` (bf16 where the CPU has bf16
             instructions, else fp32), ``bfloat16`` or ``float32``.
@@ -97,6 +98,8 @@ class Settings:
         log_level: the logging level name.
         data_dir: the gateway's directory (API keys, credit, usage ledger); None runs
             without keys or ledger.
+        allow_unauthenticated: once every key in ``data_dir`` is revoked, let callers in
+            without a key (by default a data directory that has held keys stays closed).
         max_request_bytes: largest request body accepted, in bytes (413 above).
         shutdown_grace: seconds a SIGTERM waits for requests in flight to finish.
         price: ``(input, output)`` USD per million tokens for every served model,
@@ -113,7 +116,8 @@ class Settings:
     served_model_name: str | None = _flag(None, "model id clients send")
     host: str = _flag("127.0.0.1", "listen address", serve_only=True)
     port: int = _flag(8000, "listen port", parse=int, serve_only=True)
-    api_key: str | None = _flag(None, "require this Bearer key on /v1 and /mcp")
+    api_key: str | None = _flag(None, "require this Bearer key on /v1 and /mcp (shows in ps)")
+    api_key_file: Path | None = _flag(None, "read --api-key from this file", parse=Path)
     capability: Path | None = _flag(None, "Naftiko capability file", parse=Path)
     dtype: str = _flag("auto", "embedded engine weight dtype", choices=("auto", "bfloat16", "float32"))
     device: str = _flag("cpu", "embedded engine device: cpu, cuda")
@@ -125,6 +129,9 @@ class Settings:
     )
     log_level: str = _flag("info", "logging level")
     data_dir: Path | None = _flag(None, "API keys and usage ledger live here", parse=Path, group="gateway")
+    allow_unauthenticated: bool = _flag(
+        False, "let callers in without a key once every key in --data-dir is revoked", switch=True, group="gateway"
+    )
     max_request_bytes: int = _flag(4 * 1024 * 1024, "largest request body (413)", parse=int, group="gateway")
     shutdown_grace: float = _flag(30.0, "seconds SIGTERM waits for requests in flight", parse=float, group="gateway")
     price: tuple[float, float] | None = _flag(

@@ -6,13 +6,13 @@ import pytest
 import xgrammar
 
 from mcp_server.engines.embedded.decoding.constraints import (
-    GrammarCache,
     check_schema,
     compile_response_format,
     schema_ebnf,
     validate_output,
 )
-from mcp_server.errors import InvalidRequest
+from mcp_server.engines.embedded.decoding.grammar_cache import GrammarCache
+from mcp_server.errors import EngineUnavailable, InvalidRequest
 
 
 def schema_format(schema):
@@ -158,3 +158,40 @@ def test_validate_output():
     assert validate_output("[]", {"type": "json_object"}) is not None
     assert validate_output("anything", {"type": "text"}) is None
     assert validate_output('"2025-13-45"', schema_format({"type": "string", "format": "date"})) is not None
+
+
+def test_cache_is_bounded_by_bytes_and_keeps_no_oversized_grammar(compiler):
+    one = compile_response_format(compiler, schema_format({"type": "integer"}), GrammarCache()).memory_size_bytes
+    cache = GrammarCache(max_bytes=2 * one + one // 2)
+    for schema in ({"type": "integer"}, {"type": "number"}, {"type": "boolean"}):
+        compile_response_format(compiler, schema_format(schema), cache)
+        assert cache.nbytes <= cache.max_bytes
+    assert len(cache) == 2
+    tiny = GrammarCache(max_bytes=one // 2)
+    assert compile_response_format(compiler, schema_format({"type": "integer"}), tiny) is not None
+    assert len(tiny) == 0 and tiny.nbytes == 0
+
+
+SLOW_SCHEMA = {
+    "type": "object",
+    "properties": {f"p{i}": {"type": "string", "pattern": "^((ab|cd){1,30}(ef|gh){1,30}){1,30}$"} for i in range(3)},
+    "required": [f"p{i}" for i in range(3)],
+}
+"""A schema that takes xgrammar seconds to compile (200 such properties took 134 s)."""
+
+
+def test_compilation_past_the_time_limit_is_a_400_and_is_not_cached(compiler):
+    cache = GrammarCache(compile_timeout=0.01)
+    with pytest.raises(InvalidRequest) as caught:
+        compile_response_format(compiler, schema_format(SLOW_SCHEMA), cache)
+    assert caught.value.param == "response_format.json_schema.schema"
+    assert "took longer than" in str(caught.value)
+    assert len(cache) == 0
+
+
+def test_abandoned_compilations_cannot_pile_up(compiler):
+    cache = GrammarCache(compile_timeout=0.01, max_compiling=1)
+    with pytest.raises(InvalidRequest):
+        compile_response_format(compiler, schema_format(SLOW_SCHEMA), cache)
+    with pytest.raises(EngineUnavailable, match="busy"):  # the first one still compiles
+        compile_response_format(compiler, schema_format({"type": "integer"}), cache)

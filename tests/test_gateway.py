@@ -25,7 +25,8 @@ from mcp_server.gateway.keys import usd_to_micros
 from mcp_server.gateway.ledger import Usage, cost_micros
 from mcp_server.gateway.limits import RateLimiter
 from mcp_server.gateway.request_limits import json_depth
-from mcp_server.service import ChatService, parse_request
+from mcp_server.protocol.request import parse_request
+from mcp_server.service import ChatService
 from mcp_server.surfaces.rest import error_response
 
 PRICE = Price(1000.0, 2000.0)  # micro-dollars per token: 1000 in, 2000 out
@@ -167,6 +168,28 @@ def test_authentication_rules(store):
         asyncio.run(gateway.authenticate(f"Bearer {secret}"))
 
 
+def test_revoking_the_last_key_keeps_the_server_closed(store):
+    key, _ = store.create("hal")
+    store.revoke(key.id)
+    with pytest.raises(AuthenticationError, match="Missing API key"):
+        asyncio.run(_gateway(store).authenticate(None))
+    assert asyncio.run(_gateway(store, allow_unauthenticated=True).authenticate(None)) is None
+    store.create("ivy")
+    with pytest.raises(AuthenticationError):
+        asyncio.run(_gateway(store, allow_unauthenticated=True).authenticate(None))
+
+
+def test_api_key_file_is_read_and_excludes_api_key(tmp_path):
+    from mcp_server.cli import _settings, build_parser
+
+    path = tmp_path / "key"
+    path.write_text("s3cret\n")
+    assert _settings(build_parser().parse_args(["serve", "--api-key-file", str(path)])).api_key == "s3cret"
+    for argv in (["--api-key-file", str(path), "--api-key", "x"], ["--api-key-file", str(tmp_path / "none")]):
+        with pytest.raises(SystemExit):
+            _settings(build_parser().parse_args(["serve", *argv]))
+
+
 def test_completed_and_cut_short_requests_are_charged_for_what_was_generated(store):
     key, _ = store.create("erin", credit_usd="1")
     gateway = _gateway(store)
@@ -200,6 +223,16 @@ def test_no_credit_is_402_before_any_generation(store):
     assert engine.calls == 0 and store.db.query("SELECT * FROM ledger") == []
 
 
+def test_image_for_a_text_model_is_refused_before_admission(store):
+    key, _ = store.create("jay", credit_usd="1", rpm=1)
+    gateway = _gateway(store)
+    image = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]}]
+    with pytest.raises(InvalidRequest, match="image"):
+        asyncio.run(gateway.complete(_request(messages=image), key=key))
+    assert store.db.query("SELECT * FROM ledger") == []
+    asyncio.run(gateway.complete(_request(), key=key))  # the one request a minute is still there
+
+
 def test_without_a_data_dir_the_gateway_keeps_no_ledger():
     gateway = _gateway(None)
     assert asyncio.run(gateway.authenticate(None)) is None
@@ -218,6 +251,24 @@ def test_keys_cli_prints_the_secret_once(tmp_path, capsys):
     assert main([*data, "list"]) == 0
     listing = capsys.readouterr().out
     assert key_id in listing and secret not in listing and "tpm=1000" in listing
+
+
+def test_keys_cli_refuses_bad_input_with_clear_errors(tmp_path, capsys):
+    data = ["keys", "--data-dir", str(tmp_path / "d")]
+    assert main([*data, "list"]) == 2 and not (tmp_path / "d").exists()
+    assert "no data directory" in capsys.readouterr().err
+    assert main([*data, "create", "", "--credit", "1"]) == 2 and "name" in capsys.readouterr().err
+    assert main([*data, "create", "k", "--credit", "1e308"]) == 2 and "too large" in capsys.readouterr().err
+    assert main([*data, "create", "k", "--credit", "9000000000000"]) == 0
+    key_id = capsys.readouterr().err.split()[0]
+    assert main([*data, "top-up", key_id, "300000000000"]) == 2 and "exceed" in capsys.readouterr().err
+    store = KeyStore(Database.open(tmp_path / "d"))
+    balance = store.db.query("SELECT balance_micros, typeof(balance_micros) AS t FROM keys")[0]
+    assert (balance["balance_micros"], balance["t"]) == (9_000_000_000_000 * 10**6, "integer")
+    store.db.close()
+    (tmp_path / "file").write_text("")
+    assert main(["keys", "--data-dir", str(tmp_path / "file"), "list"]) == 2
+    assert "not a directory" in capsys.readouterr().err
 
 
 def test_integral_floats_are_ints_before_billing():

@@ -94,3 +94,41 @@ def test_mcp_over_http(server):
 def test_mcp_over_http_requires_the_key(server):
     response = httpx2.post(f"{server.base_url}/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "ping"})
     assert response.status_code == 401
+
+
+def test_mcp_lone_surrogate_is_a_400_parse_error(server):
+    headers = {"Authorization": f"Bearer {server.api_key}", "Accept": "application/json, text/event-stream"}
+    url = f"{server.base_url}/mcp"
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}
+    session = httpx2.post(url, headers=headers, json=init).headers["mcp-session-id"]
+    headers.update({"mcp-session-id": session, "mcp-protocol-version": "2025-06-18", "Content-Type": "application/json"})
+    call = b'{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"chat","arguments":{"prompt":"\\ud800"}}}'
+    response = httpx2.post(url, headers=headers, content=call, timeout=60)
+    assert response.status_code == 400 and response.json()["error"]["code"] == -32700
+    httpx2.delete(url, headers=headers)
+
+
+def test_mcp_sessions_are_capped_per_client(server):
+    from mcp_server.surfaces.mcp_sessions import MAX_SESSIONS_PER_CLIENT
+
+    headers = {"Authorization": f"Bearer {server.api_key}", "Accept": "application/json, text/event-stream"}
+    url = f"{server.base_url}/mcp"
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}
+    opened: list[str] = []
+    try:
+        for _ in range(MAX_SESSIONS_PER_CLIENT + 1):
+            response = httpx2.post(url, headers=headers, json=init)
+            if response.status_code != 200:
+                break
+            opened.append(response.headers["mcp-session-id"])
+        assert response.status_code == 429 and int(response.headers["retry-after"]) >= 1
+        assert "Too many open MCP sessions" in response.json()["error"]["message"]
+        httpx2.delete(url, headers={**headers, "mcp-session-id": opened.pop()})
+        reopened = httpx2.post(url, headers=headers, json=init)
+        assert reopened.status_code == 200
+        opened.append(reopened.headers["mcp-session-id"])
+    finally:
+        for session in opened:
+            httpx2.delete(url, headers={**headers, "mcp-session-id": session})

@@ -10,7 +10,8 @@ import pytest
 from mcp_server.catalog import ModelCard, default_entry, find_entry
 from mcp_server.errors import InvalidRequest
 from mcp_server.protocol.content import MAX_IMAGE_BYTES, check_image_inputs
-from mcp_server.service import ChatService, parse_request
+from mcp_server.protocol.request import parse_request
+from mcp_server.service import ChatService
 
 # A 1x1 transparent PNG.
 PNG = base64.b64decode(
@@ -83,7 +84,7 @@ def test_service_rejects_images_for_a_text_only_model_before_the_engine_runs():
     request = parse_request({"model": TEXT_ONLY.id, "messages": image_message(data_uri(PNG))})
 
     async def first_chunk():
-        return await anext(service.stream(request, service.resolve(request.generation.model)))
+        return await anext(service.stream(request, service.prepare(request)))
 
     with pytest.raises(InvalidRequest, match="does not accept image input"):
         anyio.run(first_chunk)

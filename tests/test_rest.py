@@ -116,13 +116,24 @@ BAD_REQUESTS = [
     ({"model": MODEL, "messages": PROMPT, "stop": ["a", "b", "c", "d", "e"]}, 400, "stop", "stop"),
     ({"model": "no-such-model", "messages": PROMPT}, 404, "model", "no-such-model"),
     ({"model": MODEL, "messages": PROMPT, "seed": 2**64}, 400, "seed", "seed"),
-    ({"model": MODEL, "messages": [{"role": "user", "content": "\ud800"}]}, 400, "messages", "surrogate"),
+    ({"model": MODEL, "messages": [{"role": "user", "content": "\ud800"}]}, 400, "messages[0].content", "surrogate"),
+    ({"model": "\ud800", "messages": PROMPT}, 400, "model", "surrogate"),
+    (
+        {"model": MODEL, "messages": PROMPT, "response_format": {
+            "type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object", "title": "\udfff"}}}},
+        400, "response_format.json_schema.schema.title", "surrogate",
+    ),
     ({"model": MODEL, "messages": PROMPT, "logprobs": True}, 400, "logprobs", "not supported"),
     ({"model": MODEL, "messages": PROMPT, "tool_choice": "required"}, 400, "tool_choice", "no tools"),
     (
         {"model": MODEL, "messages": PROMPT,
          "tools": [{"type": "function", "function": {"name": "a", "parameters": {"type": "string"}}}]},
         400, "tools[0].function.parameters.type", "object",
+    ),
+    (
+        {"model": MODEL, "messages": PROMPT, "tools": [{"type": "function", "function": {"name": "a"}}],
+         "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}, "strict": True}}},
+        400, "response_format", "tools",
     ),
 ]
 
@@ -168,6 +179,14 @@ def test_wrong_or_missing_key_is_401(server):
         openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="nope").models.list()
 
 
+def test_two_authorization_headers_are_401(server):
+    response = httpx.get(
+        f"{server.base_url}/v1/models",
+        headers=[("Authorization", "Bearer other"), ("Authorization", f"Bearer {server.api_key}")],
+    )
+    assert response.status_code == 401 and "one 'Authorization' header" in response.json()["error"]["message"]
+
+
 def test_server_keeps_serving_after_bad_requests(server, client):
     for body, *_ in BAD_REQUESTS:
         httpx.post(f"{server.base_url}/v1/chat/completions", content=json.dumps(body),
@@ -211,3 +230,23 @@ def test_integral_float_seed_is_the_same_seed(server, client):
     )
     assert response.status_code == 200, response.text
     assert response.json()["choices"][0]["message"]["content"] == as_int
+
+
+def test_top_p_zero_is_greedy(client):
+    greedy = client.chat.completions.create(model=MODEL, messages=PROMPT, max_tokens=8, temperature=0)
+    zero = client.chat.completions.create(model=MODEL, messages=PROMPT, max_tokens=8, temperature=1, top_p=0)
+    assert zero.choices[0].message.content == greedy.choices[0].message.content
+    constrained = client.chat.completions.create(
+        model=MODEL, messages=PROMPT, max_tokens=24, top_p=0, response_format={"type": "json_object"}
+    )
+    assert constrained.choices[0].finish_reason in ("stop", "length")
+
+
+def test_stop_string_inside_json_cuts_the_answer(client):
+    completion = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Give a JSON object with a name."}], max_tokens=32,
+        temperature=0, stop=['"'], response_format={"type": "json_object"},
+    )
+    choice = completion.choices[0]
+    assert choice.finish_reason == "stop"
+    assert '"' not in choice.message.content and choice.message.content.startswith("{")

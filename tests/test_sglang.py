@@ -44,7 +44,7 @@ from mcp_server.errors import (
     ModelNotFound,
     ServiceError,
 )
-from mcp_server.service import parse_request
+from mcp_server.protocol.request import parse_request
 from mcp_server.settings import Settings
 from tests.live_server import free_port, start_server
 

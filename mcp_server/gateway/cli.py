@@ -15,6 +15,7 @@ changes on its next request.
 from __future__ import annotations
 
 import argparse
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -56,13 +57,20 @@ def _row(key: KeyRecord) -> str:
 def run_keys(args: argparse.Namespace) -> int:
     """Run a ``keys`` action; returns the exit status.
 
+    A data directory that is not a directory, or that ``list`` does not find (a read
+    creates nothing), ends with a message on stderr and status 2.
+
     Raises:
-        InvalidRequest: an unknown key id or a bad amount (the caller prints it).
+        InvalidRequest: an unknown key id, an empty name or a bad amount (the caller prints it).
     """
     if not args.data_dir:
         print("chatcap keys: set --data-dir or CHATCAP_DATA_DIR", file=sys.stderr)
         return 2
-    db = Database.open(Path(args.data_dir))
+    try:
+        db = Database.open(Path(args.data_dir), create=args.keys_command != "list")
+    except (OSError, sqlite3.DatabaseError) as exc:
+        print(f"chatcap keys: {exc}", file=sys.stderr)
+        return 2
     store = KeyStore(db)
     try:
         if args.keys_command == "create":

@@ -83,12 +83,22 @@ class Database:
         self._lock = threading.RLock()
 
     @classmethod
-    def open(cls, data_dir: Path) -> Database:
-        """Open (creating if needed) ``<data_dir>/chatcap.db`` and its tables.
+    def open(cls, data_dir: Path, create: bool = True) -> Database:
+        """Open ``<data_dir>/chatcap.db`` and its tables, creating them if needed.
+
+        Args:
+            data_dir: the data directory.
+            create: create the directory when it is missing (False: a read must not).
 
         Raises:
+            NotADirectoryError: ``data_dir`` exists but is not a directory.
+            FileNotFoundError: ``data_dir`` is missing and ``create`` is False.
             sqlite3.DatabaseError: the file exists but is not a usable database.
         """
+        if data_dir.exists() and not data_dir.is_dir():
+            raise NotADirectoryError(f"the data directory {data_dir} is not a directory")
+        if not create and not data_dir.exists():
+            raise FileNotFoundError(f"there is no data directory at {data_dir}")
         data_dir.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(data_dir / DB_FILE, isolation_level=None, check_same_thread=False, timeout=30)
         conn.row_factory = sqlite3.Row

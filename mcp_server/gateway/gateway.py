@@ -3,7 +3,7 @@
 REST and MCP run completions through :class:`Gateway` (``stream``/``complete`` with the
 caller's ``key``) and read models from its ``service``. Around every generation it:
 
-1. checks the request's size limits (400, :mod:`.request_limits`);
+1. checks the request's size limits and image inputs (400, :mod:`.request_limits`);
 2. applies the key's RPM/TPM limits (429, :mod:`.limits`);
 3. reserves the request's maximum cost (402 when no credit is left, :mod:`.ledger`);
 4. runs the service, timing the first chunk and counting tokens as they come;
@@ -34,7 +34,9 @@ from mcp_server.gateway.ledger import Ledger, Reservation, Status, Usage, cost_m
 from mcp_server.gateway.limits import RateLimiter
 from mcp_server.gateway.metrics import Metrics
 from mcp_server.gateway.request_limits import RequestLimits
-from mcp_server.service import ChatRequest, ChatService, ProgressCallback, drain
+from mcp_server.protocol.chunks import drain
+from mcp_server.protocol.request import ChatRequest
+from mcp_server.service import ChatService, ProgressCallback
 from mcp_server.settings import Settings
 
 __all__ = ["Gateway"]
@@ -69,6 +71,8 @@ class Gateway:
         price: a price for every served model, overriding the catalog's; None reads
             the catalog (models it does not know are free).
         rate_limiter: per-key RPM/TPM limits.
+        allow_unauthenticated: let every caller in once all keys of the store are revoked
+            (without it, a store that has held keys stays closed).
     """
 
     def __init__(
@@ -81,6 +85,7 @@ class Gateway:
         api_key: str | None = None,
         price: Price | None = None,
         rate_limiter: RateLimiter | None = None,
+        allow_unauthenticated: bool = False,
     ):
         self.service = service
         self.limits = limits
@@ -90,6 +95,7 @@ class Gateway:
         self.api_key = api_key
         self.price = price
         self.rate_limiter = rate_limiter or RateLimiter()
+        self.allow_unauthenticated = allow_unauthenticated
         self.in_flight = 0
         self.metrics = Metrics(self._running, api_paths)
 
@@ -104,6 +110,7 @@ class Gateway:
             store=store,
             api_key=settings.api_key,
             price=Price(*settings.price) if settings.price is not None else None,
+            allow_unauthenticated=settings.allow_unauthenticated,
         )
 
     def needs_key(self, path: str) -> bool:
@@ -128,8 +135,10 @@ class Gateway:
         """Resolve an ``Authorization`` header to the caller's key.
 
         Rules: the single ``--api-key`` is accepted and unmetered (None); a key of the
-        store that is not revoked returns its record; with neither configured (no
-        ``--api-key`` and no active key in the store) every caller is let in (None).
+        store that is not revoked returns its record. Every caller is let in (None) only
+        when no ``--api-key`` is set and the store (if any) has never held a key, or holds
+        no active key and ``allow_unauthenticated`` is set: revoking the last key does not
+        open the server.
 
         Raises:
             AuthenticationError: a key is required and the header is missing, carries an
@@ -146,14 +155,18 @@ class Gateway:
                 return key
             if key is not None:
                 raise AuthenticationError(f"The API key {key.id} has been revoked.")
-        required = self.api_key is not None or (
-            store is not None and await anyio.to_thread.run_sync(store.has_active_keys)
-        )
+        required = self.api_key is not None or (store is not None and await anyio.to_thread.run_sync(self._closed))
         if not required:
             return None
         if not token:
             raise AuthenticationError("Missing API key: send 'Authorization: Bearer <key>'.")
         raise AuthenticationError("Incorrect API key provided.")
+
+    def _closed(self) -> bool:
+        """Whether the store requires a key (see :meth:`authenticate`)."""
+        if self.allow_unauthenticated:
+            return self.store.has_active_keys()
+        return self.store.has_keys()
 
     async def complete(
         self, request: ChatRequest, progress: ProgressCallback | None = None, *, key: KeyRecord | None = None
@@ -173,14 +186,15 @@ class Gateway:
             key: the caller's key (from :meth:`authenticate`), or None.
 
         Raises:
-            InvalidRequest: a size limit is exceeded (before admission).
+            InvalidRequest: a size limit is exceeded, or an image goes to a model without
+                image input (both before admission: no ledger row, no RPM).
             ModelNotFound: the model is not served.
             RateLimited: the key's RPM or TPM limit is reached.
             InsufficientQuota: the key has no credit left.
             ServiceError: whatever the service raises, after the request is settled.
         """
         self.limits.check(request)
-        card = self.service.resolve(request.generation.model)
+        card = self.service.prepare(request)  # the client's faults are refused before admission
         price = self.price or _catalog_price(card.id)
         self.rate_limiter.admit(key)
         hold = await self._reserve(key, _max_cost(request, card, price))

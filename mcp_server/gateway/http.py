@@ -4,8 +4,9 @@ For every HTTP request it:
 
 - refuses a body larger than ``max_body_bytes`` with 413 (by ``Content-Length``, or by
   counting while it reads a body sent without one), before any route sees it;
-- on the API paths (:meth:`Gateway.needs_key`: ``/v1/...`` and ``/mcp``), resolves ``Authorization: Bearer`` to the caller's key
-  (:meth:`Gateway.authenticate`, 401 on failure) and leaves it in the ASGI scope, where
+- on the API paths (:meth:`Gateway.needs_key`: ``/v1/...`` and ``/mcp``), resolves
+  ``Authorization: Bearer`` to the caller's key (:meth:`Gateway.authenticate`, 401 on
+  failure or when the header is sent more than once) and leaves it in the ASGI scope, where
   :func:`request_key` finds it for REST routes and MCP tool calls alike;
 - counts the response in ``chatcap_http_requests_total``.
 """
@@ -17,7 +18,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mcp_server.errors import PayloadTooLarge, ServiceError
+from mcp_server.errors import AuthenticationError, PayloadTooLarge, ServiceError
 from mcp_server.gateway.gateway import Gateway
 from mcp_server.gateway.keys import KeyRecord
 
@@ -67,8 +68,10 @@ class GatewayMiddleware:
         try:
             receive = await self._limit_body(scope, receive)
             if self.gateway.needs_key(path):
-                headers = dict(scope["headers"])
-                authorization = headers.get(b"authorization", b"").decode("latin-1")
+                authorizations = [v for k, v in scope["headers"] if k == b"authorization"]
+                if len(authorizations) > 1:
+                    raise AuthenticationError("Send one 'Authorization' header, not several.")
+                authorization = authorizations[0].decode("latin-1") if authorizations else ""
                 key = await self.gateway.authenticate(authorization)
                 scope.setdefault("state", {})[_STATE_KEY] = key
         except ServiceError as exc:

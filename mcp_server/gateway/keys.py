@@ -25,9 +25,12 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from mcp_server.errors import InvalidRequest
 from mcp_server.gateway.db import Database
 
-__all__ = ["KEY_PREFIX", "KeyRecord", "KeyStore", "micros_to_usd", "usd_to_micros"]
+__all__ = ["KEY_PREFIX", "MAX_MICROS", "KeyRecord", "KeyStore", "micros_to_usd", "usd_to_micros"]
 
 KEY_PREFIX = "sk-chatcap-"
+MAX_MICROS = 2**63 - 1
+"""The largest balance SQLite stores as an exact INTEGER (past it SQLite would switch to REAL)."""
+_MAX_USD = Decimal(MAX_MICROS) / 1_000_000
 _SHOWN_PREFIX = len(KEY_PREFIX) + 4
 
 
@@ -35,7 +38,8 @@ def usd_to_micros(usd: float | str | Decimal) -> int:
     """Convert USD to integer micro-dollars, rounding half to even.
 
     Raises:
-        InvalidRequest: the amount is not a finite number.
+        InvalidRequest: the amount is not a finite number, or is above
+            :data:`MAX_MICROS` micro-dollars in size.
     """
     try:
         value = Decimal(str(usd))
@@ -43,6 +47,8 @@ def usd_to_micros(usd: float | str | Decimal) -> int:
         raise InvalidRequest(f"Not an amount of USD: {usd!r}.") from None
     if not value.is_finite():
         raise InvalidRequest(f"Not an amount of USD: {usd!r}.")
+    if abs(value) > _MAX_USD:
+        raise InvalidRequest(f"The amount {usd} USD is too large; at most {_MAX_USD} USD.", param="amount")
     return int((value * 1_000_000).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
 
 
@@ -108,8 +114,10 @@ class KeyStore:
             The stored record and the secret (``sk-chatcap-...``), which is not kept.
 
         Raises:
-            InvalidRequest: a negative credit, or a limit below 1.
+            InvalidRequest: an empty name, a negative or too large credit, or a limit below 1.
         """
+        if not name.strip():
+            raise InvalidRequest("A key needs a non-empty name.", param="name")
         credit = usd_to_micros(credit_usd)
         if credit < 0:
             raise InvalidRequest("The initial credit must not be negative.", param="credit")
@@ -160,13 +168,20 @@ class KeyStore:
         """Add credit to a key (recorded in ``credits``, balance raised in the same transaction).
 
         Raises:
-            InvalidRequest: no key has this id, or the amount is not positive.
+            InvalidRequest: no key has this id, the amount is not positive, or the balance
+                would exceed :data:`MAX_MICROS`.
         """
         amount = usd_to_micros(usd)
         if amount <= 0:
             raise InvalidRequest("A top-up must be a positive amount of USD.", param="amount")
         self.get(key_id)
         with self.db.transaction() as conn:
+            (balance,) = conn.execute("SELECT balance_micros FROM keys WHERE id = ?", (key_id,)).fetchone()
+            if amount > MAX_MICROS - balance:
+                raise InvalidRequest(
+                    f"The balance would exceed {micros_to_usd(MAX_MICROS)} USD, the most that is stored exactly.",
+                    param="amount",
+                )
             conn.execute(
                 "INSERT INTO credits (key_id, amount_micros, created_at) VALUES (?, ?, ?)",
                 (key_id, amount, time.time()),
@@ -182,3 +197,7 @@ class KeyStore:
     def has_active_keys(self) -> bool:
         """True when at least one key is not revoked (then ``/v1`` and ``/mcp`` need a key)."""
         return bool(self.db.query("SELECT 1 FROM keys WHERE revoked_at IS NULL LIMIT 1"))
+
+    def has_keys(self) -> bool:
+        """True once any key was created, revoked ones included."""
+        return bool(self.db.query("SELECT 1 FROM keys LIMIT 1"))

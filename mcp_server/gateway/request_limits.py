@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mcp_server.errors import InvalidRequest
-from mcp_server.service import ChatRequest
+from mcp_server.protocol.request import ChatRequest
 
 __all__ = ["RequestLimits", "json_depth"]
 

@@ -27,6 +27,7 @@ from mcp.server.streamable_http_manager import (
 )
 from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS
+from starlette.types import ASGIApp
 
 from mcp_server import __version__
 from mcp_server.capability.loader import Capability
@@ -34,7 +35,8 @@ from mcp_server.capability.schemas import validate_instance
 from mcp_server.errors import CapabilityError, InvalidRequest, ServiceError
 from mcp_server.gateway import Gateway, request_key
 from mcp_server.generate.tools import mcp_tools
-from mcp_server.service import parse_request
+from mcp_server.protocol.request import parse_request
+from mcp_server.surfaces.mcp_sessions import SESSION_IDLE_TIMEOUT, SessionQuota
 
 __all__ = ["build_server", "run_stdio", "streamable_http_session_manager"]
 
@@ -184,13 +186,15 @@ def build_server(gateway: Gateway, capability: Capability, root: Path) -> Server
     )
 
 
-def streamable_http_session_manager(server: Server) -> tuple[StreamableHTTPSessionManager, StreamableHTTPASGIApp]:
+def streamable_http_session_manager(server: Server) -> tuple[StreamableHTTPSessionManager, ASGIApp]:
     """A streamable-HTTP session manager for ``server`` and the ASGI app to mount at ``/mcp``.
 
-    The caller runs ``manager.run()`` in its lifespan.
+    Sessions close after :data:`SESSION_IDLE_TIMEOUT` seconds without a request, and one
+    caller holds at most :data:`.mcp_sessions.MAX_SESSIONS_PER_CLIENT` (:class:`SessionQuota`). The caller
+    runs ``manager.run()`` in its lifespan.
     """
-    manager = StreamableHTTPSessionManager(app=server)
-    return manager, StreamableHTTPASGIApp(manager)
+    manager = StreamableHTTPSessionManager(app=server, session_idle_timeout=SESSION_IDLE_TIMEOUT)
+    return manager, SessionQuota(StreamableHTTPASGIApp(manager))
 
 
 async def run_stdio(server: Server) -> None:

@@ -22,7 +22,7 @@ from mcp_server.errors import InvalidRequest, ServiceError
 from mcp_server.gateway import Gateway, request_key
 from mcp_server.gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from mcp_server.generate.skill import SkillCatalog
-from mcp_server.service import parse_request
+from mcp_server.protocol.request import parse_request
 from mcp_server.surfaces.sse import sse_events
 
 __all__ = ["error_response", "http_exception_handler", "rest_routes"]

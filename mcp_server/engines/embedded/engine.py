@@ -8,8 +8,9 @@ Usage::
         ...
     await engine.aclose()
 
-The model runs on one scheduler thread (:mod:`.scheduler`); ``generate`` only prepares
-the sequence on the event loop and waits for its deltas. The engine needs anyio's
+The model runs on one scheduler thread (:mod:`.scheduler`); ``generate`` prepares the
+sequence (tokenizing and grammar compiling on worker threads, off the event loop) and waits
+for its deltas. The engine needs anyio's
 asyncio backend (the thread hands results over with ``loop.call_soon_threadsafe``).
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from functools import partial
@@ -76,7 +78,8 @@ class EmbeddedEngine:
         model: the transformers model (None before :meth:`start`).
         tokenizer: its tokenizer (None before :meth:`start`).
         tokenizer_info: the ``xgrammar.TokenizerInfo`` for the model's vocabulary.
-        grammar_compiler: a shared ``xgrammar.GrammarCompiler`` (it caches compiled grammars).
+        grammar_compiler: a shared ``xgrammar.GrammarCompiler`` (its own cache is off; the
+            grammar provider caches).
         grammar_provider: the grammar provider; may be set after construction, e.g. once
             :meth:`start` has built ``grammar_compiler``.
     """
@@ -164,7 +167,11 @@ class EmbeddedEngine:
         self.model, self.tokenizer = loaded.model, loaded.tokenizer
         config = self.model.config
         self.tokenizer_info = xgrammar.TokenizerInfo.from_huggingface(self.tokenizer, vocab_size=config.vocab_size)
-        self.grammar_compiler = xgrammar.GrammarCompiler(self.tokenizer_info, max_threads=torch.get_num_threads())
+        # The provider's GrammarCache is the one cache (bounded by count and bytes); xgrammar's
+        # own would grow without bound and keep grammars whose compilation timed out.
+        self.grammar_compiler = xgrammar.GrammarCompiler(
+            self.tokenizer_info, max_threads=torch.get_num_threads(), cache_enabled=False
+        )
         if self.grammar_provider is None:
             self.grammar_provider = ToolGrammarProvider(self.grammar_compiler, self._card.tool_call_format)
         self._card = replace(self._card, context_length=self._context_length or config.max_position_embeddings)
@@ -199,9 +206,10 @@ class EmbeddedEngine:
         scheduler = self._scheduler
         if scheduler is None:
             raise EngineUnavailable("The engine is not started.")
-        prompt_ids = self._render(request)
+        # Tokenizing and compiling take up to seconds: off the event loop, so others go on.
+        prompt_ids = await anyio.to_thread.run_sync(self._render, request)
         max_new_tokens = self._max_new_tokens(request, len(prompt_ids))
-        matcher = self._matcher(request)
+        matcher = await anyio.to_thread.run_sync(self._matcher, request)
         if max_new_tokens == 0:
             yield GenerationDelta("", len(prompt_ids), 0, "length")
             return
@@ -216,7 +224,9 @@ class EmbeddedEngine:
             matcher=matcher,
             counts=self._counts(request),
         )
-        output = OutputProcessor(request, self._tool_format, self._card.reasoning_parser)
+        output = OutputProcessor(
+            request, self._tool_format, self._card.reasoning_parser, stop_hit=lambda: sequence.text.stopped
+        )
         scheduler.submit(sequence)
         try:
             while True:
@@ -231,14 +241,57 @@ class EmbeddedEngine:
 
     def _render(self, request: GenerationRequest) -> list[int]:
         """Render the messages through the chat template; tools, tool calls and tool results
-        are written in the model's tool-call format first (:func:`render_messages`)."""
+        are written in the model's tool-call format first (:func:`render_messages`).
+
+        Message text never becomes a control token: text that contains one of the
+        tokenizer's special tokens (``<|im_start|>``, ``<|eot_id|>``, ...) is tokenized as
+        plain text (:meth:`_render_literal`), so a user cannot forge turns. Other prompts are
+        tokenized as the template's own ``apply_chat_template`` does.
+
+        Raises:
+            InvalidRequest: (param ``messages``) the template rejected the messages.
+        """
         tools = request.tools if request.tool_choice != "none" else None
         messages = render_messages(self._tool_format, request.messages, tools)
+        specials = [t.content for t in self.tokenizer.added_tokens_decoder.values() if t.special]
         try:
+            if any(token in m["content"] for m in messages for token in specials):
+                return self._render_literal(messages)
             rendered = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)
         except TemplateError as exc:
             raise InvalidRequest(f"The model's chat template rejected the messages: {exc}", param="messages") from exc
         return list(rendered["input_ids"])
+
+    def _render_literal(self, messages: list[dict[str, str]]) -> list[int]:
+        """Tokenize the template's text with control tokens, each message's content without.
+
+        The template is rendered with a placeholder for each content; the pieces between
+        placeholders are tokenized as usual and the contents with ``split_special_tokens``.
+
+        Raises:
+            InvalidRequest: (param ``messages``) the template changes message content
+                (e.g. trims it), so the content cannot be placed literally.
+        """
+        marks = [f"\x00chatcap-content-{i}\x00" for i in range(len(messages))]
+        held = [{**m, "content": mark} for m, mark in zip(messages, marks)]
+        text = self.tokenizer.apply_chat_template(held, add_generation_prompt=True, tokenize=False)
+        real = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        pieces = re.split("\x00chatcap-content-(\\d+)\x00", text)
+        order = [int(i) for i in pieces[1::2]]
+        if order != list(range(len(messages))) or "".join(
+            messages[int(p)]["content"] if k % 2 else p for k, p in enumerate(pieces)
+        ) != real:
+            raise InvalidRequest(
+                "A message contains a control token of the model's chat template, and this template "
+                "changes message text, so it cannot be sent as plain text; remove the token.",
+                param="messages",
+            )
+        ids: list[int] = []
+        for k, piece in enumerate(pieces):
+            literal = k % 2 == 1
+            piece = messages[int(piece)]["content"] if literal else piece
+            ids += self.tokenizer(piece, add_special_tokens=False, split_special_tokens=literal)["input_ids"]
+        return ids
 
     def _max_new_tokens(self, request: GenerationRequest, prompt_tokens: int) -> int:
         left = self.context_length - prompt_tokens

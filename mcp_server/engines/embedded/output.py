@@ -9,13 +9,16 @@ when the model called tools, and a JSON answer that ends with ``stop`` but does 
 its ``response_format`` (or a call whose arguments do not match the tool's parameters) is
 never returned as a success: it raises :class:`~mcp_server.errors.ServiceError`
 (HTTP 500, code ``invalid_output``). Grammar-constrained decoding makes that a should-never-
-happen path; this is the final check behind it.
+happen path; this is the final check behind it. Output that one of the client's ``stop``
+strings cut short is returned as it is, unchecked, like output cut by ``max_tokens``: the
+cut is the client's choice (OpenAI returns such output the same way).
 """
 
 from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -43,6 +46,8 @@ class OutputProcessor:
         tool_format: the model's tool-call family, used when the request has tools and
             ``tool_choice`` is not ``none``.
         reasoning_parser: the model's reasoning format name, or None.
+        stop_hit: tells, once the last delta arrived, whether a ``stop`` string ended the
+            output; such output is not checked.
     """
 
     def __init__(
@@ -50,8 +55,10 @@ class OutputProcessor:
         request: GenerationRequest,
         tool_format: ToolCallFormat | None,
         reasoning_parser: str | None = None,
+        stop_hit: Callable[[], bool] = lambda: False,
     ):
         self._request = request
+        self._stop_hit = stop_hit
         calls_allowed = bool(request.tools) and request.tool_choice != "none"
         self._tools = StreamParser(tool_format) if calls_allowed and tool_format else None
         self._reasoning = ReasoningParser(reasoning_parser) if reasoning_parser else None
@@ -62,7 +69,8 @@ class OutputProcessor:
         """Split one raw delta; on the last one, flush, check, and fix the finish reason.
 
         Raises:
-            ServiceError: (code ``invalid_output``) the finished output does not validate.
+            ServiceError: (code ``invalid_output``) the finished output does not validate
+                (and no stop string cut it).
         """
         finished = delta.finish_reason is not None
         reasoning, content = self._split_reasoning(delta.text, finished)
@@ -71,7 +79,7 @@ class OutputProcessor:
         finish_reason = delta.finish_reason
         if finished and self._calls and finish_reason == "stop":
             finish_reason = "tool_calls"
-        if finish_reason in ("stop", "tool_calls"):
+        if finish_reason in ("stop", "tool_calls") and not self._stop_hit():
             self._check()
         return replace(delta, text=text, reasoning_content=reasoning, tool_calls=calls, finish_reason=finish_reason)
 

@@ -6,7 +6,7 @@ construction. This module owns the JSON Schema side of that:
 * :func:`check_schema` rejects schemas whose meaning the grammar engine (xgrammar 0.2.9)
   cannot enforce, naming the keyword and its JSON Pointer in the schema;
 * :func:`compile_response_format` turns an OpenAI ``response_format`` into a compiled
-  grammar (cached in a bounded :class:`GrammarCache`);
+  grammar (cached in a bounded :class:`~.grammar_cache.GrammarCache`);
 * :func:`schema_ebnf` gives the same grammar as EBNF text, for embedding tool arguments
   in a structural tag (see :mod:`mcp_server.engines.embedded.decoding.toolcalls`);
 * :func:`validate_output` re-checks finished output with ``jsonschema``, so a sequence that
@@ -50,21 +50,22 @@ from __future__ import annotations
 import json
 import re
 import urllib.parse
-from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jsonschema
 import xgrammar
 
 from mcp_server.errors import InvalidRequest, ServiceError
 
+if TYPE_CHECKING:
+    from mcp_server.engines.embedded.decoding.grammar_cache import GrammarCache
+
 __all__ = [
     "JSON_SEPARATORS",
     "SCHEMA_PARAM",
     "SUPPORTED_FORMATS",
     "UNSUPPORTED",
-    "GrammarCache",
     "check_schema",
     "compile_response_format",
     "reject_on_failure",
@@ -101,44 +102,6 @@ _SCHEMA_VALUES = ("additionalProperties", "items")
 _LOOKAROUND = re.compile(r"\(\?<?[=!]")
 _OPTIONS = {"any_whitespace": False, "separators": JSON_SEPARATORS, "strict_mode": True}
 _XGRAMMAR_LOCATION = re.compile(r"^\[[^\]]*\]\s*\S+:\d+:\s*")
-
-
-class GrammarCache:
-    """A bounded LRU cache of compiled grammars.
-
-    Keys are canonical request texts (``json.dumps`` of the schema or tool set, key order
-    kept: property order decides the order in which the grammar emits properties).
-
-    Attributes:
-        maxsize: the most grammars kept; the least recently used one is dropped first.
-        hits: lookups served from the cache.
-        misses: lookups that compiled.
-    """
-
-    def __init__(self, maxsize: int = 256):
-        self.maxsize = maxsize
-        self.hits = 0
-        self.misses = 0
-        self._items: OrderedDict[str, xgrammar.CompiledGrammar] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def get(self, key: str, build: Callable[[], xgrammar.CompiledGrammar]) -> xgrammar.CompiledGrammar:
-        """Return the grammar cached under ``key``, building and caching it on a miss.
-
-        Raises:
-            InvalidRequest: from ``build``; nothing is cached then.
-        """
-        if key in self._items:
-            self.hits += 1
-            self._items.move_to_end(key)
-            return self._items[key]
-        self.misses += 1
-        grammar = self._items[key] = build()
-        if len(self._items) > self.maxsize:
-            self._items.popitem(last=False)
-        return grammar
 
 
 def check_schema(schema: Any, param: str = SCHEMA_PARAM) -> None:

@@ -9,10 +9,10 @@ import xgrammar
 
 from mcp_server.engines.base import GenerationRequest
 from mcp_server.engines.embedded.decoding.constraints import (
-    GrammarCache,
     compile_response_format,
     reject_on_failure,
 )
+from mcp_server.engines.embedded.decoding.grammar_cache import GrammarCache
 from mcp_server.engines.embedded.decoding.toolcalls.format import ToolCallFormat
 from mcp_server.engines.embedded.decoding.toolcalls.registry import FAMILIES
 
@@ -66,4 +66,4 @@ class GrammarProvider:
             tag = self.family.constraint(request.tools, request.tool_choice, request.parallel_tool_calls)
             return reject_on_failure(lambda: self._compiler.compile_structural_tag(tag), "tools")
 
-        return self.cache.get("tools:" + key, build)
+        return self.cache.get("tools:" + key, build, "tools")

@@ -1,0 +1,168 @@
+"""Request parsing: a chat-completions body, validated against ``schemas/``, becomes one
+normalized :class:`ChatRequest` (the only place sampling is mapped to engine parameters).
+
+Usage::
+
+    request = parse_request(body)   # raises InvalidRequest naming the failing field
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from mcp_server.capability.schemas import validate_request
+from mcp_server.engines.base import GenerationRequest, SamplingParams
+from mcp_server.errors import InvalidRequest
+from mcp_server.protocol.content import normalize_messages
+
+__all__ = ["UNSUPPORTED", "ChatRequest", "parse_request"]
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """A validated, normalized chat-completions request.
+
+    Attributes:
+        generation: the per-choice generation request (seed already applied for choice 0).
+        n: number of choices, >= 1.
+        stream: whether the client asked for SSE.
+        include_usage: ``stream_options.include_usage``: send a final usage chunk.
+    """
+
+    generation: GenerationRequest
+    n: int = 1
+    stream: bool = False
+    include_usage: bool = False
+
+
+def parse_request(body: Any) -> ChatRequest:
+    """Validate a chat-completions body against ``schemas/`` and normalize it.
+
+    Args:
+        body: the decoded JSON body, as sent by an OpenAI client.
+
+    Returns:
+        The normalized request.
+
+    Raises:
+        InvalidRequest: the body does not match the request schema; ``param`` names the
+            failing field (e.g. ``messages[0].role``).
+    """
+    _check_unicode(body)
+    validate_request(body)
+    # OpenAI clients send explicit nulls for unset options: null means "the default".
+    fields = {key: value for key, value in body.items() if value is not None}
+    _check_supported(fields)
+    # JSON Schema's "integer" admits 2.0: make integer fields Python ints.
+    for key in ("n", "max_tokens", "max_completion_tokens", "top_k", "seed"):
+        if isinstance(fields.get(key), float):
+            fields[key] = int(fields[key])
+    stop = fields.get("stop", ())
+    stops = (stop,) if isinstance(stop, str) else tuple(stop)
+    top_p = float(fields.get("top_p", 1.0))
+    # top_p 0 keeps no token; read it as greedy decoding, as vLLM and SGLang do.
+    sampling = SamplingParams(
+        temperature=0.0 if top_p == 0 else float(fields.get("temperature", 1.0)),
+        top_p=top_p or 1.0,
+        top_k=fields.get("top_k") if fields.get("top_k", 0) > 0 else None,
+        seed=fields.get("seed"),
+        presence_penalty=float(fields.get("presence_penalty", 0.0)),
+        frequency_penalty=float(fields.get("frequency_penalty", 0.0)),
+    )
+    response_format = fields.get("response_format")
+    if response_format is not None and response_format.get("type") == "text":
+        response_format = None
+    generation = GenerationRequest(
+        model=fields.get("model", ""),
+        messages=normalize_messages(fields["messages"]),
+        max_tokens=fields.get("max_completion_tokens", fields.get("max_tokens")),
+        stop=tuple(s for s in stops if s),
+        sampling=sampling,
+        tools=fields.get("tools") or None,
+        tool_choice=fields.get("tool_choice"),
+        parallel_tool_calls=fields.get("parallel_tool_calls", True),
+        response_format=response_format,
+    )
+    return ChatRequest(
+        generation=generation,
+        n=fields.get("n", 1),
+        stream=fields.get("stream", False),
+        include_usage=(fields.get("stream_options") or {}).get("include_usage") is True,
+    )
+
+
+def _check_unicode(body: Any) -> None:
+    """Refuse a body holding a lone UTF-16 surrogate (JSON ``"\\ud800"``), which is no text.
+
+    Checked first, so that no later error message echoes a string that cannot be encoded.
+
+    Raises:
+        InvalidRequest: ``param`` is the path of the first such string (e.g. ``model``,
+            ``messages[0].content``, ``response_format.json_schema.schema.properties``).
+    """
+    try:
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+        return
+    except UnicodeEncodeError:
+        pass
+
+    def find(value: Any, path: str) -> str | None:
+        if isinstance(value, str):
+            return None if _encodes(value) else path
+        items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+        for key, child in items:
+            if isinstance(key, str) and not _encodes(key):
+                return path or "body"
+            child_path = f"{path}[{key}]" if isinstance(key, int) else f"{path}.{key}" if path else key
+            if (found := find(child, child_path)) is not None:
+                return found
+        return None
+
+    param = find(body, "") or "body"
+    raise InvalidRequest(
+        f"A string in '{param}' contains an unpaired UTF-16 surrogate; send valid Unicode text.", param=param
+    )
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+UNSUPPORTED = {
+    "logprobs": lambda v: v is True,
+    "top_logprobs": lambda v: True,
+    "logit_bias": lambda v: bool(v),
+    "min_p": lambda v: v != 0,
+    "repetition_penalty": lambda v: v != 1,
+}
+"""Accepted fields whose non-default values this service does not implement yet."""
+
+
+def _check_supported(fields: dict[str, Any]) -> None:
+    """Refuse, rather than silently ignore, options that are not implemented.
+
+    Raises:
+        InvalidRequest: a field in :data:`UNSUPPORTED` has a non-default value,
+            ``tool_choice`` asks for a tool call while no ``tools`` are given (as OpenAI), or
+            a JSON ``response_format`` comes with ``tools`` that may be called (the tool-call
+            grammar would replace the schema's, so the schema could not be enforced).
+    """
+    for name, is_set in UNSUPPORTED.items():
+        if name in fields and is_set(fields[name]):
+            raise InvalidRequest(f"'{name}' is not supported by this server yet; leave it unset.", param=name)
+    choice = fields.get("tool_choice")
+    if not fields.get("tools") and (choice == "required" or isinstance(choice, dict)):
+        raise InvalidRequest("tool_choice asks for a tool call but no tools are given.", param="tool_choice")
+    kind = (fields.get("response_format") or {}).get("type", "text")
+    if fields.get("tools") and choice != "none" and kind != "text":
+        raise InvalidRequest(
+            f"response_format {kind!r} cannot be enforced together with tools; send one of them, "
+            "or set tool_choice to 'none'.",
+            param="response_format",
+        )
