@@ -55,8 +55,16 @@ def _add_runtime_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--context-length", type=int, default=_env("CONTEXT_LENGTH"))
     parser.add_argument(
         "--max-running-requests", type=int,
-        default=int(_env("MAX_RUNNING_REQUESTS", defaults.max_running_requests)),
-        help="most sequences decoded together",
+        default=_env("MAX_RUNNING_REQUESTS"),
+        help="most sequences decoded together (default: llama.cpp runner 8, torch 16)",
+    )
+    parser.add_argument(
+        "--runner", default=_env("RUNNER", defaults.runner), choices=["auto", "llamacpp", "torch"],
+        help="embedded engine: llama.cpp (auto for GGUF on CPU) or torch (HF directories, cuda)",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=_env("THREADS"),
+        help="embedded engine compute threads (default: one per core less one)",
     )
     parser.add_argument(
         "--enable-deterministic-inference", action="store_true",
@@ -104,6 +112,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         device=args.device,
         context_length=int(args.context_length) if args.context_length else None,
         max_running_requests=args.max_running_requests,
+        runner=args.runner,
+        threads=args.threads,
         enable_deterministic_inference=args.enable_deterministic_inference,
         sglang_url=args.sglang_url,
         sglang_args=_sglang_args(args),

@@ -28,7 +28,11 @@ class Settings:
             instructions, else fp32), ``bfloat16`` or ``float32``.
         device: where the embedded engine runs the model (``cpu``, ``cuda``), as SGLang's ``--device``.
         context_length: override of the model's context window, in tokens.
-        max_running_requests: most sequences decoded together in one batch.
+        max_running_requests: most sequences decoded together in one batch; None = the
+            embedded runner's default (llama.cpp 8, torch 16).
+        runner: the embedded engine's model runner: ``auto`` (llama.cpp for GGUF files on
+            the CPU, else torch), ``llamacpp`` or ``torch``.
+        threads: the embedded engine's compute threads; None = one per core less one.
         enable_deterministic_inference: the embedded engine decodes each sequence on its
             own, so that output never depends on what else is batched (SGLang's flag name).
         sglang_url: with ``engine="sglang"``, attach to this running SGLang server or
@@ -54,7 +58,9 @@ class Settings:
     dtype: str = "auto"
     device: str = "cpu"
     context_length: int | None = None
-    max_running_requests: int = 16
+    max_running_requests: int | None = None
+    runner: str = "auto"
+    threads: int | None = None
     enable_deterministic_inference: bool = False
     sglang_url: str | None = None
     sglang_args: tuple[str, ...] = ()
