@@ -78,7 +78,7 @@ class EmbeddedEngine:
         max_batch_size: most sequences decoded together; more wait for a free slot.
             None: 8 on the llama.cpp runner (:data:`.runners.llamacpp.DEFAULT_MAX_BATCH_SIZE`),
             16 on the torch runner.
-        context_length: context window of each sequence in tokens; None: 1024 on the
+        context_length: context window of each sequence in tokens; None: 2048 on the
             llama.cpp runner (:data:`.runners.llamacpp.DEFAULT_CONTEXT_LENGTH`, whose KV
             cache is allocated for every sequence up front), the model's
             ``max_position_embeddings`` on the torch runner.
