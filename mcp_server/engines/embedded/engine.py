@@ -49,7 +49,6 @@ from mcp_server.engines.embedded.runners.llamacpp import (
     DEFAULT_MAX_BATCH_SIZE as LLAMACPP_MAX_BATCH_SIZE,
 )
 from mcp_server.engines.embedded.runners.llamacpp import LlamaCppRunner
-from mcp_server.engines.embedded.runners.torch_runner import TorchRunner
 from mcp_server.engines.embedded.scheduler import Scheduler, Sequence
 from mcp_server.engines.embedded.textstream import TextStream
 from mcp_server.errors import EngineUnavailable, InvalidRequest, ServiceError
@@ -228,6 +227,9 @@ class EmbeddedEngine:
             # so that they never compete with llama.cpp's spinning workers.
             torch.set_num_threads(1)
             return runner, tokenizer
+        # Imported here: transformers' modeling modules cost ~120 MB of memory the llama.cpp runner does not need.
+        from mcp_server.engines.embedded.runners.torch_runner import TorchRunner
+
         cache_dir = Path(self._cache_dir) if self._cache_dir else None
         runner = TorchRunner(
             self._model_path, self._dtype, cache_dir, self._device, self._context_length, self._threads, self._deterministic
