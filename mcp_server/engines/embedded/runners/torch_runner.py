@@ -27,8 +27,8 @@ class TorchRunner:
         cache_dir: where GGUF conversions are kept (None: the default cache).
         device: a torch device name.
         context_length: tokens per sequence; None = the model's ``max_position_embeddings``.
-        threads: PyTorch intra-op threads (``torch.set_num_threads``), set on the
-            calling thread and on the scheduler thread.
+        threads: PyTorch intra-op threads (``torch.set_num_threads``), set again before
+            each step if something else in the process changed them.
         deterministic: decode each row on its own (see :class:`..kv_batch.DecodeBatch`).
 
     Attributes:
@@ -110,6 +110,6 @@ class TorchRunner:
         self.clear()
 
     def _pin_threads(self) -> None:
-        # OpenMP's thread count is per calling thread: the scheduler thread needs it too.
+        # The count is process-wide; another engine in this process (a test, a benchmark) may have changed it.
         if torch.get_num_threads() != self._threads:
             torch.set_num_threads(self._threads)
