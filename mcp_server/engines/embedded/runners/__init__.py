@@ -86,7 +86,9 @@ def default_threads() -> int:
     121 / 215 tok/s when the cores happened to be idle but 12 / 31 tok/s (and a 3.5 s
     prefill of 81 tokens against 0.4-0.6 s) while another process ran, because llama.cpp
     and PyTorch threads spin waiting for each other. A bare torch step took 1,920 ms with
-    2 threads against 51 ms with 1 under the same load. One core is therefore left to the
+    2 threads against 51 ms with 1 under the same load; over HTTP, one request decoded at
+    1.3 (llama.cpp) and 2.1 (torch) tok/s with 2 threads against 29.0 and 12.5 with 1
+    (``benchmarks/bench_serving.py``, busy machine). One core is therefore left to the
     HTTP server and to neighbours, as vLLM's CPU backend does.
     """
     try:
