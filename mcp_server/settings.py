@@ -92,7 +92,11 @@ class Settings:
         cache_dir: where the embedded engine keeps converted model copies; None =
             ``$XDG_CACHE_HOME/chatcap`` (``~/.cache/chatcap``).
         context_length: override of the model's context window, in tokens.
-        max_running_requests: most sequences decoded together in one batch.
+        max_running_requests: most sequences decoded together in one batch; None = the
+            embedded runner's default (llama.cpp 8, torch 16).
+        runner: the embedded engine's model runner: ``auto`` (llama.cpp for GGUF files on
+            the CPU, else torch), ``llamacpp`` or ``torch``.
+        threads: the embedded engine's compute threads; None = one per core less one.
         enable_deterministic_inference: the embedded engine decodes each sequence on its
             own, so that output never depends on what else is batched (SGLang's flag name).
         log_level: the logging level name.
@@ -123,7 +127,14 @@ class Settings:
     device: str = _flag("cpu", "embedded engine device: cpu, cuda")
     cache_dir: Path | None = _flag(None, "embedded engine: where converted model copies live", parse=Path)
     context_length: int | None = _flag(None, "context window override, tokens", parse=int)
-    max_running_requests: int = _flag(16, "most sequences decoded together", parse=int)
+    max_running_requests: int | None = _flag(
+        None, "most sequences decoded together (default: llama.cpp runner 8, torch 16)", parse=int
+    )
+    runner: str = _flag(
+        "auto", "embedded engine: llama.cpp (auto for GGUF on CPU) or torch (HF directories, cuda)",
+        choices=("auto", "llamacpp", "torch"),
+    )
+    threads: int | None = _flag(None, "embedded engine compute threads (default: one per core less one)", parse=int)
     enable_deterministic_inference: bool = _flag(
         False, "embedded engine: output never depends on the batch (decodes rows one by one)", switch=True
     )

@@ -14,7 +14,7 @@ import pytest
 from mcp_server.engines.base import GenerationDelta, GenerationRequest, SamplingParams
 from mcp_server.errors import EngineUnavailable, InvalidRequest
 
-CAPITAL = "What is the capital of France?"
+CAPITAL = "What is the capital of France? Answer in one sentence."
 PROMPTS = [CAPITAL, "Write a haiku about the sea.", "List three colors.", "Why is the sky blue?"]
 
 
@@ -47,13 +47,16 @@ async def wait_until_idle(engine, timeout: float = 10.0) -> None:
         await asyncio.sleep(0.02)
 
 
-@pytest.fixture(scope="module")
-def deterministic_engine():
-    """The bundled model with ``deterministic=True``: the mode whose guarantee is that a
-    sequence's output never depends on what it is batched with (on any CPU and dtype)."""
+@pytest.fixture(scope="module", params=["llamacpp", "torch"])
+def deterministic_engine(request):
+    """The bundled model on each runner in its batch-invariant mode: a sequence's output
+    never depends on what it is batched with (on any CPU and dtype). The llama.cpp runner
+    guarantees it by default (per-sequence KV caches); the torch runner with
+    ``deterministic=True``."""
     from mcp_server.engines.embedded.engine import EmbeddedEngine
 
-    engine = EmbeddedEngine(max_batch_size=8, deterministic=True)
+    deterministic = request.param == "torch"
+    engine = EmbeddedEngine(max_batch_size=8, runner=request.param, deterministic=deterministic)
     run(engine.start)
     yield engine
     run(engine.aclose)
@@ -70,9 +73,15 @@ def solo(deterministic_engine) -> dict[str, str]:
 
 
 def test_model_card_names_the_default_model(engine):
+    from mcp_server.engines.embedded.runners.llamacpp import (
+        DEFAULT_CONTEXT_LENGTH,
+        LlamaCppRunner,
+    )
+
     card = engine.models[0]
     assert card.id == "HuggingFaceTB/SmolLM2-135M-Instruct"
-    assert card.context_length == engine.context_length == 8192
+    assert isinstance(engine.runner, LlamaCppRunner)  # the default for the bundled GGUF on CPU
+    assert card.context_length == engine.context_length == DEFAULT_CONTEXT_LENGTH
 
 
 def test_greedy_output_is_deterministic_and_finishes_with_stop(deterministic_engine, solo):
@@ -156,7 +165,7 @@ def test_stop_string_and_its_prefixes_are_never_emitted(deterministic_engine, so
 
 
 def test_prompt_longer_than_the_context_is_rejected(engine):
-    long = "hello " * 9000
+    long = "hello " * (engine.context_length + 10)
 
     async def main():
         with pytest.raises(InvalidRequest) as caught:
@@ -165,20 +174,20 @@ def test_prompt_longer_than_the_context_is_rejected(engine):
 
     error = run(main)
     assert error.param == "messages"
-    assert "8192" in error.message
+    assert f"context window is {engine.context_length} tokens" in error.message
 
 
 def test_max_tokens_beyond_the_context_is_rejected_with_tokens_left(engine):
     async def main():
         with pytest.raises(InvalidRequest) as caught:
-            await collect(engine, request(CAPITAL, max_tokens=8192))
+            await collect(engine, request(CAPITAL, max_tokens=engine.context_length))
         return caught.value
 
     error = run(main)
     messages = [{"role": "user", "content": CAPITAL}]
     prompt = engine.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)
     assert error.param == "max_tokens"
-    assert f"only {8192 - len(prompt['input_ids'])} tokens are left" in error.message
+    assert f"only {engine.context_length - len(prompt['input_ids'])} tokens are left" in error.message
 
 
 def test_closing_the_stream_frees_the_slot(engine):
@@ -226,7 +235,7 @@ def test_model_failure_fails_the_request_and_the_engine_keeps_serving(engine, mo
     def broken(*args, **kwargs):
         raise RuntimeError("injected fault")
 
-    monkeypatch.setattr(engine.model, "forward", broken)
+    monkeypatch.setattr(engine.runner, "prefill", broken)
     with pytest.raises(EngineUnavailable):
         run(lambda: collect(engine, request(CAPITAL, max_tokens=4)))
     monkeypatch.undo()

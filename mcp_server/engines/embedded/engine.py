@@ -1,4 +1,4 @@
-"""The embedded engine: transformers + xgrammar in this process, with continuous batching.
+"""The embedded engine: llama.cpp or transformers, plus xgrammar, in this process, with continuous batching.
 
 Usage::
 
@@ -8,9 +8,10 @@ Usage::
         ...
     await engine.aclose()
 
-The model runs on one scheduler thread (:mod:`.scheduler`); ``generate`` prepares the
-sequence (tokenizing and grammar compiling on worker threads, off the event loop) and waits
-for its deltas. The engine needs anyio's
+The model runs on one scheduler thread (:mod:`.scheduler`) through a runner
+(:mod:`.runners`: llama.cpp for GGUF files on the CPU, torch otherwise); ``generate``
+prepares the sequence (tokenizing and grammar compiling on worker threads, off the event
+loop) and waits for its deltas. The engine needs anyio's
 asyncio backend (the thread hands results over with ``loop.call_soon_threadsafe``).
 """
 
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from functools import partial
@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import torch
-from jinja2 import TemplateError
 
 from mcp_server.catalog import ModelCard, default_entry, find_entry, load_catalog
 from mcp_server.engines.base import GenerationDelta, GenerationRequest
@@ -36,8 +35,18 @@ from mcp_server.engines.embedded.decoding.toolcalls import (
     GrammarProvider as ToolGrammarProvider,
 )
 from mcp_server.engines.embedded.decoding.toolcalls import get_family, render_messages
-from mcp_server.engines.embedded.model_files import load_model
+from mcp_server.engines.embedded.model_files import default_gguf_path, load_tokenizer
 from mcp_server.engines.embedded.output import OutputProcessor
+from mcp_server.engines.embedded.prompt import render_prompt
+from mcp_server.engines.embedded.runners import (
+    ModelRunner,
+    default_threads,
+    resolve_runner,
+)
+from mcp_server.engines.embedded.runners.llamacpp import (
+    DEFAULT_MAX_BATCH_SIZE as LLAMACPP_MAX_BATCH_SIZE,
+)
+from mcp_server.engines.embedded.runners.llamacpp import LlamaCppRunner
 from mcp_server.engines.embedded.scheduler import Scheduler, Sequence
 from mcp_server.engines.embedded.textstream import TextStream
 from mcp_server.errors import EngineUnavailable, InvalidRequest, ServiceError
@@ -54,7 +63,7 @@ GrammarProvider = Callable[[GenerationRequest, Any], Any]
 
 
 class EmbeddedEngine:
-    """An :class:`~mcp_server.engines.base.Engine` that runs a transformers model on CPU.
+    """An :class:`~mcp_server.engines.base.Engine` that runs a model in this process.
 
     Args:
         model_path: a GGUF file, a local Hugging Face model directory, or None for the
@@ -64,18 +73,31 @@ class EmbeddedEngine:
         dtype: weight dtype, ``auto`` (default: bf16 where the CPU has bf16 instructions,
             else fp32; see :func:`.model_files.resolve_dtype`), ``bfloat16``, ``float32`` or ``float16``.
         max_batch_size: most sequences decoded together; more wait for a free slot.
-        context_length: context window in tokens; defaults to the model's
-            ``max_position_embeddings``.
+            None: 8 on the llama.cpp runner (:data:`.runners.llamacpp.DEFAULT_MAX_BATCH_SIZE`),
+            16 on the torch runner.
+        context_length: context window of each sequence in tokens; None: 2048 on the
+            llama.cpp runner (:data:`.runners.llamacpp.DEFAULT_CONTEXT_LENGTH`, whose KV
+            cache is allocated for every sequence up front), the model's
+            ``max_position_embeddings`` on the torch runner.
         grammar_provider: builds a grammar for a request (see :data:`GrammarProvider`);
             called before the sequence joins the batch.
         cache_dir: where converted GGUF weights are kept (default
             :func:`.model_files.cache_root`, ``~/.cache/chatcap``).
         device: where the model runs (``cpu``, ``cuda``); sampling and grammars stay on the CPU.
-        deterministic: decode each sequence on its own, so that a greedy or seeded answer is
-            identical whatever else runs at the same time (see :class:`.kv_batch.DecodeBatch`).
+        deterministic: torch runner: decode each sequence on its own, so that a greedy or
+            seeded answer is identical whatever else runs at the same time (see
+            :class:`.kv_batch.DecodeBatch`). The llama.cpp runner gives that guarantee
+            always (per-sequence KV caches, :mod:`.runners.llamacpp`) and ignores the flag.
+        runner: ``auto`` (llama.cpp for GGUF files on the CPU, else torch), ``llamacpp``
+            or ``torch`` (:func:`.runners.resolve_runner`).
+        threads: compute threads; None = :func:`.runners.default_threads`.
+
+    Raises:
+        ValueError: ``max_batch_size`` below 1, or an unknown or impossible runner.
 
     Attributes:
-        model: the transformers model (None before :meth:`start`).
+        runner: the :class:`.runners.ModelRunner` (None before :meth:`start`).
+        model: the transformers model on the torch runner, else None.
         tokenizer: its tokenizer (None before :meth:`start`).
         tokenizer_info: the ``xgrammar.TokenizerInfo`` for the model's vocabulary.
         grammar_compiler: a shared ``xgrammar.GrammarCompiler`` (its own cache is off; the
@@ -89,18 +111,24 @@ class EmbeddedEngine:
         model_path: str | None = None,
         served_model_name: str | None = None,
         dtype: str = "auto",
-        max_batch_size: int = 16,
+        max_batch_size: int | None = None,
         context_length: int | None = None,
         grammar_provider: GrammarProvider | None = None,
         cache_dir: str | None = None,
         device: str = "cpu",
         deterministic: bool = False,
+        runner: str = "auto",
+        threads: int | None = None,
     ):
-        if max_batch_size < 1:
+        if max_batch_size is not None and max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
+        if threads is not None and threads < 1:
+            raise ValueError("threads must be at least 1")
         self._model_path = model_path
         self._dtype = dtype
-        self._max_batch_size = max_batch_size
+        self._runner_name = resolve_runner(runner, model_path, device)
+        self._max_batch_size = max_batch_size or (LLAMACPP_MAX_BATCH_SIZE if self._runner_name == "llamacpp" else 16)
+        self._threads = threads or default_threads()
         self._context_length = context_length
         self.grammar_provider = grammar_provider
         self._cache_dir = cache_dir
@@ -117,6 +145,7 @@ class EmbeddedEngine:
         )
         self._tool_format = get_family(self._card.tool_call_format)
         self._scheduler: Scheduler | None = None
+        self.runner: ModelRunner | None = None
         self.model: Any = None
         self.tokenizer: Any = None
         self.tokenizer_info: Any = None
@@ -135,6 +164,8 @@ class EmbeddedEngine:
             cache_dir=str(settings.cache_dir) if settings.cache_dir else None,
             device=settings.device,
             deterministic=settings.enable_deterministic_inference,
+            runner=settings.runner,
+            threads=settings.threads,
         )
 
     @property
@@ -162,35 +193,61 @@ class EmbeddedEngine:
             return
         import xgrammar
 
-        cache_dir = Path(self._cache_dir) if self._cache_dir else None
-        loaded = await anyio.to_thread.run_sync(load_model, self._model_path, self._dtype, cache_dir, self._device)
-        self.model, self.tokenizer = loaded.model, loaded.tokenizer
-        config = self.model.config
-        self.tokenizer_info = xgrammar.TokenizerInfo.from_huggingface(self.tokenizer, vocab_size=config.vocab_size)
+        self.runner, self.tokenizer = await anyio.to_thread.run_sync(self._load)
+        self.model = getattr(self.runner, "model", None)
+        vocab_size = self.runner.vocab_size
+        self.tokenizer_info = xgrammar.TokenizerInfo.from_huggingface(self.tokenizer, vocab_size=vocab_size)
         # The provider's GrammarCache is the one cache (bounded by count and bytes); xgrammar's
         # own would grow without bound and keep grammars whose compilation timed out.
         self.grammar_compiler = xgrammar.GrammarCompiler(
-            self.tokenizer_info, max_threads=torch.get_num_threads(), cache_enabled=False
+            self.tokenizer_info, max_threads=self._threads, cache_enabled=False
         )
         if self.grammar_provider is None:
             self.grammar_provider = ToolGrammarProvider(self.grammar_compiler, self._card.tool_call_format)
-        self._card = replace(self._card, context_length=self._context_length or config.max_position_embeddings)
-        self._scheduler = Scheduler(self.model, self._eos_ids(), self._max_batch_size, self._deterministic)
+        self._card = replace(self._card, context_length=self.runner.context_length)
+        self._scheduler = Scheduler(self.runner, self._eos_ids(), self._max_batch_size)
         self._scheduler.start()
+        deterministic = self._runner_name == "llamacpp" or self._deterministic
         logger.info(
-            "Serving %s: context %d tokens, batch up to %d%s, %d threads",
+            "Serving %s on the %s runner: context %d tokens per sequence, batch up to %d%s, %d threads",
             self._card.id,
+            self._runner_name,
             self.context_length,
             self._max_batch_size,
-            " (deterministic: rows decoded one by one)" if self._deterministic else "",
-            torch.get_num_threads(),
+            " (batch-invariant)" if deterministic else "",
+            self._threads,
         )
+
+    def _load(self) -> tuple[ModelRunner, Any]:
+        """Build the runner and the Hugging Face tokenizer (blocking; run in a worker thread)."""
+        if self._runner_name == "llamacpp":
+            path = default_gguf_path() if self._model_path is None else Path(self._model_path).expanduser()
+            tokenizer = load_tokenizer(self._model_path)
+            try:
+                runner = LlamaCppRunner(path, self._max_batch_size, self._context_length, self._threads)
+            except RuntimeError as exc:
+                raise EngineUnavailable(str(exc)) from exc
+            # Sampling and grammar masks run in torch between llama.cpp steps: one thread,
+            # so that they never compete with llama.cpp's spinning workers.
+            torch.set_num_threads(1)
+            return runner, tokenizer
+        # Imported here: transformers' modeling modules cost ~120 MB of memory the llama.cpp runner does not need.
+        from mcp_server.engines.embedded.runners.torch_runner import TorchRunner
+
+        cache_dir = Path(self._cache_dir) if self._cache_dir else None
+        runner = TorchRunner(
+            self._model_path, self._dtype, cache_dir, self._device, self._context_length, self._threads, self._deterministic
+        )
+        return runner, runner.tokenizer
 
     async def aclose(self) -> None:
         """Stop the scheduler; unfinished sequences fail with EngineUnavailable."""
         scheduler, self._scheduler = self._scheduler, None
         if scheduler is not None:
             await anyio.to_thread.run_sync(scheduler.stop)
+        runner, self.runner = self.runner, None
+        if runner is not None:
+            runner.close()
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:
         """Generate one sequence, yielding deltas until one carries a finish_reason.
@@ -240,58 +297,8 @@ class EmbeddedEngine:
             sequence.cancelled = True
 
     def _render(self, request: GenerationRequest) -> list[int]:
-        """Render the messages through the chat template; tools, tool calls and tool results
-        are written in the model's tool-call format first (:func:`render_messages`).
-
-        Message text never becomes a control token: text that contains one of the
-        tokenizer's special tokens (``<|im_start|>``, ``<|eot_id|>``, ...) is tokenized as
-        plain text (:meth:`_render_literal`), so a user cannot forge turns. Other prompts are
-        tokenized as the template's own ``apply_chat_template`` does.
-
-        Raises:
-            InvalidRequest: (param ``messages``) the template rejected the messages.
-        """
         tools = request.tools if request.tool_choice != "none" else None
-        messages = render_messages(self._tool_format, request.messages, tools)
-        specials = [t.content for t in self.tokenizer.added_tokens_decoder.values() if t.special]
-        try:
-            if any(token in m["content"] for m in messages for token in specials):
-                return self._render_literal(messages)
-            rendered = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)
-        except TemplateError as exc:
-            raise InvalidRequest(f"The model's chat template rejected the messages: {exc}", param="messages") from exc
-        return list(rendered["input_ids"])
-
-    def _render_literal(self, messages: list[dict[str, str]]) -> list[int]:
-        """Tokenize the template's text with control tokens, each message's content without.
-
-        The template is rendered with a placeholder for each content; the pieces between
-        placeholders are tokenized as usual and the contents with ``split_special_tokens``.
-
-        Raises:
-            InvalidRequest: (param ``messages``) the template changes message content
-                (e.g. trims it), so the content cannot be placed literally.
-        """
-        marks = [f"\x00chatcap-content-{i}\x00" for i in range(len(messages))]
-        held = [{**m, "content": mark} for m, mark in zip(messages, marks)]
-        text = self.tokenizer.apply_chat_template(held, add_generation_prompt=True, tokenize=False)
-        real = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        pieces = re.split("\x00chatcap-content-(\\d+)\x00", text)
-        order = [int(i) for i in pieces[1::2]]
-        if order != list(range(len(messages))) or "".join(
-            messages[int(p)]["content"] if k % 2 else p for k, p in enumerate(pieces)
-        ) != real:
-            raise InvalidRequest(
-                "A message contains a control token of the model's chat template, and this template "
-                "changes message text, so it cannot be sent as plain text; remove the token.",
-                param="messages",
-            )
-        ids: list[int] = []
-        for k, piece in enumerate(pieces):
-            literal = k % 2 == 1
-            piece = messages[int(piece)]["content"] if literal else piece
-            ids += self.tokenizer(piece, add_special_tokens=False, split_special_tokens=literal)["input_ids"]
-        return ids
+        return render_prompt(self.tokenizer, render_messages(self._tool_format, request.messages, tools))
 
     def _max_new_tokens(self, request: GenerationRequest, prompt_tokens: int) -> int:
         left = self.context_length - prompt_tokens
@@ -329,16 +336,16 @@ class EmbeddedEngine:
         sampling = request.sampling
         if sampling.presence_penalty == 0 and sampling.frequency_penalty == 0:
             return None
-        return torch.zeros(self.model.config.vocab_size)
+        return torch.zeros(self.runner.vocab_size)
 
     def _decode(self, token_ids: list[int]) -> str:
         return self.tokenizer.decode(token_ids, skip_special_tokens=True)
 
     def _eos_ids(self) -> set[int]:
-        configured = self.model.generation_config.eos_token_id
-        ids = set(configured if isinstance(configured, list) else [configured])
-        ids.add(self.tokenizer.eos_token_id)
-        return {i for i in ids if i is not None}
+        ids = set(self.runner.eos_ids)
+        if self.tokenizer.eos_token_id is not None:
+            ids.add(self.tokenizer.eos_token_id)
+        return ids
 
 
 def _generator(seed: int | None) -> torch.Generator:

@@ -1,9 +1,11 @@
 """Continuous batching: one thread runs the model for every running sequence.
 
-Each round the scheduler admits waiting sequences (prefilling each alone, then merging
-its cache into the batch), drops the ones whose consumer went away, and decodes one
-token for all running rows in a single forward pass. Results go back through each
-sequence's ``emit`` callback, which must be thread-safe.
+Each round the scheduler admits waiting sequences (the runner prefills each alone),
+drops the ones whose consumer went away, and has the runner decode one token for all
+running rows in one step. Penalties, grammar masks, sampling and stop strings are
+applied here on the runner's float32 logits, the same for every runner
+(:mod:`.runners`). Results go back through each sequence's ``emit`` callback, which
+must be thread-safe.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 import torch
 
 from mcp_server.engines.base import FinishReason, GenerationDelta, SamplingParams
-from mcp_server.engines.embedded.kv_batch import DecodeBatch, use_rowwise_attention
+from mcp_server.engines.embedded.runners import ModelRunner
 from mcp_server.engines.embedded.sampling import apply_penalties, draw_uniforms, sample
 from mcp_server.engines.embedded.textstream import TextStream
 from mcp_server.errors import EngineUnavailable, ServiceError
@@ -44,6 +46,7 @@ class Sequence:
         counts: float32 ``[V]`` generated-token counts when a penalty is set, else None.
         completion_tokens: tokens generated so far.
         last_token: the most recent token, fed to the next decode step.
+        slot: the runner's handle for this sequence's cache, -1 before prefill.
         cancelled: set by the consumer when it stops listening.
         finished: set by the scheduler once the sequence no longer counts as running.
     """
@@ -58,35 +61,31 @@ class Sequence:
     counts: torch.Tensor | None = None
     completion_tokens: int = 0
     last_token: int = -1
+    slot: int = -1
     cancelled: bool = False
     finished: bool = False
 
 
 class Scheduler:
-    """Runs a causal LM for many sequences at once on a dedicated thread.
+    """Runs a model for many sequences at once on a dedicated thread.
 
     Args:
-        model: the transformers causal LM (its cache must be a ``DynamicCache`` of
-            full-attention layers, as for Llama-family models); it is switched to
-            row-wise decode attention (:func:`.kv_batch.use_rowwise_attention`).
+        runner: prefills and decodes (:class:`.runners.ModelRunner`); it must hold
+            ``max_batch_size`` sequences. Only this thread calls it once started.
         eos_ids: token ids that end a sequence with finish_reason ``stop``.
         max_batch_size: most sequences decoded together; others wait their turn.
-        deterministic: decode each row on its own, so that its output never depends on
-            the other rows (see :class:`.kv_batch.DecodeBatch`).
     """
 
-    def __init__(self, model: Any, eos_ids: Iterable[int], max_batch_size: int, deterministic: bool = False):
-        use_rowwise_attention(model)
-        self._model = model
+    def __init__(self, runner: ModelRunner, eos_ids: Iterable[int], max_batch_size: int):
+        self._runner = runner
         self._eos = frozenset(eos_ids)
         self._max_batch_size = max_batch_size
-        self._vocab_size = model.config.vocab_size
+        self._vocab_size = runner.vocab_size
         self._pending: deque[Sequence] = deque()
         self._wakeup = threading.Condition()
         self._stopping = False
         self._unfinished = 0
         self._rows: list[Sequence] = []
-        self._batch = DecodeBatch(deterministic)
         self._thread = threading.Thread(target=self._run, name="chatcap-scheduler", daemon=True)
 
     @property
@@ -126,7 +125,7 @@ class Scheduler:
         self._fail([*self._rows, *self._pending], error)
         self._rows.clear()
         self._pending.clear()
-        self._batch.clear()
+        self._runner.clear()
 
     def _run(self) -> None:
         with torch.inference_mode():
@@ -139,7 +138,7 @@ class Scheduler:
                     logger.exception("Decode step failed for %d sequences", len(self._rows))
                     self._fail(self._rows, EngineUnavailable("The model failed while generating."))
                     self._rows = []
-                    self._batch.clear()
+                    self._runner.clear()
 
     def _wait_for_work(self) -> list[Sequence] | None:
         """Block until there is something to do; return the sequences to admit, None to stop."""
@@ -157,15 +156,19 @@ class Scheduler:
             self._retire(sequence)
             return
         try:
-            prompt = torch.tensor([sequence.prompt_ids], device=self._model.device)
-            out = self._model(input_ids=prompt, use_cache=True, logits_to_keep=1)
-            token = self._choose([sequence], out.logits[:, -1].float().cpu())[0]
-            if not self._advance(sequence, token):
-                self._batch.add(out.cache)
-                self._rows.append(sequence)
+            sequence.slot, logits = self._runner.prefill(sequence.prompt_ids)
+            token = self._choose([sequence], logits[None])[0]
+            done = self._advance(sequence, token)
         except Exception:
             logger.exception("Prefill of a %d-token prompt failed", len(sequence.prompt_ids))
+            if sequence.slot >= 0:
+                self._runner.release(sequence.slot)
             self._fail([sequence], EngineUnavailable("The model failed while reading the prompt."))
+            return
+        if done:
+            self._runner.release(sequence.slot)
+        else:
+            self._rows.append(sequence)
 
     def _decode(self) -> None:
         """Decode one token for every running row, then drop the rows that finished.
@@ -181,15 +184,19 @@ class Scheduler:
         self._keep(listened)
         if not self._rows:
             return
-        logits = self._batch.forward(self._model, torch.tensor([seq.last_token for seq in self._rows]))
+        logits = self._runner.decode([seq.slot for seq in self._rows], [seq.last_token for seq in self._rows])
         tokens = self._choose(self._rows, logits)
         finished = [self._advance(seq, token) for seq, token in zip(self._rows, tokens, strict=True)]
         self._keep([i for i, done in enumerate(finished) if not done])
 
     def _keep(self, rows: list[int]) -> None:
+        """Keep only ``rows`` (indices into the running rows); release the others' caches."""
         if len(rows) < len(self._rows):
+            kept = set(rows)
+            for i, seq in enumerate(self._rows):
+                if i not in kept:
+                    self._runner.release(seq.slot)
             self._rows = [self._rows[i] for i in rows]
-            self._batch.keep(rows)
 
     def _choose(self, rows: list[Sequence], logits: torch.Tensor) -> list[int]:
         """Apply penalties and grammars to ``logits`` (``[B, V]``, in place) and pick tokens."""

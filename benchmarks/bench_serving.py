@@ -1,0 +1,295 @@
+"""Serving benchmark: the same streamed, greedy requests against OpenAI-compatible servers over HTTP.
+
+Usage::
+
+    python benchmarks/bench_serving.py [--runners llamacpp,torch] [--threads 1] [--max-tokens 64]
+        [--concurrency 1,4,8] [--llama-server /path/to/llama-server] [--url http://host:port]
+
+It starts ``chatcap serve`` once per runner (and llama.cpp's own ``llama-server`` when its
+binary is given), one after the other, with the same thread count and batch size, and
+drives each with the same requests: fixed prompts, ``temperature`` 0, ``max_tokens``
+fixed, streamed. ``--url`` adds a server that is already running (its RSS and CPU time
+are then not measured). Per server it reports:
+
+* ``ttft_ms``: time to the first content chunk of one request alone (median of prompts);
+* ``decode_tok_s``: one request alone, completion tokens after the first / time after the first;
+* ``aggregate_tok_s@N``: N requests at once, all completion tokens / wall time;
+* ``tok_per_cpu_s@N``: the same tokens / the server process's user + system CPU seconds;
+* ``json_aggregate_tok_s@N``: the same with a ``json_schema`` response_format;
+* ``peak_rss_mb``: the server process's peak resident memory (``VmHWM``).
+
+A request may end early at end-of-sequence, so speeds use the tokens actually generated
+(the ``usage`` chunk; chunks are counted where a server sends none). Prints a table and
+writes ``benchmarks/results/serving.json``. No assertion is made on any number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+logger = logging.getLogger("bench_serving")
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+PROMPTS = [
+    "Write a short story about a robot who learns to paint.",
+    "Explain how a rainbow forms, step by step.",
+    "Describe your ideal vacation in detail.",
+    "Write a letter to a friend about your new job.",
+    "Describe the history of the bicycle.",
+    "Explain how bread is made, from wheat to loaf.",
+    "Write a poem about the ocean at night.",
+    "Describe a busy market in a big city.",
+]
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "title": {"type": "string"},
+        "summary": {"type": "string"},
+        "steps": {"type": "array", "items": {"type": "string"}},
+    },
+    "required": ["title", "summary", "steps"],
+    "additionalProperties": False,
+}
+
+
+@dataclass
+class Server:
+    """A server under test; ``process`` is None for one given by ``--url``."""
+
+    name: str
+    base_url: str
+    process: subprocess.Popen | None = None
+    log: Path | None = None
+    results: dict = field(default_factory=dict)
+
+    def cpu_seconds(self) -> float | None:
+        if self.process is None:
+            return None
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def peak_rss_mb(self) -> float | None:
+        if self.process is None:
+            return None
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return None
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(name: str, command: list[str], port: int, health: str, log_dir: Path, timeout: float = 300) -> Server:
+    """Start a server process and wait until ``health`` answers 200.
+
+    Raises:
+        RuntimeError: the process exited or stayed unhealthy (its log is in the message).
+    """
+    log = log_dir / f"{name}.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    server = Server(name, f"http://127.0.0.1:{port}", process, log)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited with {process.returncode}:\n{log.read_text(errors='replace')[-3000:]}")
+        try:
+            if httpx.get(f"{server.base_url}{health}", timeout=2).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    server.stop()
+    raise RuntimeError(f"{name} not healthy after {timeout} s")
+
+
+def start_chatcap(runner: str, threads: int, batch: int, log_dir: Path) -> Server:
+    port = free_port()
+    command = [
+        sys.executable, "-m", "mcp_server", "serve", "--host", "127.0.0.1", "--port", str(port),
+        "--runner", runner, "--threads", str(threads), "--max-running-requests", str(batch),
+    ]  # fmt: skip
+    return launch(f"chatcap-{runner}", command, port, "/health", log_dir)
+
+
+def start_llama_server(binary: str, threads: int, batch: int, context: int, log_dir: Path) -> Server:
+    from mcp_server.engines.embedded.model_files import default_gguf_path
+
+    port = free_port()
+    command = [
+        binary, "-m", str(default_gguf_path()), "--host", "127.0.0.1", "--port", str(port),
+        "-t", str(threads), "-tb", str(threads), "--parallel", str(batch), "-c", str(context * batch),
+        "--cont-batching", "--alias", MODEL,
+    ]  # fmt: skip
+    return launch("llama-server", command, port, "/health", log_dir)
+
+
+async def one_request(client: httpx.AsyncClient, server: Server, prompt: str, max_tokens: int, schema: bool) -> dict:
+    """Stream one greedy completion; return its timings (seconds) and token count."""
+    body: dict = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": prompt}],
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    if schema:
+        body["response_format"] = {"type": "json_schema", "json_schema": {"name": "answer", "schema": SCHEMA}}
+    started = time.perf_counter()
+    first = None
+    chunks = 0
+    usage = None
+    async with client.stream("POST", f"{server.base_url}/v1/chat/completions", json=body) as response:
+        response.raise_for_status()
+        async for line in response.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            event = json.loads(line[6:])
+            if event.get("usage"):
+                usage = event["usage"]
+            for choice in event.get("choices") or []:
+                if (choice.get("delta") or {}).get("content"):
+                    chunks += 1
+                    first = first or time.perf_counter()
+    ended = time.perf_counter()
+    tokens = usage["completion_tokens"] if usage else chunks
+    return {"ttft": (first or ended) - started, "total": ended - started, "after_first": ended - (first or ended),
+            "tokens": tokens}  # fmt: skip
+
+
+async def concurrent(server: Server, n: int, max_tokens: int, schema: bool) -> dict:
+    prompts = [PROMPTS[i % len(PROMPTS)] for i in range(n)]
+    cpu_before = server.cpu_seconds()
+    async with httpx.AsyncClient(timeout=600) as client:
+        started = time.perf_counter()
+        results = await asyncio.gather(*(one_request(client, server, p, max_tokens, schema) for p in prompts))
+        wall = time.perf_counter() - started
+    cpu_after = server.cpu_seconds()
+    tokens = sum(r["tokens"] for r in results)
+    out = {"tokens": tokens, "wall_s": round(wall, 3), "tok_s": round(tokens / wall, 1)}
+    if cpu_before is not None and cpu_after is not None and cpu_after > cpu_before:
+        out["tok_per_cpu_s"] = round(tokens / (cpu_after - cpu_before), 1)
+    if n == 1:
+        r = results[0]
+        out["ttft_ms"] = round(r["ttft"] * 1000, 1)
+        out["decode_tok_s"] = round((r["tokens"] - 1) / r["after_first"], 1) if r["after_first"] > 0 else None
+    return out
+
+
+async def measure(server: Server, max_tokens: int, levels: list[int], json_levels: list[int]) -> dict:
+    async with httpx.AsyncClient(timeout=600) as client:  # warm-up: first-request costs are not measured
+        await one_request(client, server, "Hi", 4, False)
+        await one_request(client, server, "Hi", 4, True)
+    singles = [await concurrent(server, 1, max_tokens, False) for _ in range(3)]
+    results: dict = {
+        "ttft_ms": statistics.median(s["ttft_ms"] for s in singles),
+        "decode_tok_s": statistics.median(s["decode_tok_s"] or 0 for s in singles),
+    }
+    for n in levels:
+        run = await concurrent(server, n, max_tokens, False)
+        results[f"aggregate_tok_s@{n}"] = run["tok_s"]
+        if "tok_per_cpu_s" in run:
+            results[f"tok_per_cpu_s@{n}"] = run["tok_per_cpu_s"]
+    for n in json_levels:
+        results[f"json_aggregate_tok_s@{n}"] = (await concurrent(server, n, max_tokens, True))["tok_s"]
+    results["peak_rss_mb"] = round(server.peak_rss_mb() or 0, 0) or None
+    return results
+
+
+def report(results: dict[str, dict]) -> str:
+    names = list(results)
+    rows = sorted({key for r in results.values() for key in r}, key=_row_order)
+    width = max(len(r) for r in rows) + 2
+    lines = [" " * width + "".join(f"{n:>18}" for n in names)]
+    for row in rows:
+        cells = "".join(f"{_cell(results[n].get(row)):>18}" for n in names)
+        lines.append(f"{row:<{width}}{cells}")
+    return "\n".join(lines)
+
+
+def _cell(value) -> str:
+    return "-" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _row_order(key: str) -> tuple:
+    base, _, n = key.partition("@")
+    order = ["ttft_ms", "decode_tok_s", "aggregate_tok_s", "tok_per_cpu_s", "json_aggregate_tok_s", "peak_rss_mb"]
+    return (order.index(base) if base in order else 99, int(n or 0))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runners", default="llamacpp,torch", help="chatcap runners to start, comma-separated")
+    parser.add_argument("--threads", type=int, default=1, help="compute threads, the same for every server")
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--concurrency", default="1,4,8", help="concurrent request counts (e.g. 1,4,8,16)")
+    parser.add_argument("--json-concurrency", default="1,8", help="concurrency levels with a json_schema")
+    parser.add_argument("--batch", type=int, default=8, help="--max-running-requests / llama-server --parallel")
+    parser.add_argument("--context", type=int, default=2048, help="llama-server context per sequence")
+    parser.add_argument("--llama-server", help="path to llama.cpp's llama-server binary, to compare with")
+    parser.add_argument("--url", action="append", default=[], help="an OpenAI-compatible server already running")
+    parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "serving.json"))
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    levels = [int(n) for n in args.concurrency.split(",") if n]
+    json_levels = [int(n) for n in args.json_concurrency.split(",") if n]
+    starters = [(f"chatcap-{r}", lambda d, r=r: start_chatcap(r, args.threads, args.batch, d))
+                for r in args.runners.split(",") if r]  # fmt: skip
+    if args.llama_server:
+        starters.append(("llama-server",
+                         lambda d: start_llama_server(args.llama_server, args.threads, args.batch, args.context, d)))  # fmt: skip
+    results: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as log_dir:
+        for name, start in starters:
+            logger.info("Starting %s ...", name)
+            server = start(Path(log_dir))
+            try:
+                results[name] = asyncio.run(measure(server, args.max_tokens, levels, json_levels))
+            finally:
+                server.stop()
+            logger.info("%s: %s", name, results[name])
+        for url in args.url:
+            results[url] = asyncio.run(measure(Server(url, url.rstrip("/")), args.max_tokens, levels, json_levels))
+    print(report(results))
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps({
+        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
+        "settings": {"threads": args.threads, "max_tokens": args.max_tokens, "batch": args.batch},
+        "results": results,
+    }, indent=2) + "\n")  # fmt: skip
+    logger.info("Wrote %s", output)
+
+
+if __name__ == "__main__":
+    main()

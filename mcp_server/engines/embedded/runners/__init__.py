@@ -1,0 +1,120 @@
+"""Model runners: what the scheduler calls to run the network, and nothing else.
+
+A runner owns the weights and the key/value caches of the running sequences. It
+prefills one sequence, decodes one token for a set of running sequences, and releases a
+sequence's cache. Everything else (sampling, penalties, grammar masks, stop strings,
+cancellation) stays in :mod:`..scheduler`, the same for every runner.
+
+Two runners:
+
+* :mod:`.llamacpp` (``llamacpp``): llama.cpp through llama-cpp-python's low-level API,
+  on GGUF files, on the CPU. The default for GGUF files on the CPU.
+* :mod:`.torch_runner` (``torch``): transformers, on Hugging Face directories or GGUF
+  files dequantized to bf16/fp32, on the CPU or CUDA.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Protocol
+
+import torch
+
+__all__ = ["RUNNERS", "ModelRunner", "default_threads", "resolve_runner"]
+
+RUNNERS = ("auto", "llamacpp", "torch")
+
+
+class ModelRunner(Protocol):
+    """The seam between the scheduler and a backend. Called from the scheduler thread only.
+
+    Attributes:
+        vocab_size: the number of logits per row, ``V``.
+        context_length: most tokens (prompt plus completion) one sequence may hold.
+        eos_ids: end-of-sequence token ids the weights declare.
+    """
+
+    vocab_size: int
+    context_length: int
+    eos_ids: frozenset[int]
+
+    def prefill(self, prompt_ids: list[int]) -> tuple[int, torch.Tensor]:
+        """Read a prompt into a new sequence's cache.
+
+        Args:
+            prompt_ids: the prompt's token ids, at most ``context_length`` of them.
+
+        Returns:
+            ``(slot, logits)``: the handle of the new sequence (pass it to :meth:`decode`
+            and :meth:`release`) and the float32 ``[V]`` logits of its last position, on
+            the CPU, owned by the caller.
+        """
+        ...
+
+    def decode(self, slots: list[int], tokens: list[int]) -> torch.Tensor:
+        """Append one token to each sequence in ``slots`` and return the next logits.
+
+        Args:
+            slots: the running sequences, in a stable order: the rows of the last call
+                that were not released, then newly prefilled ones in prefill order.
+            tokens: the token appended to each, same order.
+
+        Returns:
+            float32 ``[len(slots), V]`` CPU logits, owned by the caller.
+        """
+        ...
+
+    def release(self, slot: int) -> None:
+        """Drop a sequence's cache (finished, cancelled or failed); its slot may be reused."""
+        ...
+
+    def clear(self) -> None:
+        """Drop every sequence."""
+        ...
+
+    def close(self) -> None:
+        """Free what the runner holds outside Python's memory; called once, at shutdown."""
+        ...
+
+
+def default_threads() -> int:
+    """Compute threads when ``--threads`` is not given: one per usable core, less one.
+
+    Measured on a 2-core machine shared with other work (SmolLM2-135M Q4_1, llama.cpp):
+    1 thread gave 34-36 tok/s for one sequence and 75-77 tok/s for eight; 2 threads gave
+    121 / 215 tok/s when the cores happened to be idle but 12 / 31 tok/s (and a 3.5 s
+    prefill of 81 tokens against 0.4-0.6 s) while another process ran, because llama.cpp
+    and PyTorch threads spin waiting for each other. A bare torch step took 1,920 ms with
+    2 threads against 51 ms with 1 under the same load; over HTTP, one request decoded at
+    1.3 (llama.cpp) and 2.1 (torch) tok/s with 2 threads against 29.0 and 12.5 with 1
+    (``benchmarks/bench_serving.py``, busy machine). One core is therefore left to the
+    HTTP server and to neighbours, as vLLM's CPU backend does.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores - 1)
+
+
+def resolve_runner(runner: str, model_path: str | None, device: str) -> str:
+    """Pick the runner for ``auto``: llama.cpp for GGUF files on the CPU, else torch.
+
+    Args:
+        runner: ``auto``, ``llamacpp`` or ``torch``.
+        model_path: the model path, None for the bundled GGUF file.
+        device: ``cpu``, ``cuda``, ...
+
+    Raises:
+        ValueError: an unknown runner name, or ``llamacpp`` asked for a model directory
+            or a non-CPU device.
+    """
+    if runner not in RUNNERS:
+        raise ValueError(f"Unknown runner {runner!r}; use one of {', '.join(RUNNERS)}.")
+    gguf = model_path is None or Path(model_path).suffix == ".gguf"
+    if runner == "auto":
+        return "llamacpp" if gguf and device == "cpu" else "torch"
+    if runner == "llamacpp" and not (gguf and device == "cpu"):
+        raise ValueError("The llamacpp runner reads GGUF files on the CPU only; use --runner torch.")
+    return runner
