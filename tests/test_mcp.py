@@ -15,6 +15,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp_server.capability.loader import load_capability
 from mcp_server.capability.schemas import load_schema
 from mcp_server.generate.tools import mcp_tools
+from mcp_server.service import UNSUPPORTED
 from tests.live_server import ROOT
 
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -39,7 +40,7 @@ async def check_tools_and_calls(client: Client) -> None:
         assert tool.output_schema == generated[name]["outputSchema"]
     request_schema = load_schema("chat-completion-request.json")
     assert set(tools["create-chat-completion"].input_schema["properties"]) == (
-        set(request_schema["properties"]) - {"stream", "stream_options"}
+        set(request_schema["properties"]) - {"stream", "stream_options", *UNSUPPORTED}
     )
 
     progress: list[float] = []
