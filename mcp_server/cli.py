@@ -112,7 +112,14 @@ def _settings(args: argparse.Namespace) -> Settings:
         max_request_bytes=args.max_request_bytes,
         shutdown_grace=args.shutdown_grace,
         price=args.price,
+        allowed_hosts=_names(getattr(args, "allowed_hosts", "")),
+        allowed_origins=_names(getattr(args, "allowed_origins", "")),
     )
+
+
+def _names(text: str) -> tuple[str, ...]:
+    """``"a, b"`` -> ``("a", "b")``."""
+    return tuple(name.strip() for name in text.split(",") if name.strip())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -123,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve REST /v1 and MCP at /mcp over HTTP")
     serve.add_argument("--host", default=_env("HOST", Settings.host))
     serve.add_argument("--port", type=int, default=int(_env("PORT", Settings.port)))
+    serve.add_argument("--allowed-hosts", default=_env("ALLOWED_HOSTS", ""), help="more Host values /mcp accepts, comma-separated")
+    serve.add_argument("--allowed-origins", default=_env("ALLOWED_ORIGINS", ""), help="Origin values /mcp accepts, comma-separated")
     _add_runtime_flags(serve)
     stdio = commands.add_parser("mcp", help="serve MCP over stdio (for desktop MCP clients)")
     _add_runtime_flags(stdio)

@@ -42,6 +42,10 @@ class Settings:
         shutdown_grace: seconds a SIGTERM waits for requests in flight to finish.
         price: ``(input, output)`` USD per million tokens for every served model,
             overriding the catalog's price; None uses the catalog.
+        allowed_hosts: ``Host`` values ``/mcp`` accepts besides the listening address
+            (``name:port``, or ``name:*`` for any port), e.g. a reverse proxy's public name.
+        allowed_origins: ``Origin`` values ``/mcp`` accepts besides the server's own
+            (``http://name:port``, or ``http://name:*``).
     """
 
     engine: str = "embedded"
@@ -63,3 +67,5 @@ class Settings:
     max_request_bytes: int = 4 * 1024 * 1024
     shutdown_grace: float = 30.0
     price: tuple[float, float] | None = None
+    allowed_hosts: tuple[str, ...] = ()
+    allowed_origins: tuple[str, ...] = ()

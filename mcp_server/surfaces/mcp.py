@@ -21,6 +21,7 @@ import mcp_types as types
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
 from mcp.server.stdio import stdio_server
+from mcp.server.transport_security import TransportSecuritySettings
 from mcp.server.streamable_http_manager import (
     StreamableHTTPASGIApp,
     StreamableHTTPSessionManager,
@@ -35,8 +36,9 @@ from mcp_server.errors import CapabilityError, InvalidRequest, ServiceError
 from mcp_server.gateway import Gateway, request_key
 from mcp_server.generate.tools import mcp_tools
 from mcp_server.service import parse_request
+from mcp_server.settings import Settings
 
-__all__ = ["build_server", "run_stdio", "streamable_http_session_manager"]
+__all__ = ["build_server", "run_stdio", "streamable_http_session_manager", "transport_security"]
 
 logger = logging.getLogger(__name__)
 
@@ -187,12 +189,48 @@ def build_server(service: Gateway, capability: Capability, root: Path) -> Server
     )
 
 
-def streamable_http_session_manager(server: Server) -> tuple[StreamableHTTPSessionManager, StreamableHTTPASGIApp]:
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
+"""Host names of the loopback interface, as they appear in a ``Host`` header."""
+
+
+def transport_security(settings: Settings) -> TransportSecuritySettings:
+    """DNS-rebinding protection for ``/mcp``: which ``Host`` and ``Origin`` headers it accepts.
+
+    The MCP specification (Transports, streamable HTTP, security warning) says servers MUST
+    validate ``Origin``; the SDK's middleware also checks ``Host`` (421) and ``Origin``
+    (403) before any session is made. Accepted hosts: the listening ``host:port`` (all
+    loopback names when it is a loopback address or every interface), plus
+    ``settings.allowed_hosts``. Accepted origins: ``http://`` and ``https://`` of each
+    accepted host, plus ``settings.allowed_origins``. A request without ``Origin`` (any
+    non-browser client) passes.
+
+    Args:
+        settings: ``host``, ``port``, ``allowed_hosts``, ``allowed_origins`` are read.
+    """
+    listen = f"[{settings.host}]" if ":" in settings.host else settings.host
+    names = [listen]
+    if settings.host in ("127.0.0.1", "localhost", "::1", "0.0.0.0", "::"):
+        names += LOOPBACK_NAMES
+    hosts = list(dict.fromkeys([f"{name}:{settings.port}" for name in names] + list(settings.allowed_hosts)))
+    origins = [f"{scheme}://{host}" for host in hosts for scheme in ("http", "https")]
+    return TransportSecuritySettings(
+        allowed_hosts=hosts, allowed_origins=list(dict.fromkeys(origins + list(settings.allowed_origins)))
+    )
+
+
+def streamable_http_session_manager(
+    server: Server, security: TransportSecuritySettings | None = None
+) -> tuple[StreamableHTTPSessionManager, StreamableHTTPASGIApp]:
     """A streamable-HTTP session manager for ``server`` and the ASGI app to mount at ``/mcp``.
+
+    Args:
+        server: the MCP server.
+        security: the ``Host``/``Origin`` checks (:func:`transport_security`); None checks
+            neither.
 
     The caller runs ``manager.run()`` in its lifespan.
     """
-    manager = StreamableHTTPSessionManager(app=server)
+    manager = StreamableHTTPSessionManager(app=server, security_settings=security)
     return manager, StreamableHTTPASGIApp(manager)
 
 
