@@ -18,7 +18,18 @@ $(VENV)/.installed: pyproject.toml
 	-$(PY) -m pip install -q --no-deps sglang==0.5.23 && $(PY) -m pip install -q orjson pybase64 pillow msgspec pyzmq ipython aiohttp partial_json_parser
 	touch $@
 
-setup: $(VENV)/.installed
+# The official MCP conformance suite and the Node.js >= 22 it needs (the system's may be
+# older), project-local. A failed install does not stop `make test`: the conformance test
+# then skips and says why.
+TOOLS := .tools
+CONFORMANCE_VERSION := 0.1.16
+NODE_VERSION := 22.23.3
+
+$(TOOLS)/.installed: Makefile
+	-npm install --prefix $(TOOLS) --no-save --no-audit --no-fund \
+		@modelcontextprotocol/conformance@$(CONFORMANCE_VERSION) node@$(NODE_VERSION) && touch $@
+
+setup: $(VENV)/.installed $(TOOLS)/.installed
 
 serve: setup
 	$(VENV)/bin/chatcap serve --host $(HOST) --port $(PORT)
