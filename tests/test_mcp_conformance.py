@@ -1,8 +1,9 @@
 """The official MCP conformance suite (``@modelcontextprotocol/conformance``, npm) against a live server.
 
 ``make setup`` installs the suite and the Node.js (>= 22) it needs into ``.tools/``; where
-they are absent this test is skipped with the reason. The suite's server scenarios run
-over streamable HTTP (the suite takes a URL; it has no stdio mode). Every check of every
+they are absent these tests are skipped with the reason. The suite takes a URL (it has no
+stdio mode): it runs against ``chatcap serve`` over streamable HTTP, and against
+``chatcap mcp`` over stdio through :mod:`tests.stdio_bridge`. Every check of every
 applicable scenario must pass. The others need the suite's own fixture server: tools
 named ``test_*``, resources under ``test://``, prompts, or tools that ask the client for
 sampling or elicitation; this server has none of them (it serves chat completions), so
@@ -20,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.live_server import ROOT, start_server
+from tests.stdio_bridge import StdioBridge
 
 TOOLS_BIN = ROOT / ".tools" / "node_modules" / ".bin"
 SUITE = TOOLS_BIN / "conformance"
@@ -71,19 +73,37 @@ def _missing() -> str | None:
     return None
 
 
-def run_suite(url: str, out: Path) -> dict[str, list[dict]]:
-    """Run every server scenario (``--suite all``) against ``url``; return its checks by scenario."""
+def run_suite(url: str, out: Path, scenarios: list[str] | None = None) -> dict[str, list[dict]]:
+    """Run ``scenarios`` (default: every server scenario, ``--suite all``) against ``url``.
+
+    Returns:
+        The suite's checks (``{"id", "status", "errorMessage", ...}``) by scenario name.
+    """
     env = {**os.environ, "PATH": f"{TOOLS_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    done = subprocess.run(
-        [str(SUITE), "server", "--url", url, "--suite", "all", "-o", str(out)],
-        capture_output=True, text=True, env=env, timeout=600,
-    )
+    selections = [["--suite", "all"]] if scenarios is None else [["--scenario", name] for name in scenarios]
+    outputs = []
+    for selection in selections:
+        done = subprocess.run(
+            [str(SUITE), "server", "--url", url, *selection, "-o", str(out)],
+            capture_output=True, text=True, env=env, timeout=600,
+        )
+        outputs.append(f"exit {done.returncode}:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
     checks = {}
     for path in out.glob("server-*/checks.json"):
         scenario = re.sub(r"-\d{4}-\d\d-\d\dT.*$", "", path.parent.name).removeprefix("server-")
         checks[scenario] = json.loads(path.read_text())
-    assert checks, f"the suite wrote no results (exit {done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    assert checks, "the suite wrote no results: " + "\n".join(outputs)
     return checks
+
+
+def failures(checks: dict[str, list[dict]], scenarios: set[str]) -> dict[str, list]:
+    """The failed checks of ``scenarios`` (a scenario that did not run fails)."""
+    failed = {
+        scenario: [(c["id"], c.get("errorMessage")) for c in checks.get(scenario, [])
+                   if c["status"] == "FAILURE"] or ([] if scenario in checks else [("not run", None)])
+        for scenario in scenarios
+    }
+    return {scenario: found for scenario, found in failed.items() if found}
 
 
 @pytest.mark.timeout(900)
@@ -95,10 +115,18 @@ def test_conformance_suite_over_streamable_http(tmp_path):
     finally:
         live.stop()
     assert set(checks) == APPLICABLE | set(NOT_APPLICABLE), "the suite's scenarios changed: classify the new ones"
-    failed = {
-        scenario: [(c["id"], c.get("errorMessage")) for c in checks[scenario] if c["status"] == "FAILURE"]
-        for scenario in APPLICABLE
-    }
-    assert not {s: f for s, f in failed.items() if f}, failed
-    passed = sum(c["status"] == "SUCCESS" for s in APPLICABLE for c in checks[s])
-    assert passed >= len(APPLICABLE)
+    assert not failures(checks, APPLICABLE)
+    assert sum(c["status"] == "SUCCESS" for s in APPLICABLE for c in checks[s]) == 10
+
+
+STDIO_NOT_APPLICABLE = {"dns-rebinding-protection": "Host/Origin checks belong to the HTTP transport"}
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.skipif(_missing() is not None, reason=_missing() or "")
+def test_conformance_suite_over_stdio(tmp_path):
+    """The applicable scenarios against ``chatcap mcp``, through :class:`tests.stdio_bridge.StdioBridge`."""
+    scenarios = sorted(APPLICABLE - set(STDIO_NOT_APPLICABLE))
+    with StdioBridge() as bridge:
+        checks = run_suite(bridge.url, tmp_path / "results", scenarios)
+    assert not failures(checks, set(scenarios))
