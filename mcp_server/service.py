@@ -143,7 +143,7 @@ def _check_supported(fields: dict[str, Any]) -> None:
         if name in fields and is_set(fields[name]):
             raise InvalidRequest(f"'{name}' is not supported by this server yet; leave it unset.", param=name)
     if "tool_choice" in fields and not fields.get("tools"):
-        raise InvalidRequest("tool_choice is only allowed when tools are given.", param="tool_choice")
+        raise InvalidRequest("tool_choice is only allowed with tools, and no tools are given.", param="tool_choice")
     if "stream_options" in fields and not fields.get("stream"):
         raise InvalidRequest("stream_options is only allowed when stream is true.", param="stream_options")
 
