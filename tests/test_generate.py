@@ -28,7 +28,6 @@ from mcp_server.capability.schemas import (
     validate,
 )
 from mcp_server.errors import CapabilityError
-from mcp_server.service import UNSUPPORTED
 from mcp_server.generate.skill import SKILLS_DIR
 from mcp_server.generate.tools import (
     MCP_TOOLS_PATH,
@@ -38,6 +37,7 @@ from mcp_server.generate.tools import (
     skill_archive,
     skill_index,
 )
+from mcp_server.service import UNSUPPORTED
 
 SKILL_DIR = SKILLS_DIR / "chat-completions"
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from urllib.parse import quote
 
 import anyio
-import pytest
 import httpx2
 import mcp_types as types
+import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 

@@ -26,11 +26,11 @@ import mcp_types as types
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
 from mcp.server.stdio import stdio_server
-from mcp.server.transport_security import TransportSecuritySettings
 from mcp.server.streamable_http_manager import (
     StreamableHTTPASGIApp,
     StreamableHTTPSessionManager,
 )
+from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from mcp_types import INVALID_PARAMS
 
@@ -41,8 +41,8 @@ from mcp_server.errors import CapabilityError, InvalidRequest, ServiceError
 from mcp_server.gateway import Gateway, request_key
 from mcp_server.generate.tools import mcp_tools
 from mcp_server.service import parse_request
-from mcp_server.surfaces.mcp_resources import TEMPLATES, ResourceCatalog
 from mcp_server.settings import Settings
+from mcp_server.surfaces.mcp_resources import TEMPLATES, ResourceCatalog
 
 __all__ = ["build_server", "run_stdio", "streamable_http_session_manager", "transport_security"]
 
