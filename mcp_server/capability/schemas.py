@@ -1,8 +1,9 @@
 """The JSON Schemas in ``schemas/``: loading, validation with named fields, bundling.
 
-``schemas/`` is the single source of shapes. It is located relative to the source tree
-(``<repo>/schemas``, next to ``mcp_server/``), so the package runs from a checkout or an
-editable install; a wheel would have to ship that directory beside the package.
+``schemas/`` is the single source of shapes. It lives under :data:`PROJECT_ROOT`: the
+source tree (``<repo>/schemas``, next to ``mcp_server/``) in a checkout or an editable
+install, and ``mcp_server/data/`` in an installed wheel, where the build (``setup.py``)
+copies ``schemas/``, ``capability/`` and ``skills/``.
 
 Usage::
 
@@ -50,7 +51,10 @@ __all__ = [
     "validate_request",
 ]
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+_PACKAGE_DATA = Path(__file__).resolve().parents[1] / "data"
+PROJECT_ROOT = _PACKAGE_DATA if _PACKAGE_DATA.is_dir() else Path(__file__).resolve().parents[2]
+"""The folder holding ``schemas/``, ``capability/`` and ``skills/``: the package's ``data/``
+in an installed wheel, else the source tree."""
 
 NO_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}, "additionalProperties": False}
 """The parameters of a function or MCP tool that takes none: exactly the empty object (OpenAI:

@@ -26,6 +26,7 @@ from mcp_server.capability.loader import Capability, McpTool, load_capability
 from mcp_server.capability.schemas import NO_PARAMETERS, PROJECT_ROOT, bundled_schema
 from mcp_server.errors import CapabilityError
 from mcp_server.generate.skill import render_skill
+from mcp_server.protocol.request import UNSUPPORTED
 
 __all__ = [
     "MCP_TOOLS_PATH",
@@ -46,7 +47,8 @@ class ToolShape:
     Attributes:
         input: schema name of the arguments, or None for a tool without arguments.
         output: schema name of the structured result.
-        drop: top-level request properties a tool does not take (MCP results don't stream).
+        drop: top-level request properties a tool does not take (MCP results don't stream;
+            options the service refuses, :data:`mcp_server.service.UNSUPPORTED`).
     """
 
     input: str | None
@@ -55,8 +57,9 @@ class ToolShape:
 
 
 TOOL_SHAPES: dict[str, ToolShape] = {
+    # The service refuses the UNSUPPORTED options, so the tool does not offer them.
     "create-chat-completion": ToolShape(
-        "chat-completion-request", "chat-completion-response", drop=("stream", "stream_options")
+        "chat-completion-request", "chat-completion-response", drop=("stream", "stream_options", *UNSUPPORTED)
     ),
     "list-models": ToolShape(None, "model-list"),
     "chat": ToolShape("chat-tool-input", "chat-tool-output"),

@@ -55,6 +55,9 @@ def parse_request(body: Any) -> ChatRequest:
     # OpenAI clients send explicit nulls for unset options: null means "the default".
     fields = {key: value for key, value in body.items() if value is not None}
     _check_supported(fields)
+    fields["messages"] = [_without_nulls(m, keep=("content",)) for m in fields["messages"]]
+    if "tools" in fields:
+        fields["tools"] = [{**t, "function": _without_nulls(t["function"])} for t in fields["tools"]]
     # JSON Schema's "integer" admits 2.0: make integer fields Python ints.
     for key in ("n", "max_tokens", "max_completion_tokens", "top_k", "seed"):
         if isinstance(fields.get(key), float):
@@ -149,16 +152,19 @@ def _check_supported(fields: dict[str, Any]) -> None:
 
     Raises:
         InvalidRequest: a field in :data:`UNSUPPORTED` has a non-default value,
-            ``tool_choice`` asks for a tool call while no ``tools`` are given (as OpenAI), or
-            a JSON ``response_format`` comes with ``tools`` that may be called (the tool-call
-            grammar would replace the schema's, so the schema could not be enforced).
+            ``tool_choice`` is given without ``tools``, ``stream_options`` without ``stream``
+            true (the OpenAI API and vLLM refuse both), or a JSON ``response_format`` comes
+            with ``tools`` that may be called (the tool-call grammar would replace the
+            schema's, so the schema could not be enforced).
     """
     for name, is_set in UNSUPPORTED.items():
         if name in fields and is_set(fields[name]):
             raise InvalidRequest(f"'{name}' is not supported by this server yet; leave it unset.", param=name)
     choice = fields.get("tool_choice")
-    if not fields.get("tools") and (choice == "required" or isinstance(choice, dict)):
-        raise InvalidRequest("tool_choice asks for a tool call but no tools are given.", param="tool_choice")
+    if "tool_choice" in fields and not fields.get("tools"):
+        raise InvalidRequest("tool_choice is only allowed with tools, and no tools are given.", param="tool_choice")
+    if "stream_options" in fields and not fields.get("stream"):
+        raise InvalidRequest("stream_options is only allowed when stream is true.", param="stream_options")
     kind = (fields.get("response_format") or {}).get("type", "text")
     if fields.get("tools") and choice != "none" and kind != "text":
         raise InvalidRequest(
@@ -166,3 +172,8 @@ def _check_supported(fields: dict[str, Any]) -> None:
             "or set tool_choice to 'none'.",
             param="response_format",
         )
+
+
+def _without_nulls(item: dict[str, Any], keep: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``item`` without its null fields (clients send null for "absent"), except those in ``keep``."""
+    return {key: value for key, value in item.items() if value is not None or key in keep}

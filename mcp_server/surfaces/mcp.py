@@ -5,6 +5,9 @@ adapter and ``schemas/``; their schemas are published unchanged. Each call valid
 arguments against the tool's ``inputSchema`` (failure: ``isError`` naming the failing
 path), runs through the same :class:`~mcp_server.gateway.Gateway` as REST, and returns
 ``structuredContent`` that matches the ``outputSchema`` plus the same JSON as text.
+Resources, resource templates and completion come from
+:class:`~mcp_server.surfaces.mcp_resources.ResourceCatalog`; failures are also sent as
+log notifications.
 Handlers know nothing of the transport: :func:`streamable_http_app` and
 :func:`run_stdio` bind the one server to HTTP or stdio.
 """
@@ -13,6 +16,8 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
+import weakref
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -25,7 +30,8 @@ from mcp.server.streamable_http_manager import (
     StreamableHTTPASGIApp,
     StreamableHTTPSessionManager,
 )
-from mcp.shared.exceptions import MCPError
+from mcp.server.transport_security import TransportSecuritySettings
+from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from mcp_types import INVALID_PARAMS
 from starlette.types import ASGIApp
 
@@ -36,11 +42,19 @@ from mcp_server.errors import CapabilityError, InvalidRequest, ServiceError
 from mcp_server.gateway import Gateway, request_key
 from mcp_server.generate.tools import mcp_tools
 from mcp_server.protocol.request import parse_request
+from mcp_server.settings import Settings
+from mcp_server.surfaces.mcp_resources import TEMPLATES, ResourceCatalog
 from mcp_server.surfaces.mcp_sessions import SESSION_IDLE_TIMEOUT, SessionQuota
 
-__all__ = ["build_server", "run_stdio", "streamable_http_session_manager"]
+__all__ = ["build_server", "run_stdio", "streamable_http_session_manager", "transport_security"]
 
 logger = logging.getLogger(__name__)
+
+LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
+"""MCP log levels, lowest first (RFC 5424 severities, as the MCP logging utility names them)."""
+
+DEFAULT_LOG_LEVEL = "warning"
+"""The level a connection gets log notifications at before it sends ``logging/setLevel``."""
 
 ToolHandler = Callable[[ServerRequestContext, dict[str, Any]], Awaitable[dict[str, Any]]]
 
@@ -112,20 +126,6 @@ def _tool_handlers(gateway: Gateway) -> dict[str, ToolHandler]:
     }
 
 
-def _resources(root: Path, capability_path: Path) -> dict[str, tuple[types.Resource, Path]]:
-    """The capability file, the schemas and the skills' SKILL.md as MCP resources."""
-    files = [("capability", capability_path, "application/yaml")]
-    files += [("schema", p, "application/schema+json") for p in sorted((root / "schemas").glob("*.json"))]
-    files += [("skill", p, "text/markdown") for p in sorted((root / "skills").glob("*/SKILL.md"))]
-    resources = {}
-    for kind, path, mime in files:
-        rel = path.relative_to(root).as_posix() if path.is_relative_to(root) else path.name
-        uri = f"chatcap://{rel}"
-        resource = types.Resource(name=rel, title=f"{kind}: {rel}", uri=uri, mime_type=mime)
-        resources[uri] = (resource, path)
-    return resources
-
-
 def build_server(gateway: Gateway, capability: Capability, root: Path) -> Server:
     """Build the MCP server for a capability.
 
@@ -135,7 +135,11 @@ def build_server(gateway: Gateway, capability: Capability, root: Path) -> Server
         root: the project root holding ``schemas/`` and ``skills/`` (for resources).
 
     Returns:
-        A lowlevel MCP server with tools and resources registered.
+        A lowlevel MCP server with tools, resources and resource templates
+        (:mod:`mcp_server.surfaces.mcp_resources`), ``completion/complete`` and logging:
+        ``logging/setLevel`` sets the connection's level (default :data:`DEFAULT_LOG_LEVEL`),
+        answered by an ``info`` note of the loaded models; a failed tool call sends a
+        ``warning`` (client error) or ``error`` notification with the OpenAI error fields.
 
     Raises:
         CapabilityError: a tool in the capability has no implementation here.
@@ -145,7 +149,15 @@ def build_server(gateway: Gateway, capability: Capability, root: Path) -> Server
     missing = sorted(set(tools) - set(handlers))
     if missing:
         raise CapabilityError(f"capability.exposes[mcp].tools: no implementation for {missing}")
-    resources = _resources(root, capability.path)
+    resources = ResourceCatalog(root, capability.path, lambda: gateway.service.list_models()["data"])
+    log_levels: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+
+    async def log(ctx: ServerRequestContext, level: str, data: dict[str, Any]) -> None:
+        """Send ``notifications/message`` when ``level`` reaches the client's ``logging/setLevel``."""
+        threshold = log_levels.get(ctx.session, DEFAULT_LOG_LEVEL)
+        if LOG_LEVELS.index(level) >= LOG_LEVELS.index(threshold):
+            with warnings.catch_warnings(category=MCPDeprecationWarning, action="ignore"):
+                await ctx.session.send_log_message(level, data, logger="chatcap", related_request_id=ctx.request_id)
 
     async def on_list_tools(ctx, params) -> types.ListToolsResult:
         return types.ListToolsResult(tools=[types.Tool.model_validate(t) for t in tools.values()])
@@ -159,42 +171,101 @@ def build_server(gateway: Gateway, capability: Capability, root: Path) -> Server
             validate_instance(tool["inputSchema"], args)
             return _tool_result(await handlers[params.name](ctx, args))
         except ServiceError as exc:
+            level = "warning" if exc.status_code < 500 else "error"
+            await log(ctx, level, {"event": "request_failed", "tool": params.name, **exc.to_dict()["error"]})
             return _error_result(exc)
 
     async def on_list_resources(ctx, params) -> types.ListResourcesResult:
-        return types.ListResourcesResult(resources=[r for r, _ in resources.values()])
+        return types.ListResourcesResult(resources=resources.list())
+
+    async def on_list_resource_templates(ctx, params) -> types.ListResourceTemplatesResult:
+        return types.ListResourceTemplatesResult(resource_templates=TEMPLATES)
 
     async def on_read_resource(ctx, params: types.ReadResourceRequestParams) -> types.ReadResourceResult:
-        found = resources.get(str(params.uri))
-        if found is None:
+        contents = resources.read(str(params.uri))
+        if contents is None:
             raise MCPError(INVALID_PARAMS, f"Unknown resource '{params.uri}'.")
-        resource, path = found
-        text = path.read_text(encoding="utf-8")
-        return types.ReadResourceResult(
-            contents=[types.TextResourceContents(uri=resource.uri, mime_type=resource.mime_type, text=text)]
+        return types.ReadResourceResult(contents=[contents])
+
+    async def on_completion(ctx, params: types.CompleteRequestParams) -> types.CompleteResult:
+        context = params.context.arguments if params.context else None
+        return types.CompleteResult(
+            completion=resources.complete(params.argument.name, params.argument.value, context)
         )
 
-    return Server(
-        capability.mcp.namespace,
-        version=__version__,
-        title=capability.info.label,
-        description=capability.mcp.description,
-        on_list_tools=on_list_tools,
-        on_call_tool=on_call_tool,
-        on_list_resources=on_list_resources,
-        on_read_resource=on_read_resource,
+    async def on_set_logging_level(ctx, params: types.SetLevelRequestParams) -> types.EmptyResult:
+        log_levels[ctx.session] = params.level
+        models = [m.id for m in gateway.service.engine.models]
+        await log(ctx, "info", {"event": "model_loaded", "models": models, "engine": type(gateway.service.engine).__name__})
+        return types.EmptyResult()
+
+    with warnings.catch_warnings(category=MCPDeprecationWarning, action="ignore"):
+        # logging/setLevel is deprecated from protocol 2026-07-28 on (SEP-2577); clients of
+        # the earlier versions still use it.
+        return Server(
+            capability.mcp.namespace,
+            version=__version__,
+            title=capability.info.label,
+            description=capability.mcp.description,
+            on_list_tools=on_list_tools,
+            on_call_tool=on_call_tool,
+            on_list_resources=on_list_resources,
+            on_list_resource_templates=on_list_resource_templates,
+            on_read_resource=on_read_resource,
+            on_completion=on_completion,
+            on_set_logging_level=on_set_logging_level,
+        )
+
+
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
+"""Host names of the loopback interface, as they appear in a ``Host`` header."""
+
+
+def transport_security(settings: Settings) -> TransportSecuritySettings:
+    """DNS-rebinding protection for ``/mcp``: which ``Host`` and ``Origin`` headers it accepts.
+
+    The MCP specification (Transports, streamable HTTP, security warning) says servers MUST
+    validate ``Origin``; the SDK's middleware also checks ``Host`` (421) and ``Origin``
+    (403) before any session is made. Accepted hosts: the listening ``host:port`` (all
+    loopback names when it is a loopback address or every interface), plus
+    ``settings.allowed_hosts``. Accepted origins: ``http://`` and ``https://`` of each
+    accepted host, plus ``settings.allowed_origins``. A request without ``Origin`` (any
+    non-browser client) passes.
+
+    Args:
+        settings: ``host``, ``port``, ``allowed_hosts``, ``allowed_origins`` are read.
+    """
+    listen = f"[{settings.host}]" if ":" in settings.host else settings.host
+    names = [listen]
+    if settings.host in ("127.0.0.1", "localhost", "::1", "0.0.0.0", "::"):
+        names += LOOPBACK_NAMES
+    hosts = list(dict.fromkeys([f"{name}:{settings.port}" for name in names] + list(settings.allowed_hosts)))
+    origins = [f"{scheme}://{host}" for host in hosts for scheme in ("http", "https")]
+    return TransportSecuritySettings(
+        allowed_hosts=hosts, allowed_origins=list(dict.fromkeys(origins + list(settings.allowed_origins)))
     )
 
 
-def streamable_http_session_manager(server: Server) -> tuple[StreamableHTTPSessionManager, ASGIApp]:
+def streamable_http_session_manager(
+    server: Server, max_sessions_per_client: int, security: TransportSecuritySettings | None = None
+) -> tuple[StreamableHTTPSessionManager, ASGIApp]:
     """A streamable-HTTP session manager for ``server`` and the ASGI app to mount at ``/mcp``.
 
     Sessions close after :data:`SESSION_IDLE_TIMEOUT` seconds without a request, and one
-    caller holds at most :data:`.mcp_sessions.MAX_SESSIONS_PER_CLIENT` (:class:`SessionQuota`). The caller
-    runs ``manager.run()`` in its lifespan.
+    caller holds at most ``max_sessions_per_client`` (:class:`SessionQuota`).
+
+    Args:
+        server: the MCP server.
+        max_sessions_per_client: open sessions one key (or client address) may hold.
+        security: the ``Host``/``Origin`` checks (:func:`transport_security`); None checks
+            neither.
+
+    The caller runs ``manager.run()`` in its lifespan.
     """
-    manager = StreamableHTTPSessionManager(app=server, session_idle_timeout=SESSION_IDLE_TIMEOUT)
-    return manager, SessionQuota(StreamableHTTPASGIApp(manager))
+    manager = StreamableHTTPSessionManager(
+        app=server, session_idle_timeout=SESSION_IDLE_TIMEOUT, security_settings=security
+    )
+    return manager, SessionQuota(StreamableHTTPASGIApp(manager), max_sessions_per_client)
 
 
 async def run_stdio(server: Server) -> None:

@@ -4,7 +4,7 @@ The MCP SDK's session manager limits sessions for the whole server (``max_sessio
 one caller opening sessions in a loop could lock every other MCP client out until the
 sessions expire. :class:`SessionQuota` sits in front of it and refuses a caller's new
 session (HTTP 429, a JSON-RPC error body as the SDK's own, ``Retry-After``) while that
-caller already holds :data:`MAX_SESSIONS_PER_CLIENT` sessions. A caller is its API key of
+caller already holds ``limit`` sessions (``--mcp-max-sessions-per-client``, 16 by default). A caller is its API key of
 the store, or its client address when it has none (no keys, or the single ``--api-key``).
 
 A session counts from its successful opening request (a response that carries
@@ -25,10 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mcp_server.gateway import request_key
 
-__all__ = ["MAX_SESSIONS_PER_CLIENT", "SESSION_IDLE_TIMEOUT", "SessionQuota"]
-
-MAX_SESSIONS_PER_CLIENT = 16
-"""Open MCP sessions one key (or one client address without a key) may hold."""
+__all__ = ["SESSION_IDLE_TIMEOUT", "SessionQuota"]
 
 SESSION_IDLE_TIMEOUT = 300.0
 """Seconds without a request after which a session is closed (the SDK's default is 1800)."""
@@ -41,7 +38,7 @@ class SessionQuota:
 
     Args:
         app: the MCP ASGI app.
-        limit: sessions per caller.
+        limit: open sessions one key (or one client address without a key) may hold.
         idle_timeout: seconds after its last request that a session stops counting.
         clock: monotonic seconds (for tests).
     """
@@ -49,7 +46,7 @@ class SessionQuota:
     def __init__(
         self,
         app: ASGIApp,
-        limit: int = MAX_SESSIONS_PER_CLIENT,
+        limit: int,
         idle_timeout: float = SESSION_IDLE_TIMEOUT,
         clock: Callable[[], float] = time.monotonic,
     ):

@@ -18,6 +18,7 @@ from xgrammar.structural_tag import (
     GrammarFormat,
     StructuralTag,
     TagFormat,
+    TagsWithSeparatorFormat,
     TriggeredTagsFormat,
 )
 
@@ -25,7 +26,10 @@ from mcp_server.capability.schemas import NO_PARAMETERS
 from mcp_server.engines.embedded.decoding.constraints import schema_ebnf
 from mcp_server.errors import InvalidRequest
 
-__all__ = ["ToolCallFormat", "function_of", "parameters_of"]
+__all__ = ["CALL_SEPARATOR", "ToolCallFormat", "function_of", "parameters_of"]
+
+CALL_SEPARATOR = "\n"
+"""Text between two consecutive calls of one turn (as the prompt rendering writes them)."""
 
 """The arguments schema of a tool without ``parameters``: only ``{}`` is generated."""
 
@@ -72,8 +76,11 @@ class ToolCallFormat:
         """Build the structural tag that makes tool calls valid by construction.
 
         ``none`` (or no tools): None. ``auto`` / None: free text, then calls.
-        ``required``: one call or more, no text before the first. A named function: exactly
-        one call to it. ``parallel_tool_calls=False``: at most one call (nothing after it).
+        ``required``: calls only, one or more, one per line (the separator the chat
+        templates write between calls, :data:`CALL_SEPARATOR`), then the end of the answer;
+        no text before, between or after them (vLLM's ``required``). A named function:
+        exactly one call to it and nothing else. ``parallel_tool_calls=False``: at most one
+        call (nothing after it).
         Every call's arguments follow that tool's ``parameters`` (see
         :func:`mcp_server.engines.embedded.decoding.constraints.schema_ebnf`); a tool without parameters gets ``{}``.
 
@@ -101,11 +108,19 @@ class ToolCallFormat:
             return StructuralTag(format=tags[name])
         if tool_choice not in (None, "auto", "required"):
             raise InvalidRequest(f"unknown tool_choice {tool_choice!r}", param="tool_choice")
+        if tool_choice == "required":
+            return StructuralTag(
+                format=TagsWithSeparatorFormat(
+                    tags=list(tags.values()),
+                    separator=CALL_SEPARATOR,
+                    at_least_one=True,
+                    stop_after_first=not parallel_tool_calls,
+                )
+            )
         return StructuralTag(
             format=TriggeredTagsFormat(
                 triggers=[self.trigger],
                 tags=list(tags.values()),
-                at_least_one=tool_choice == "required",
                 stop_after_first=not parallel_tool_calls,
             )
         )
