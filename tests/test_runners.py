@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mcp_server.engines.embedded.runners import default_threads, resolve_runner
+from mcp_server.errors import InvalidRequest
 
 
 def test_auto_picks_llamacpp_for_gguf_on_cpu_and_torch_otherwise(tmp_path):
@@ -16,11 +17,11 @@ def test_auto_picks_llamacpp_for_gguf_on_cpu_and_torch_otherwise(tmp_path):
 
 
 def test_impossible_runner_choices_are_refused(tmp_path):
-    with pytest.raises(ValueError, match="GGUF files on the CPU"):
+    with pytest.raises(InvalidRequest, match="GGUF files on the CPU"):
         resolve_runner("llamacpp", None, "cuda")
-    with pytest.raises(ValueError, match="GGUF files on the CPU"):
+    with pytest.raises(InvalidRequest, match="GGUF files on the CPU"):
         resolve_runner("llamacpp", str(tmp_path), "cpu")
-    with pytest.raises(ValueError, match="Unknown runner"):
+    with pytest.raises(InvalidRequest, match="Unknown runner"):
         resolve_runner("vllm", None, "cpu")
 
 

@@ -37,3 +37,15 @@ def test_a_variable_that_does_not_parse_is_a_clear_error(monkeypatch, capsys):
     monkeypatch.setenv("CHATCAP_PORT", "eighty")
     assert main(["serve"]) == 2
     assert "CHATCAP_PORT='eighty'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--max-running-requests", "0"], "max_running_requests must be at least 1. (at max_running_requests)"),
+        (["--runner", "llamacpp", "--model-path", "/tmp"], "GGUF files on the CPU only; use --runner torch. (at runner)"),
+    ],
+)
+def test_impossible_engine_settings_are_a_clear_error_before_loading(argv, message, capsys):
+    assert main(["serve", *argv]) == 2
+    assert message in capsys.readouterr().err

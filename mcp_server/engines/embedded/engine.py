@@ -93,7 +93,9 @@ class EmbeddedEngine:
         threads: compute threads; None = :func:`.runners.default_threads`.
 
     Raises:
-        ValueError: ``max_batch_size`` below 1, or an unknown or impossible runner.
+        InvalidRequest: ``max_batch_size`` or ``threads`` below 1 (param
+            ``max_running_requests``, ``threads``), or an unknown or impossible runner
+            (param ``runner``).
 
     Attributes:
         runner: the :class:`.runners.ModelRunner` (None before :meth:`start`).
@@ -121,9 +123,9 @@ class EmbeddedEngine:
         threads: int | None = None,
     ):
         if max_batch_size is not None and max_batch_size < 1:
-            raise ValueError("max_batch_size must be at least 1")
+            raise InvalidRequest("max_running_requests must be at least 1.", param="max_running_requests")
         if threads is not None and threads < 1:
-            raise ValueError("threads must be at least 1")
+            raise InvalidRequest("threads must be at least 1.", param="threads")
         self._model_path = model_path
         self._dtype = dtype
         self._runner_name = resolve_runner(runner, model_path, device)

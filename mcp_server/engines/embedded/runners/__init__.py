@@ -21,6 +21,8 @@ from typing import Protocol
 
 import torch
 
+from mcp_server.errors import InvalidRequest
+
 __all__ = ["RUNNERS", "ModelRunner", "default_threads", "resolve_runner"]
 
 RUNNERS = ("auto", "llamacpp", "torch")
@@ -107,14 +109,14 @@ def resolve_runner(runner: str, model_path: str | None, device: str) -> str:
         device: ``cpu``, ``cuda``, ...
 
     Raises:
-        ValueError: an unknown runner name, or ``llamacpp`` asked for a model directory
-            or a non-CPU device.
+        InvalidRequest: (param ``runner``) an unknown runner name, or ``llamacpp`` asked
+            for a model directory or a non-CPU device.
     """
     if runner not in RUNNERS:
-        raise ValueError(f"Unknown runner {runner!r}; use one of {', '.join(RUNNERS)}.")
+        raise InvalidRequest(f"Unknown runner {runner!r}; use one of {', '.join(RUNNERS)}.", param="runner")
     gguf = model_path is None or Path(model_path).suffix == ".gguf"
     if runner == "auto":
         return "llamacpp" if gguf and device == "cpu" else "torch"
     if runner == "llamacpp" and not (gguf and device == "cpu"):
-        raise ValueError("The llamacpp runner reads GGUF files on the CPU only; use --runner torch.")
+        raise InvalidRequest("The llamacpp runner reads GGUF files on the CPU only; use --runner torch.", param="runner")
     return runner
