@@ -44,6 +44,10 @@ import httpx
 logger = logging.getLogger("bench_serving")
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.live_server import wait_until_healthy  # noqa: E402  (the suite's own start-up check)
+
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 PROMPTS = [
     "Write a short story about a robot who learns to paint.",
@@ -118,18 +122,12 @@ def launch(name: str, command: list[str], port: int, health: str, log_dir: Path,
     with open(log, "wb") as out:
         process = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
     server = Server(name, f"http://127.0.0.1:{port}", process, log)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{name} exited with {process.returncode}:\n{log.read_text(errors='replace')[-3000:]}")
-        try:
-            if httpx.get(f"{server.base_url}{health}", timeout=2).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    server.stop()
-    raise RuntimeError(f"{name} not healthy after {timeout} s")
+    try:
+        wait_until_healthy(process, f"{server.base_url}{health}", log, timeout)
+    except RuntimeError:
+        server.stop()
+        raise
+    return server
 
 
 def start_chatcap(runner: str, threads: int, batch: int, log_dir: Path) -> Server:

@@ -56,15 +56,33 @@ def start_server(log_dir: Path, *args: str, api_key: str | None = None, timeout:
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
     server = LiveServer(process, f"http://127.0.0.1:{port}", api_key, log_path)
+    try:
+        wait_until_healthy(process, f"{server.base_url}/health", log_path, timeout)
+    except RuntimeError:
+        server.stop()
+        raise
+    return server
+
+
+def wait_until_healthy(process: subprocess.Popen, health_url: str, log_path: Path, timeout: float) -> None:
+    """Poll ``health_url`` until it answers 200.
+
+    Raises:
+        RuntimeError: the process exited, or the URL did not answer 200 within ``timeout``
+            seconds; the message holds the end of the process's log.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}:\n{server.log()}")
+            raise RuntimeError(f"{process.args[0]} exited with {process.returncode}:\n{_tail(log_path)}")
         try:
-            if httpx.get(f"{server.base_url}/health", timeout=2).status_code == 200:
-                return server
+            if httpx.get(health_url, timeout=2).status_code == 200:
+                return
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
-    server.stop()
-    raise RuntimeError(f"server not healthy after {timeout} s:\n{server.log()}")
+    raise RuntimeError(f"{health_url} not healthy after {timeout} s:\n{_tail(log_path)}")
+
+
+def _tail(log_path: Path) -> str:
+    return log_path.read_text(errors="replace")[-6000:]
