@@ -10,10 +10,10 @@ MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 # The model answers "1. 1\n2. ...": the stop strings never come, but a "." or "\n" is held
 # back until the next token shows it does not start one; those tokens' logprobs travel in
 # chunks whose delta has no text.
-COUNT = dict(
-    model=MODEL, messages=[{"role": "user", "content": "Count from 1 to 20, separated by commas."}],
-    max_tokens=8, temperature=0, stop=[". 0", "\n\n\n"], logprobs=True, top_logprobs=3,
-)
+COUNT = {
+    "model": MODEL, "messages": [{"role": "user", "content": "Count from 1 to 20, separated by commas."}],
+    "max_tokens": 8, "temperature": 0, "stop": [". 0", "\n\n\n"], "logprobs": True, "top_logprobs": 3,
+}
 
 
 def _check_entries(entries, k):

@@ -541,8 +541,8 @@ def test_attach_to_a_chatcap_upstream_completes_and_streams(front):
 
 
 def test_attach_forwards_logprobs_and_maps_them_back(front, upstream):
-    kwargs = dict(model=MODEL, messages=[{"role": "user", "content": "Name three colors."}], max_tokens=6,
-                  temperature=0, logprobs=True, top_logprobs=2)
+    kwargs = {"model": MODEL, "messages": [{"role": "user", "content": "Name three colors."}], "max_tokens": 6,
+              "temperature": 0, "logprobs": True, "top_logprobs": 2}
     through = front.chat.completions.create(**kwargs)
     direct = openai.OpenAI(base_url=f"{upstream.base_url}/v1", api_key="none").chat.completions.create(**kwargs)
     assert len(through.choices[0].logprobs.content) == through.usage.completion_tokens

@@ -20,9 +20,19 @@ from typing import Any
 
 import torch
 
-from mcp_server.engines.base import FinishReason, GenerationDelta, SamplingParams, TokenLogprob
+from mcp_server.engines.base import (
+    FinishReason,
+    GenerationDelta,
+    SamplingParams,
+    TokenLogprob,
+)
 from mcp_server.engines.embedded.runners import ModelRunner
-from mcp_server.engines.embedded.sampling import apply_penalties, draw_uniforms, sample, token_logprobs
+from mcp_server.engines.embedded.sampling import (
+    apply_penalties,
+    draw_uniforms,
+    sample,
+    token_logprobs,
+)
 from mcp_server.engines.embedded.textstream import TextStream
 from mcp_server.errors import EngineUnavailable, ServiceError
 

@@ -37,7 +37,12 @@ from typing import Any
 import httpx
 
 from mcp_server.catalog import ModelCard, find_entry
-from mcp_server.engines.base import GenerationDelta, GenerationRequest, TokenLogprob, ToolCallDelta
+from mcp_server.engines.base import (
+    GenerationDelta,
+    GenerationRequest,
+    TokenLogprob,
+    ToolCallDelta,
+)
 from mcp_server.engines.sglang.launcher import (
     Launcher,
     free_port,
