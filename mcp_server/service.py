@@ -23,7 +23,7 @@ from mcp_server.engines.base import (
     ModelCard,
 )
 from mcp_server.errors import ModelNotFound
-from mcp_server.protocol.chunks import delta_payload, usage
+from mcp_server.protocol.chunks import delta_payload, logprobs_payload, usage
 from mcp_server.protocol.content import check_image_inputs
 from mcp_server.protocol.request import ChatRequest
 
@@ -113,7 +113,9 @@ class ChatService:
             on_usage: optional callback, called as soon as the first deltas arrive and after
                 each delta, so a caller that stops early still knows what was generated.
 
-        Order: one role chunk per choice, content deltas, one finish chunk per choice,
+        Order: one role chunk per choice, content deltas (with ``logprobs``, each carries
+        the entries of the tokens generated since the last one, and a chunk with an empty
+        ``delta`` carries those of tokens whose text is held back), one finish chunk per choice,
         then (with ``include_usage``) a usage chunk with ``choices: []``.
 
         Errors the engine raises before it generates (a prompt longer than the context,
@@ -139,8 +141,10 @@ class ChatService:
             }
             usage_field = {"usage": None} if request.include_usage else {}
 
-            def chunk(index: int, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-                choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
+            def chunk(
+                index: int, delta: dict[str, Any], finish: str | None = None, logprobs: dict[str, Any] | None = None
+            ) -> dict[str, Any]:
+                choice = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
                 return {**meta, "choices": [choice], **usage_field}
 
             for index in range(request.n):
@@ -162,9 +166,9 @@ class ChatService:
                         on_usage(last[0].prompt_tokens, sum(d.completion_tokens for d in last.values()))
                     if progress is not None:
                         await progress(sum(d.completion_tokens for d in last.values()))
-                    payload = delta_payload(delta)
-                    if payload:
-                        yield chunk(index, payload)
+                    payload, logprobs = delta_payload(delta), logprobs_payload(delta)
+                    if payload or logprobs:  # a token's logprobs go out even while its text is held back
+                        yield chunk(index, payload, logprobs=logprobs)
                     if delta.finish_reason is not None:
                         yield chunk(index, {}, delta.finish_reason)
                         del active[index]

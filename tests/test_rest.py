@@ -123,7 +123,8 @@ BAD_REQUESTS = [
             "type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object", "title": "\udfff"}}}},
         400, "response_format.json_schema.schema.title", "surrogate",
     ),
-    ({"model": MODEL, "messages": PROMPT, "logprobs": True}, 400, "logprobs", "not supported"),
+    ({"model": MODEL, "messages": PROMPT, "top_logprobs": 2}, 400, "top_logprobs", "logprobs is true"),
+    ({"model": MODEL, "messages": PROMPT, "logprobs": True, "top_logprobs": 21}, 400, "top_logprobs", "20"),
     ({"model": MODEL, "messages": PROMPT, "tool_choice": "required"}, 400, "tool_choice", "no tools"),
     (
         {"model": MODEL, "messages": PROMPT,

@@ -228,6 +228,7 @@ CLIENT_BODIES = [
      "response_format": {"type": "json_schema", "json_schema": {"name": "person", "strict": True, "schema": {
          "type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}}}},
     {"model": MODEL, "messages": [{"role": "user", "content": "JSON please"}], "response_format": {"type": "json_object"}},
+    {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "logprobs": True, "top_logprobs": 2},
     {"model": VISION, "messages": [{"role": "user", "content": [
         {"type": "text", "text": "Describe."}, {"type": "image_url", "image_url": {"url": PNG_URI, "detail": "low"}}]}]},
 ]
@@ -306,6 +307,16 @@ def test_reasoning_deltas_pass_through_apart_from_content():
                      chunk(finish="stop"), "[DONE]"))
     assert [(d.reasoning_content, d.text) for d in out[:2]] == [("17*3 = 51.", ""), ("", "51")]
     assert out[-1].finish_reason == "stop"
+
+
+def test_logprobs_come_back_even_on_chunks_without_text():
+    entry = {"token": "\u00e9", "logprob": -0.25, "bytes": [195, 169],
+             "top_logprobs": [{"token": "\u00e9", "logprob": -0.25, "bytes": [195, 169]}, {"token": "e", "logprob": -2.0}]}
+    held = {"index": 0, "delta": {}, "logprobs": {"content": [entry]}, "finish_reason": None}
+    out = deltas(sse({**chunk(), "choices": [held]}, chunk(finish="stop"), "[DONE]"))
+    (token,) = out[0].logprobs
+    assert (out[0].text, token.token, token.logprob, token.bytes) == ("", "\u00e9", -0.25, b"\xc3\xa9")
+    assert [(t.token, t.bytes) for t in token.top_logprobs] == [("\u00e9", b"\xc3\xa9"), ("e", b"e")]
 
 
 @pytest.mark.parametrize(
@@ -527,6 +538,15 @@ def test_attach_to_a_chatcap_upstream_completes_and_streams(front):
         model=MODEL, messages=prompt, max_tokens=8, temperature=0, stream=True, stream_options={"include_usage": True}))
     assert "".join(e.choices[0].delta.content or "" for e in events if e.choices) == whole.choices[0].message.content
     assert events[-1].usage.completion_tokens == whole.usage.completion_tokens
+
+
+def test_attach_forwards_logprobs_and_maps_them_back(front, upstream):
+    kwargs = {"model": MODEL, "messages": [{"role": "user", "content": "Name three colors."}], "max_tokens": 6,
+              "temperature": 0, "logprobs": True, "top_logprobs": 2}
+    through = front.chat.completions.create(**kwargs)
+    direct = openai.OpenAI(base_url=f"{upstream.base_url}/v1", api_key="none").chat.completions.create(**kwargs)
+    assert len(through.choices[0].logprobs.content) == through.usage.completion_tokens
+    assert through.choices[0].logprobs.model_dump() == direct.choices[0].logprobs.model_dump()
 
 
 def test_attach_to_a_chatcap_upstream_passes_tool_calls_through(front):

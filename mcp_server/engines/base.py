@@ -18,6 +18,7 @@ __all__ = [
     "GenerationDelta",
     "GenerationRequest",
     "SamplingParams",
+    "TokenLogprob",
     "ToolCallDelta",
 ]
 
@@ -63,6 +64,10 @@ class GenerationRequest:
         tool_choice: ``"none" | "auto" | "required" | {"type": "function", "function": {"name"}}``.
         parallel_tool_calls: False allows at most one tool call.
         response_format: OpenAI ``response_format`` object, or None.
+        logprobs: OpenAI ``logprobs``: report the log-probability of each generated token
+            (:attr:`GenerationDelta.logprobs`).
+        top_logprobs: OpenAI ``top_logprobs`` (0..20): with ``logprobs``, also report this
+            many most likely tokens at each position.
     """
 
     model: str
@@ -74,6 +79,26 @@ class GenerationRequest:
     tool_choice: str | dict[str, Any] | None = None
     parallel_tool_calls: bool = True
     response_format: dict[str, Any] | None = None
+    logprobs: bool = False
+    top_logprobs: int = 0
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One token and its log-probability, in OpenAI's ``logprobs.content`` terms.
+
+    Attributes:
+        token: the token's text (bytes that are not whole UTF-8 characters read as U+FFFD).
+        logprob: natural log of the token's probability, <= 0.
+        bytes: the token's exact raw bytes (OpenAI sends them as a list of ints).
+        top_logprobs: the most likely tokens at this position, most likely first (each
+            with no ``top_logprobs`` of its own); () when none were asked for.
+    """
+
+    token: str
+    logprob: float
+    bytes: bytes
+    top_logprobs: tuple[TokenLogprob, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -109,6 +134,10 @@ class GenerationDelta:
         reasoning_content: new chain-of-thought text of a reasoning model (kept apart from
             ``text``), or "".
         tool_calls: tool-call pieces parsed from the output, or ().
+        logprobs: with ``GenerationRequest.logprobs``, one entry per token generated in
+            this step, even when its text is held back (a stop-string prefix, a partial
+            UTF-8 character) or never shown (an end-of-sequence token, a stop string);
+            otherwise ().
     """
 
     text: str
@@ -117,6 +146,7 @@ class GenerationDelta:
     finish_reason: FinishReason | None = None
     reasoning_content: str = ""
     tool_calls: tuple[ToolCallDelta, ...] = ()
+    logprobs: tuple[TokenLogprob, ...] = ()
 
 
 @runtime_checkable

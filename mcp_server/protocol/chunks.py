@@ -8,9 +8,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from mcp_server.engines.base import GenerationDelta, ToolCallDelta
+from mcp_server.engines.base import GenerationDelta, TokenLogprob, ToolCallDelta
 
-__all__ = ["delta_payload", "drain", "usage"]
+__all__ = ["delta_payload", "drain", "logprobs_payload", "usage"]
 
 
 def delta_payload(delta: GenerationDelta) -> dict[str, Any]:
@@ -25,6 +25,19 @@ def delta_payload(delta: GenerationDelta) -> dict[str, Any]:
     if delta.tool_calls:
         payload["tool_calls"] = [_tool_call_piece(call) for call in delta.tool_calls]
     return payload
+
+
+def logprobs_payload(delta: GenerationDelta) -> dict[str, Any] | None:
+    """The OpenAI choice ``logprobs`` object for a delta's tokens, None when it has none:
+    ``{"content": [{"token", "logprob", "bytes": [int, ...], "top_logprobs": [...]}, ...]}``."""
+    if not delta.logprobs:
+        return None
+    return {"content": [{**_token(entry), "top_logprobs": [_token(t) for t in entry.top_logprobs]}
+                        for entry in delta.logprobs]}
+
+
+def _token(entry: TokenLogprob) -> dict[str, Any]:
+    return {"token": entry.token, "logprob": entry.logprob, "bytes": list(entry.bytes)}
 
 
 def _tool_call_piece(call: ToolCallDelta) -> dict[str, Any]:
@@ -70,6 +83,9 @@ async def drain(chunks: AsyncIterator[dict[str, Any]]) -> dict[str, Any]:
                  "logprobs": None, "finish_reason": None},
             )
             _fold_delta(choice["message"], c["delta"])
+            if c.get("logprobs"):
+                choice["logprobs"] = {"content": [*(choice["logprobs"] or {}).get("content", ()),
+                                                  *c["logprobs"]["content"]]}
             if c["finish_reason"] is not None:
                 choice["finish_reason"] = c["finish_reason"]
     for choice in choices.values():

@@ -59,7 +59,7 @@ def parse_request(body: Any) -> ChatRequest:
     if "tools" in fields:
         fields["tools"] = [{**t, "function": _without_nulls(t["function"])} for t in fields["tools"]]
     # JSON Schema's "integer" admits 2.0: make integer fields Python ints.
-    for key in ("n", "max_tokens", "max_completion_tokens", "top_k", "seed"):
+    for key in ("n", "max_tokens", "max_completion_tokens", "top_k", "seed", "top_logprobs"):
         if isinstance(fields.get(key), float):
             fields[key] = int(fields[key])
     stop = fields.get("stop", ())
@@ -87,6 +87,8 @@ def parse_request(body: Any) -> ChatRequest:
         tool_choice=fields.get("tool_choice"),
         parallel_tool_calls=fields.get("parallel_tool_calls", True),
         response_format=response_format,
+        logprobs=fields.get("logprobs", False),
+        top_logprobs=fields.get("top_logprobs", 0),
     )
     return ChatRequest(
         generation=generation,
@@ -138,8 +140,6 @@ def _encodes(text: str) -> bool:
 
 
 UNSUPPORTED = {
-    "logprobs": lambda v: v is True,
-    "top_logprobs": lambda v: True,
     "logit_bias": lambda v: bool(v),
     "min_p": lambda v: v != 0,
     "repetition_penalty": lambda v: v != 1,
@@ -153,7 +153,8 @@ def _check_supported(fields: dict[str, Any]) -> None:
     Raises:
         InvalidRequest: a field in :data:`UNSUPPORTED` has a non-default value,
             ``tool_choice`` is given without ``tools``, ``stream_options`` without ``stream``
-            true (the OpenAI API and vLLM refuse both), or a JSON ``response_format`` comes
+            true, ``top_logprobs`` without ``logprobs`` true (the OpenAI API and vLLM refuse
+            all three), or a JSON ``response_format`` comes
             with ``tools`` that may be called (the tool-call grammar would replace the
             schema's, so the schema could not be enforced).
     """
@@ -165,6 +166,8 @@ def _check_supported(fields: dict[str, Any]) -> None:
         raise InvalidRequest("tool_choice is only allowed with tools, and no tools are given.", param="tool_choice")
     if "stream_options" in fields and not fields.get("stream"):
         raise InvalidRequest("stream_options is only allowed when stream is true.", param="stream_options")
+    if "top_logprobs" in fields and not fields.get("logprobs"):
+        raise InvalidRequest("top_logprobs is only allowed when logprobs is true.", param="top_logprobs")
     kind = (fields.get("response_format") or {}).get("type", "text")
     if fields.get("tools") and choice != "none" and kind != "text":
         raise InvalidRequest(

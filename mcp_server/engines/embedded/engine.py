@@ -207,7 +207,8 @@ class EmbeddedEngine:
         if self.grammar_provider is None:
             self.grammar_provider = ToolGrammarProvider(self.grammar_compiler, self._card.tool_call_format)
         self._card = replace(self._card, context_length=self.runner.context_length)
-        self._scheduler = Scheduler(self.runner, self._eos_ids(), self._max_batch_size)
+        vocab = [bytes(token) for token in self.tokenizer_info.decoded_vocab]
+        self._scheduler = Scheduler(self.runner, self._eos_ids(), self._max_batch_size, vocab)
         self._scheduler.start()
         deterministic = self._runner_name == "llamacpp" or self._deterministic
         logger.info(
@@ -282,6 +283,7 @@ class EmbeddedEngine:
             generator=_generator(request.sampling.seed),
             matcher=matcher,
             counts=self._counts(request),
+            top_logprobs=request.top_logprobs if request.logprobs else None,
         )
         output = OutputProcessor(
             request, self._tool_format, self._card.reasoning_parser, stop_hit=lambda: sequence.text.stopped

@@ -1,4 +1,5 @@
-"""Next-token selection for a batch of rows: penalties, temperature, top-k, top-p.
+"""Next-token selection for a batch of rows: penalties, temperature, top-k, top-p, and the
+log-probabilities of what was drawn.
 
 Every function works on a whole batch at once. A row's result depends only on its own
 logits, settings and random draw, never on the other rows, so a seeded request gives the
@@ -13,7 +14,7 @@ import torch
 
 from mcp_server.engines.base import SamplingParams
 
-__all__ = ["apply_penalties", "draw_uniforms", "sample"]
+__all__ = ["apply_penalties", "draw_uniforms", "sample", "token_logprobs"]
 
 
 def apply_penalties(
@@ -84,3 +85,30 @@ def sample(logits: torch.Tensor, params: Sequence[SamplingParams], uniforms: tor
     choice = torch.searchsorted(cumulative, target[:, None], right=True).clamp_(max=scaled.shape[-1] - 1)
     tokens[rows] = order.gather(1, choice).squeeze(1)
     return tokens
+
+
+def token_logprobs(
+    logits: torch.Tensor, temperatures: torch.Tensor, tokens: torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Log-probabilities of the distribution :func:`sample` draws from, for OpenAI ``logprobs``.
+
+    ``log_softmax(logits / temperature)`` per row, with the logits as :func:`sample` gets
+    them (penalized, grammar-masked); a temperature-0 row uses its logits as they are.
+    The top-k / top-p cut is not applied, so a token it removed keeps its probability.
+    Tokens a grammar bans (``-inf``) get ``-inf``.
+
+    Args:
+        logits: float32 ``[B, V]``; not changed.
+        temperatures: float32 ``[B]``, each >= 0.
+        tokens: int64 ``[B]``, the tokens drawn.
+        k: alternatives to return per row, 0..V.
+
+    Returns:
+        ``(chosen, top_values, top_ids)``: float32 ``[B]`` the drawn tokens' log-probabilities,
+        float32 ``[B, k]`` the k largest log-probabilities in descending order, int64
+        ``[B, k]`` their token ids.
+    """
+    scale = torch.where(temperatures > 0, temperatures, torch.ones_like(temperatures))
+    logprobs = (logits / scale[:, None]).log_softmax(dim=-1)
+    top = logprobs.topk(k, dim=-1)
+    return logprobs.gather(1, tokens[:, None]).squeeze(1), top.values, top.indices

@@ -2,8 +2,8 @@
 
 Each round the scheduler admits waiting sequences (the runner prefills each alone),
 drops the ones whose consumer went away, and has the runner decode one token for all
-running rows in one step. Penalties, grammar masks, sampling and stop strings are
-applied here on the runner's float32 logits, the same for every runner
+running rows in one step. Penalties, grammar masks, sampling, log-probabilities and stop
+strings are applied here on the runner's float32 logits, the same for every runner
 (:mod:`.runners`). Results go back through each sequence's ``emit`` callback, which
 must be thread-safe.
 """
@@ -11,17 +11,28 @@ must be thread-safe.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 
-from mcp_server.engines.base import FinishReason, GenerationDelta, SamplingParams
+from mcp_server.engines.base import (
+    FinishReason,
+    GenerationDelta,
+    SamplingParams,
+    TokenLogprob,
+)
 from mcp_server.engines.embedded.runners import ModelRunner
-from mcp_server.engines.embedded.sampling import apply_penalties, draw_uniforms, sample
+from mcp_server.engines.embedded.sampling import (
+    apply_penalties,
+    draw_uniforms,
+    sample,
+    token_logprobs,
+)
 from mcp_server.engines.embedded.textstream import TextStream
 from mcp_server.errors import EngineUnavailable, ServiceError
 
@@ -44,6 +55,8 @@ class Sequence:
         generator: this sequence's random source.
         matcher: an ``xgrammar.GrammarMatcher`` constraining the output, or None.
         counts: float32 ``[V]`` generated-token counts when a penalty is set, else None.
+        top_logprobs: when the request asked for ``logprobs``, how many alternatives
+            (0..20) to report with each token's log-probability; None when it did not.
         completion_tokens: tokens generated so far.
         last_token: the most recent token, fed to the next decode step.
         slot: the runner's handle for this sequence's cache, -1 before prefill.
@@ -59,6 +72,7 @@ class Sequence:
     generator: torch.Generator
     matcher: Any = None
     counts: torch.Tensor | None = None
+    top_logprobs: int | None = None
     completion_tokens: int = 0
     last_token: int = -1
     slot: int = -1
@@ -74,10 +88,15 @@ class Scheduler:
             ``max_batch_size`` sequences. Only this thread calls it once started.
         eos_ids: token ids that end a sequence with finish_reason ``stop``.
         max_batch_size: most sequences decoded together; others wait their turn.
+        vocab: each token id's raw bytes (``xgrammar.TokenizerInfo.decoded_vocab``), for
+            log-probability entries; ids beyond it read as ``b""``.
     """
 
-    def __init__(self, runner: ModelRunner, eos_ids: Iterable[int], max_batch_size: int):
+    def __init__(
+        self, runner: ModelRunner, eos_ids: Iterable[int], max_batch_size: int, vocab: list[bytes] | None = None
+    ):
         self._runner = runner
+        self._vocab = vocab or []
         self._eos = frozenset(eos_ids)
         self._max_batch_size = max_batch_size
         self._vocab_size = runner.vocab_size
@@ -157,8 +176,8 @@ class Scheduler:
             return
         try:
             sequence.slot, logits = self._runner.prefill(sequence.prompt_ids)
-            token = self._choose([sequence], logits[None])[0]
-            done = self._advance(sequence, token)
+            tokens, entries = self._choose([sequence], logits[None])
+            done = self._advance(sequence, tokens[0], entries[0])
         except Exception:
             logger.exception("Prefill of a %d-token prompt failed", len(sequence.prompt_ids))
             if sequence.slot >= 0:
@@ -185,8 +204,8 @@ class Scheduler:
         if not self._rows:
             return
         logits = self._runner.decode([seq.slot for seq in self._rows], [seq.last_token for seq in self._rows])
-        tokens = self._choose(self._rows, logits)
-        finished = [self._advance(seq, token) for seq, token in zip(self._rows, tokens, strict=True)]
+        tokens, entries = self._choose(self._rows, logits)
+        finished = [self._advance(*row) for row in zip(self._rows, tokens, entries, strict=True)]
         self._keep([i for i, done in enumerate(finished) if not done])
 
     def _keep(self, rows: list[int]) -> None:
@@ -198,8 +217,13 @@ class Scheduler:
                     self._runner.release(seq.slot)
             self._rows = [self._rows[i] for i in rows]
 
-    def _choose(self, rows: list[Sequence], logits: torch.Tensor) -> list[int]:
-        """Apply penalties and grammars to ``logits`` (``[B, V]``, in place) and pick tokens."""
+    def _choose(self, rows: list[Sequence], logits: torch.Tensor) -> tuple[list[int], list[TokenLogprob | None]]:
+        """Apply penalties and grammars to ``logits`` (``[B, V]``, in place) and pick tokens.
+
+        Returns:
+            The token of each row, and its log-probability entry (:meth:`_logprobs`) for
+            the rows that asked for one, else None.
+        """
         penalized = [i for i, seq in enumerate(rows) if seq.counts is not None]
         if penalized:
             subset = logits[penalized]
@@ -223,10 +247,44 @@ class Scheduler:
         uniforms = torch.zeros(len(rows))
         if sampled:
             uniforms[[i for i, p in enumerate(params) if p.temperature > 0]] = draw_uniforms(sampled)
-        return sample(logits, params, uniforms).tolist()
+        tokens = sample(logits, params, uniforms)
+        return tokens.tolist(), self._logprobs(rows, logits, tokens)
 
-    def _advance(self, sequence: Sequence, token: int) -> bool:
-        """Record ``token`` for ``sequence`` and send its delta; return True when it is finished."""
+    def _logprobs(self, rows: list[Sequence], logits: torch.Tensor, tokens: torch.Tensor) -> list[TokenLogprob | None]:
+        """The log-probability entries of the rows that asked, from the logits they were drawn from.
+
+        See :func:`.sampling.token_logprobs`: the penalized, grammar-masked logits over the
+        temperature. Alternatives the grammar bans (probability 0) are never listed, so
+        under a grammar a row may get fewer than it asked for. Rows that did not ask cost
+        nothing.
+        """
+        entries: list[TokenLogprob | None] = [None] * len(rows)
+        asked = [i for i, seq in enumerate(rows) if seq.top_logprobs is not None]
+        if not asked:
+            return entries
+        k = max(rows[i].top_logprobs for i in asked)
+        temperatures = torch.tensor([rows[i].sampling.temperature for i in asked])
+        chosen, values, ids = token_logprobs(logits[asked], temperatures, tokens[asked], k)
+        for j, i in enumerate(asked):
+            n = rows[i].top_logprobs
+            top = tuple(
+                self._entry(token, logprob)
+                for token, logprob in zip(ids[j, :n].tolist(), values[j, :n].tolist(), strict=True)
+                if logprob > -math.inf
+            )
+            entries[i] = replace(self._entry(int(tokens[i]), float(chosen[j])), top_logprobs=top)
+        return entries
+
+    def _entry(self, token: int, logprob: float) -> TokenLogprob:
+        raw = self._vocab[token] if token < len(self._vocab) else b""
+        return TokenLogprob(raw.decode("utf-8", errors="replace"), logprob, raw)
+
+    def _advance(self, sequence: Sequence, token: int, entry: TokenLogprob | None = None) -> bool:
+        """Record ``token`` for ``sequence`` and send its delta; return True when it is finished.
+
+        A delta goes out when there is text, a finish, or a log-probability ``entry``
+        (whose token's text may be held back, or never shown).
+        """
         sequence.completion_tokens += 1
         sequence.last_token = token
         if sequence.counts is not None:
@@ -246,8 +304,9 @@ class Scheduler:
                 text, finish = text + sequence.text.flush(), "length"
         if finish:
             self._retire(sequence)
-        if text or finish:
-            delta = GenerationDelta(text, len(sequence.prompt_ids), sequence.completion_tokens, finish)
+        if text or finish or entry:
+            logprobs = (entry,) if entry else ()
+            delta = GenerationDelta(text, len(sequence.prompt_ids), sequence.completion_tokens, finish, logprobs=logprobs)
             self._send(sequence, delta)
         return finish is not None
 

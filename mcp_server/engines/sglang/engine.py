@@ -20,6 +20,8 @@ APIs"; measured on 0.5.23, see docs/architecture.md) the answer is normalised he
   arguments;
 * tool argument schemas are enforced: every forwarded tool has ``strict: true`` (SGLang
   constrains arguments only when asked);
+* ``logprobs`` / ``top_logprobs`` are forwarded, and each chunk's ``logprobs.content``
+  (OpenAI's shape) becomes :attr:`~.base.GenerationDelta.logprobs`;
 * SGLang unreachable, not answering within ``sglang_timeout`` or closing a stream early
   is :class:`~mcp_server.errors.EngineUnavailable` (503), never a hang.
 """
@@ -35,7 +37,12 @@ from typing import Any
 import httpx
 
 from mcp_server.catalog import ModelCard, find_entry
-from mcp_server.engines.base import GenerationDelta, GenerationRequest, ToolCallDelta
+from mcp_server.engines.base import (
+    GenerationDelta,
+    GenerationRequest,
+    TokenLogprob,
+    ToolCallDelta,
+)
 from mcp_server.engines.sglang.launcher import (
     Launcher,
     free_port,
@@ -88,6 +95,8 @@ def sglang_body(request: GenerationRequest) -> dict[str, Any]:
         "seed": sampling.seed,
         "top_k": sampling.top_k,
         "response_format": request.response_format,
+        "logprobs": request.logprobs or None,
+        "top_logprobs": request.top_logprobs if request.logprobs else None,
     }
     body.update({key: value for key, value in optional.items() if value is not None})
     if request.tools:
@@ -172,8 +181,9 @@ async def read_deltas(lines: AsyncIterator[str]) -> AsyncIterator[GenerationDelt
             delta = choice.get("delta") or {}
             pieces = tuple(_tool_call_piece(call, calls) for call in delta.get("tool_calls") or ())
             text, reasoning = delta.get("content") or "", delta.get("reasoning_content") or ""
-            if text or reasoning or pieces:
-                yield GenerationDelta(text, prompt_tokens, completion_tokens, None, reasoning, pieces)
+            logprobs = tuple(_token_logprob(e) for e in (choice.get("logprobs") or {}).get("content") or ())
+            if text or reasoning or pieces or logprobs:
+                yield GenerationDelta(text, prompt_tokens, completion_tokens, None, reasoning, pieces, logprobs)
             if choice.get("finish_reason") is not None:
                 finish = choice["finish_reason"]
     if finish is None:
@@ -182,6 +192,13 @@ async def read_deltas(lines: AsyncIterator[str]) -> AsyncIterator[GenerationDelt
         raise EngineUnavailable(f"SGLang ended the generation with finish_reason '{finish}'.")
     reason = "tool_calls" if calls and finish == "stop" else _FINISH[finish]
     yield GenerationDelta("", prompt_tokens, completion_tokens, reason)
+
+
+def _token_logprob(entry: dict[str, Any]) -> TokenLogprob:
+    """One OpenAI ``logprobs.content`` entry; without ``bytes``, the token's UTF-8 encoding."""
+    raw = bytes(entry["bytes"]) if entry.get("bytes") is not None else entry["token"].encode()
+    tops = tuple(_token_logprob(top) for top in entry.get("top_logprobs") or ())
+    return TokenLogprob(entry["token"], float(entry["logprob"]), raw, tops)
 
 
 def _tool_call_piece(call: dict[str, Any], started: dict[int, str]) -> ToolCallDelta:
