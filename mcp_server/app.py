@@ -28,8 +28,8 @@ from mcp_server.surfaces.mcp import (
     build_server,
     run_stdio,
     streamable_http_session_manager,
-    transport_security,
 )
+from mcp_server.surfaces.mcp_security import transport_security
 from mcp_server.surfaces.rest import error_response, http_exception_handler, rest_routes
 
 __all__ = ["Runtime", "build_runtime", "create_app", "run_mcp_stdio"]

@@ -70,6 +70,9 @@ async def check_tools_and_calls(client: Client) -> None:
     bad = await client.call_tool("create-chat-completion", {"model": MODEL, "messages": [{"role": "wizard"}]})
     assert bad.is_error
     assert "messages" in bad.content[0].text
+    streamed = await client.call_tool("create-chat-completion", {"messages": [{"role": "user", "content": "hi"}],
+                                                                 "stream": True})
+    assert streamed.is_error and "(at stream)" in streamed.content[0].text  # refused, not ignored
 
     resources = (await client.list_resources()).resources
     uris = {str(r.uri) for r in resources}

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import socket
+
 import httpx
 import pytest
 
 from mcp_server.cli import _settings, build_parser
-from mcp_server.surfaces.mcp import transport_security
+from mcp_server.surfaces.mcp_security import transport_security
 
 INITIALIZE = {
     "jsonrpc": "2.0", "id": 1, "method": "initialize",
@@ -52,3 +55,23 @@ def test_flags_add_hosts_and_origins(monkeypatch):
     assert {"https://app.example.com", "http://localhost:*", "http://10.0.0.5:9000"} <= set(security.allowed_origins)
     loopback = transport_security(_settings(build_parser().parse_args(["serve", "--port", "9000"])))
     assert {"127.0.0.1:9000", "localhost:9000", "[::1]:9000"} <= set(loopback.allowed_hosts)
+
+
+def test_several_host_or_origin_headers_are_refused_and_case_does_not_matter(server):
+    port = server.base_url.rsplit(":", 1)[1]
+    body = json.dumps(INITIALIZE).encode()
+    for twice in (f"Host: 127.0.0.1:{port}\r\nOrigin: http://127.0.0.1:{port}\r\nOrigin: http://evil.example.com",
+                  f"Host: 127.0.0.1:{port}\r\nHost: evil.example.com"):
+        head = (f"POST /mcp HTTP/1.1\r\n{twice}\r\nAuthorization: Bearer {server.api_key}\r\n"
+                f"Accept: application/json, text/event-stream\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n")
+        with socket.create_connection(("127.0.0.1", int(port)), timeout=60) as raw:  # httpx refuses to send these
+            raw.sendall(head.encode() + body)
+            answer = b"".join(iter(lambda: raw.recv(65536), b""))
+        assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
+        assert b"mcp-session-id" not in answer.lower()
+    response = initialize(server, Host=f"LOCALHOST:{port}", Origin=f"HTTP://LocalHost:{port}")
+    assert response.status_code == 200, response.text
+    session = response.headers["mcp-session-id"]
+    httpx.delete(f"{server.base_url}/mcp", timeout=60, headers={
+        "Authorization": f"Bearer {server.api_key}", "mcp-session-id": session, "mcp-protocol-version": "2025-06-18"})

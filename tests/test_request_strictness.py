@@ -75,3 +75,10 @@ def test_forced_tool_choice_answers_with_calls_only(client, choice, parallel):
         assert answer.message.tool_calls
         if parallel is False or isinstance(choice, dict):
             assert len(answer.message.tool_calls) == 1
+
+
+def test_top_logprobs_zero_without_logprobs_asks_for_nothing_and_is_accepted():
+    from mcp_server.protocol.request import parse_request
+
+    request = parse_request({"messages": USER, "logprobs": False, "top_logprobs": 0})
+    assert (request.generation.logprobs, request.generation.top_logprobs) == (False, 0)

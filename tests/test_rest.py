@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import httpx
 import openai
@@ -251,3 +252,24 @@ def test_stop_string_inside_json_cuts_the_answer(client):
     choice = completion.choices[0]
     assert choice.finish_reason == "stop"
     assert '"' not in choice.message.content and choice.message.content.startswith("{")
+
+
+def test_a_client_hanging_up_mid_body_leaves_one_log_line_not_a_traceback(server):
+    import socket
+    from urllib.parse import urlsplit
+
+    address = urlsplit(server.base_url)
+    with socket.create_connection((address.hostname, address.port), timeout=10) as raw:
+        raw.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            + f"Authorization: Bearer {server.api_key}\r\nContent-Length: 100\r\n\r\n".encode()
+            + b'{"messages":'
+        )
+    for _ in range(100):  # the server notices the hang-up on its own schedule
+        if "client hung up during the body" in server.log():
+            break
+        time.sleep(0.1)
+    log = server.log()
+    assert "client hung up during the body of POST /v1/chat/completions" in log
+    assert "ClientDisconnect" not in log and "Exception in ASGI application" not in log
+    assert httpx.get(f"{server.base_url}/health", timeout=30).status_code == 200

@@ -59,3 +59,17 @@ def test_seeded_generators_repeat_their_draws():
     again = draw_uniforms([torch.Generator().manual_seed(7), torch.Generator().manual_seed(8)])
     assert first.tolist() == again.tolist()
     assert first[0] != first[1]
+
+
+def test_a_top_p_that_is_zero_in_float32_and_a_top_k_past_the_vocabulary_are_safe():
+    # 1e-46 becomes 0.0 in float32: the most likely token must still be kept, never the least.
+    params = [SamplingParams(temperature=1.0, top_p=1e-46), SamplingParams(temperature=1.0, top_k=10**30)]
+    assert sample(LOGITS.clone(), params, torch.tensor([0.99, 0.0])).tolist() == [1, 3]
+
+
+def test_near_zero_temperature_or_top_p_parse_as_greedy():
+    from mcp_server.protocol.request import parse_request
+
+    for extra in ({"temperature": 1e-38}, {"temperature": 1, "top_p": 1e-46}):
+        sampling = parse_request({"messages": [{"role": "user", "content": "hi"}], **extra}).generation.sampling
+        assert (sampling.temperature, sampling.top_p) == (0.0, 1.0)

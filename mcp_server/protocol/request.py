@@ -17,7 +17,10 @@ from mcp_server.engines.base import GenerationRequest, SamplingParams
 from mcp_server.errors import InvalidRequest
 from mcp_server.protocol.content import normalize_messages
 
-__all__ = ["UNSUPPORTED", "ChatRequest", "parse_request"]
+__all__ = ["SAMPLING_EPS", "UNSUPPORTED", "ChatRequest", "parse_request"]
+
+SAMPLING_EPS = 1e-5
+"""``temperature`` or ``top_p`` below this is greedy decoding (vLLM's threshold)."""
 
 
 @dataclass(frozen=True)
@@ -65,10 +68,14 @@ def parse_request(body: Any) -> ChatRequest:
     stop = fields.get("stop", ())
     stops = (stop,) if isinstance(stop, str) else tuple(stop)
     top_p = float(fields.get("top_p", 1.0))
-    # top_p 0 keeps no token; read it as greedy decoding, as vLLM and SGLang do.
+    temperature = float(fields.get("temperature", 1.0))
+    # A temperature or top_p of (almost) 0 keeps only the most likely token: greedy decoding,
+    # as vLLM (its _SAMPLING_EPS) and SGLang read it. Dividing by a temperature below it
+    # would overflow float32.
+    greedy = temperature < SAMPLING_EPS or top_p < SAMPLING_EPS
     sampling = SamplingParams(
-        temperature=0.0 if top_p == 0 else float(fields.get("temperature", 1.0)),
-        top_p=top_p or 1.0,
+        temperature=0.0 if greedy else temperature,
+        top_p=1.0 if greedy else top_p,
         top_k=fields.get("top_k") if fields.get("top_k", 0) > 0 else None,
         seed=fields.get("seed"),
         presence_penalty=float(fields.get("presence_penalty", 0.0)),
@@ -153,7 +160,7 @@ def _check_supported(fields: dict[str, Any]) -> None:
     Raises:
         InvalidRequest: a field in :data:`UNSUPPORTED` has a non-default value,
             ``tool_choice`` is given without ``tools``, ``stream_options`` without ``stream``
-            true, ``top_logprobs`` without ``logprobs`` true (the OpenAI API and vLLM refuse
+            true, ``top_logprobs`` above 0 without ``logprobs`` true (the OpenAI API and vLLM refuse
             all three), or a JSON ``response_format`` comes
             with ``tools`` that may be called (the tool-call grammar would replace the
             schema's, so the schema could not be enforced).
@@ -166,7 +173,7 @@ def _check_supported(fields: dict[str, Any]) -> None:
         raise InvalidRequest("tool_choice is only allowed with tools, and no tools are given.", param="tool_choice")
     if "stream_options" in fields and not fields.get("stream"):
         raise InvalidRequest("stream_options is only allowed when stream is true.", param="stream_options")
-    if "top_logprobs" in fields and not fields.get("logprobs"):
+    if fields.get("top_logprobs") and not fields.get("logprobs"):  # 0 asks for nothing: accepted
         raise InvalidRequest("top_logprobs is only allowed when logprobs is true.", param="top_logprobs")
     kind = (fields.get("response_format") or {}).get("type", "text")
     if fields.get("tools") and choice != "none" and kind != "text":

@@ -40,13 +40,13 @@ from mcp_server.capability.loader import Capability
 from mcp_server.capability.schemas import validate_instance
 from mcp_server.errors import CapabilityError, InvalidRequest, ServiceError
 from mcp_server.gateway import Gateway, request_key
-from mcp_server.generate.tools import mcp_tools
+from mcp_server.generate.tools import TOOL_SHAPES, mcp_tools
 from mcp_server.protocol.request import parse_request
-from mcp_server.settings import Settings
 from mcp_server.surfaces.mcp_resources import TEMPLATES, ResourceCatalog
+from mcp_server.surfaces.mcp_security import OneHostOneOrigin
 from mcp_server.surfaces.mcp_sessions import SESSION_IDLE_TIMEOUT, SessionQuota
 
-__all__ = ["build_server", "run_stdio", "streamable_http_session_manager", "transport_security"]
+__all__ = ["build_server", "run_stdio", "streamable_http_session_manager"]
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +90,13 @@ def _tool_handlers(gateway: Gateway) -> dict[str, ToolHandler]:
         return report
 
     async def create_chat_completion(ctx: ServerRequestContext, args: dict[str, Any]) -> dict[str, Any]:
-        request = parse_request({**args, "stream": False})
+        # The request schema lets unknown fields through (OpenAI clients send many); the
+        # fields this tool does not offer are refused, not ignored.
+        for name in TOOL_SHAPES["create-chat-completion"].drop:
+            if name in args:
+                raise InvalidRequest(f"'{name}' is not a parameter of this tool; it returns one whole "
+                                     "chat.completion.", param=name)
+        request = parse_request(args)
         return await gateway.complete(request, progress=await progress_reporter(ctx), key=request_key(ctx.request))
 
     async def list_models(ctx: ServerRequestContext, args: dict[str, Any]) -> dict[str, Any]:
@@ -217,35 +223,6 @@ def build_server(gateway: Gateway, capability: Capability, root: Path) -> Server
         )
 
 
-LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
-"""Host names of the loopback interface, as they appear in a ``Host`` header."""
-
-
-def transport_security(settings: Settings) -> TransportSecuritySettings:
-    """DNS-rebinding protection for ``/mcp``: which ``Host`` and ``Origin`` headers it accepts.
-
-    The MCP specification (Transports, streamable HTTP, security warning) says servers MUST
-    validate ``Origin``; the SDK's middleware also checks ``Host`` (421) and ``Origin``
-    (403) before any session is made. Accepted hosts: the listening ``host:port`` (all
-    loopback names when it is a loopback address or every interface), plus
-    ``settings.allowed_hosts``. Accepted origins: ``http://`` and ``https://`` of each
-    accepted host, plus ``settings.allowed_origins``. A request without ``Origin`` (any
-    non-browser client) passes.
-
-    Args:
-        settings: ``host``, ``port``, ``allowed_hosts``, ``allowed_origins`` are read.
-    """
-    listen = f"[{settings.host}]" if ":" in settings.host else settings.host
-    names = [listen]
-    if settings.host in ("127.0.0.1", "localhost", "::1", "0.0.0.0", "::"):
-        names += LOOPBACK_NAMES
-    hosts = list(dict.fromkeys([f"{name}:{settings.port}" for name in names] + list(settings.allowed_hosts)))
-    origins = [f"{scheme}://{host}" for host in hosts for scheme in ("http", "https")]
-    return TransportSecuritySettings(
-        allowed_hosts=hosts, allowed_origins=list(dict.fromkeys(origins + list(settings.allowed_origins)))
-    )
-
-
 def streamable_http_session_manager(
     server: Server, max_sessions_per_client: int, security: TransportSecuritySettings | None = None
 ) -> tuple[StreamableHTTPSessionManager, ASGIApp]:
@@ -257,7 +234,7 @@ def streamable_http_session_manager(
     Args:
         server: the MCP server.
         max_sessions_per_client: open sessions one key (or client address) may hold.
-        security: the ``Host``/``Origin`` checks (:func:`transport_security`); None checks
+        security: the ``Host``/``Origin`` checks (:func:`.mcp_security.transport_security`); None checks
             neither.
 
     The caller runs ``manager.run()`` in its lifespan.
@@ -265,7 +242,7 @@ def streamable_http_session_manager(
     manager = StreamableHTTPSessionManager(
         app=server, session_idle_timeout=SESSION_IDLE_TIMEOUT, security_settings=security
     )
-    return manager, SessionQuota(StreamableHTTPASGIApp(manager), max_sessions_per_client)
+    return manager, OneHostOneOrigin(SessionQuota(StreamableHTTPASGIApp(manager), max_sessions_per_client))
 
 
 async def run_stdio(server: Server) -> None:

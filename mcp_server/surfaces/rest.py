@@ -13,7 +13,7 @@ from typing import Any
 
 from sse_starlette import EventSourceResponse
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -56,9 +56,16 @@ async def _json_body(request: Request) -> Any:
     """Decode the body as strict JSON (RFC 8259: no ``NaN`` or ``Infinity``).
 
     Raises:
-        InvalidRequest: (code ``invalid_json``) the body is not JSON.
+        InvalidRequest: (code ``invalid_json``) the body is not JSON, or (code
+            ``client_disconnected``) the client hung up before sending all of it; that one
+            is logged as one line, since nobody is left to read the answer.
     """
-    raw = await request.body()
+    try:
+        raw = await request.body()
+    except ClientDisconnect:
+        logger.info("client hung up during the body of %s %s", request.method, request.url.path)
+        raise InvalidRequest("The client closed the connection before sending the whole body.",
+                             code="client_disconnected") from None
     try:
         return json.loads(raw, parse_constant=_reject_constant)
     except RecursionError:

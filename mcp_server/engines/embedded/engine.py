@@ -309,7 +309,7 @@ class EmbeddedEngine:
         if left <= 0:
             raise InvalidRequest(
                 f"The prompt is {prompt_tokens} tokens but the context window is {self.context_length} tokens, "
-                f"so no tokens are left for the completion ({left}). Shorten the messages.",
+                "so no tokens are left for the completion. Shorten the messages.",
                 param="messages",
                 code="context_length_exceeded",
             )
@@ -319,7 +319,8 @@ class EmbeddedEngine:
             raise InvalidRequest("max_tokens must not be negative.", param="max_tokens")
         if request.max_tokens > left:
             raise InvalidRequest(
-                f"max_tokens is {request.max_tokens}, but the prompt is {prompt_tokens} tokens of a "
+                f"max_tokens is {request.max_tokens if request.max_tokens < 10**12 else 'over 10^12'}, "
+                f"but the prompt is {prompt_tokens} tokens of a "
                 f"{self.context_length}-token context, so only {left} tokens are left.",
                 param="max_tokens",
                 code="context_length_exceeded",

@@ -70,7 +70,8 @@ def sample(logits: torch.Tensor, params: Sequence[SamplingParams], uniforms: tor
     picked = [params[i] for i in rows]
     temperature = torch.tensor([p.temperature for p in picked])
     top_p = torch.tensor([p.top_p for p in picked])
-    top_k = torch.tensor([p.top_k or 0 for p in picked])
+    vocab = logits.shape[-1]
+    top_k = torch.tensor([min(p.top_k or 0, vocab) for p in picked])  # past the vocabulary: no cut
 
     scaled = logits[rows] / temperature[:, None]
     sorted_logits, order = scaled.sort(dim=-1, descending=True)
@@ -79,7 +80,8 @@ def sample(logits: torch.Tensor, params: Sequence[SamplingParams], uniforms: tor
     probs = sorted_logits.masked_fill(beyond_k, float("-inf")).softmax(dim=-1)
     # Keep the smallest prefix whose mass reaches top_p: a token goes when the mass
     # before it already does. The first token always stays.
-    probs = probs.masked_fill(probs.cumsum(dim=-1) - probs >= top_p[:, None], 0.0)
+    beyond_p = (probs.cumsum(dim=-1) - probs >= top_p[:, None]) & (rank[None, :] > 0)
+    probs = probs.masked_fill(beyond_p, 0.0)
     cumulative = probs.cumsum(dim=-1)
     target = uniforms[rows] * cumulative[:, -1]
     choice = torch.searchsorted(cumulative, target[:, None], right=True).clamp_(max=scaled.shape[-1] - 1)
