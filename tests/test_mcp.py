@@ -136,3 +136,29 @@ def test_mcp_sessions_are_capped_per_client(server):
     finally:
         for session in opened:
             httpx2.delete(url, headers={**headers, "mcp-session-id": session})
+
+
+def test_mcp_over_stdio_answers_lines_it_cannot_parse():
+    import subprocess
+    import sys
+
+    from tests.live_server import ROOT
+
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}
+    lines = [json.dumps(init), '{"jsonrpc":"2.0","method":"notifications/initialized"}', "not json",
+             '{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"chat","arguments":{"prompt":"a\\ud800b"}}}',
+             '{"jsonrpc":"2.0","id":3,"method":"ping"}']
+    process = subprocess.Popen([sys.executable, "-m", "mcp_server", "mcp"], cwd=ROOT, text=True,
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        process.stdin.write("\n".join(lines) + "\n")
+        process.stdin.flush()
+        answers = []
+        while not any(a.get("id") == 3 for a in answers):  # the pytest timeout bounds a hang
+            answers.append(json.loads(process.stdout.readline()))
+    finally:
+        process.stdin.close()
+        process.wait(60)
+    parse_errors = [a for a in answers if a.get("error", {}).get("code") == -32700]
+    assert len(parse_errors) == 2 and all(a["id"] is None for a in parse_errors)

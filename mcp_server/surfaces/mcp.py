@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import anyio
 import mcp_types as types
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
@@ -32,6 +33,7 @@ from mcp.server.streamable_http_manager import (
 )
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
+from mcp.shared.message import SessionMessage
 from mcp_types import INVALID_PARAMS
 from starlette.types import ASGIApp
 
@@ -246,6 +248,25 @@ def streamable_http_session_manager(
 
 
 async def run_stdio(server: Server) -> None:
-    """Serve MCP over stdin/stdout until the client closes the stream."""
+    """Serve MCP over stdin/stdout until the client closes the stream.
+
+    A line that is not a JSON-RPC message (not JSON, or holding a lone UTF-16 surrogate)
+    is answered with a ``-32700`` parse error whose ``id`` is null, as JSON-RPC 2.0 asks
+    and as the HTTP transport answers; the SDK alone would drop it and leave the client
+    waiting.
+    """
     async with stdio_server() as (read_stream, write_stream):
-        await server.run(read_stream, write_stream, server.create_initialization_options())
+        messages, received = anyio.create_memory_object_stream[SessionMessage | Exception](0)
+
+        async def answer_parse_errors() -> None:
+            async with messages:
+                async for item in read_stream:
+                    if isinstance(item, Exception):
+                        error = types.ErrorData(code=types.PARSE_ERROR, message=f"Parse error: {item}")
+                        await write_stream.send(SessionMessage(types.JSONRPCError(jsonrpc="2.0", id=None, error=error)))
+                    else:
+                        await messages.send(item)
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(answer_parse_errors)
+            await server.run(received, write_stream, server.create_initialization_options())
