@@ -147,6 +147,9 @@ def start_llama_server(binary: str, threads: int, batch: int, context: int, log_
         binary, "-m", str(default_gguf_path()), "--host", "127.0.0.1", "--port", str(port),
         "-t", str(threads), "-tb", str(threads), "--parallel", str(batch), "-c", str(context * batch),
         "--cont-batching", "--alias", MODEL,
+        # As chatcap's llama.cpp runner: no CPU weight repacking (its AMX path crashes on
+        # CPUs that report AMX to a VM without enabling it), so both run the same kernels.
+        "--no-repack",
     ]  # fmt: skip
     return launch("llama-server", command, port, "/health", log_dir)
 
