@@ -1,8 +1,9 @@
 """Message content, the one place its rules live: normalization once at parse time, and
 checks on image input before a request reaches an engine.
 
-:func:`normalize_messages` runs when a request is parsed: role ``developer`` (OpenAI's newer
-name for the system role) becomes ``system``, and a content list of text parts becomes one
+:func:`normalize_messages` runs when a request is parsed: null fields other than ``content``
+go, role ``developer`` (OpenAI's newer name for the system role) becomes ``system``, and a
+content list of text parts becomes one
 string, the parts joined by newlines (vLLM's rule for text parts). A list that holds an
 image stays a list, so that only :func:`check_image_inputs` decides whether the model may
 read it. Engines therefore see content that is None, a string, or (for a model that
@@ -51,7 +52,9 @@ _DATA_URI = re.compile(r"data:(?P<mime>[\w.+-]+/[\w.+-]+)(?P<params>(?:;[^;,]*)*
 
 
 def normalize_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Return the messages with ``developer`` read as ``system`` and text-only content as one string.
+    """Return the messages with ``developer`` read as ``system``, text-only content as one
+    string, and null fields other than ``content`` dropped (clients such as the ``openai``
+    SDK's ``model_dump()`` send null for "absent": ``name``, ``tool_calls``, ``refusal``).
 
     Args:
         messages: OpenAI chat messages, already schema-validated (they are not changed).
@@ -61,7 +64,7 @@ def normalize_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """
     normalized = []
     for message in messages:
-        message = dict(message)
+        message = {key: value for key, value in message.items() if value is not None or key == "content"}
         if message["role"] == "developer":
             message["role"] = "system"
         content = message.get("content")

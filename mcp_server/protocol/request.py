@@ -58,7 +58,6 @@ def parse_request(body: Any) -> ChatRequest:
     # OpenAI clients send explicit nulls for unset options: null means "the default".
     fields = {key: value for key, value in body.items() if value is not None}
     _check_supported(fields)
-    fields["messages"] = [_without_nulls(m, keep=("content",)) for m in fields["messages"]]
     if "tools" in fields:
         fields["tools"] = [{**t, "function": _without_nulls(t["function"])} for t in fields["tools"]]
     # JSON Schema's "integer" admits 2.0: make integer fields Python ints.
@@ -184,6 +183,6 @@ def _check_supported(fields: dict[str, Any]) -> None:
         )
 
 
-def _without_nulls(item: dict[str, Any], keep: tuple[str, ...] = ()) -> dict[str, Any]:
-    """``item`` without its null fields (clients send null for "absent"), except those in ``keep``."""
-    return {key: value for key, value in item.items() if value is not None or key in keep}
+def _without_nulls(item: dict[str, Any]) -> dict[str, Any]:
+    """``item`` without its null fields (clients send null for "absent")."""
+    return {key: value for key, value in item.items() if value is not None}

@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 from mcp_server.engines.embedded.decoding.toolcalls.format import (
+    CALL_SEPARATOR,
     ToolCallFormat,
     function_of,
 )
@@ -38,7 +39,7 @@ def render_messages(fmt: ToolCallFormat, messages: list[dict[str, Any]], tools: 
         role, content = message["role"], message.get("content") or ""
         if role == "assistant" and message.get("tool_calls"):
             calls = [fmt.call_text(c["function"]["name"], c["function"]["arguments"]) for c in message["tool_calls"]]
-            content = "\n".join(([content] if content else []) + calls)
+            content = CALL_SEPARATOR.join(([content] if content else []) + calls)
         elif role == "tool":
             role, content = fmt.result_role, fmt.result_open + content + fmt.result_close
             if index > 0 and messages[index - 1]["role"] == "tool":
