@@ -173,9 +173,9 @@ class ChatService:
                         yield chunk(index, {}, delta.finish_reason)
                         del active[index]
             if request.include_usage:
-                prompt = last[0].prompt_tokens if last else 0
+                prompt, cached = (last[0].prompt_tokens, last[0].cached_tokens) if last else (0, 0)
                 completion = sum(d.completion_tokens for d in last.values())
-                yield {**meta, "choices": [], "usage": usage(prompt, completion)}
+                yield {**meta, "choices": [], "usage": usage(prompt, completion, cached)}
         finally:
             for gen in generators:
                 await gen.aclose()

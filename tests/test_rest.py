@@ -41,6 +41,20 @@ def test_stream_equals_non_stream_and_reports_usage(client):
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
 
 
+def test_a_repeated_prompt_is_served_from_the_prefix_cache_with_the_same_answer(client):
+    system = {"role": "system", "content": "You answer in one short sentence about the sea."}
+    kwargs = dict(model=MODEL, max_tokens=12, temperature=0)
+    first = client.chat.completions.create(messages=[system, {"role": "user", "content": "Why is it salty?"}], **kwargs)
+    again = client.chat.completions.create(messages=[system, {"role": "user", "content": "Why is it salty?"}], **kwargs)
+    other = client.chat.completions.create(messages=[system, {"role": "user", "content": "Why is it blue?"}], **kwargs)
+    assert first.usage.prompt_tokens_details.cached_tokens < first.usage.prompt_tokens - 1
+    assert again.usage.prompt_tokens_details.cached_tokens == again.usage.prompt_tokens - 1  # all but the last
+    assert again.choices[0].message.content == first.choices[0].message.content
+    # The shared system prompt is reused; the question is computed.
+    assert 10 < other.usage.prompt_tokens_details.cached_tokens < other.usage.prompt_tokens - 3
+    assert other.choices[0].message.content != first.choices[0].message.content
+
+
 def test_models_list_and_retrieve(client):
     models = client.models.list()
     assert [m.id for m in models.data] == [MODEL]

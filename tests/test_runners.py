@@ -31,30 +31,98 @@ def test_default_threads_leaves_a_core_free():
     assert default_threads() == max(1, len(os.sched_getaffinity(0)) - 1)
 
 
-def test_llamacpp_runner_reuses_released_sequences_and_keeps_rows_independent():
+def _runner(batch: int = 2):
     from mcp_server.engines.embedded.model_files import default_gguf_path
     from mcp_server.engines.embedded.runners.llamacpp import LlamaCppRunner
 
-    runner = LlamaCppRunner(default_gguf_path(), max_batch_size=2, context_length=256, threads=1)
+    return LlamaCppRunner(default_gguf_path(), max_batch_size=batch, context_length=256, threads=1)
+
+
+def test_llamacpp_runner_reuses_released_sequences_and_keeps_rows_independent():
+    runner = _runner()
     try:
         assert runner.context_length == 256
         prompt = [1, 9690, 198, 2683, 359, 253]
-        a, first = runner.prefill(prompt)
-        b, _ = runner.prefill([1, 2683, 359])
+        a, cached, first = runner.prefill(prompt)
+        assert cached == 0
+        b, _, _ = runner.prefill([1, 2683, 359])
         with pytest.raises(RuntimeError, match="No free"):
             runner.prefill(prompt)
         both = runner.decode([a, b], [int(first.argmax()), 42])
         assert both.shape == (2, runner.vocab_size)
         runner.release(a)
-        again, logits = runner.prefill(prompt)  # the released id is reused, its cache empty
-        assert again == a
+        again, cached, logits = runner.prefill(prompt)  # a's id, whose cells still hold the prompt
+        assert cached == len(prompt) - 1  # the last token is always computed
         assert (logits == first).all()
         alone = runner.decode([again], [int(first.argmax())])
         assert (alone[0] == both[0]).all()  # the same row, batched or alone: identical logits
         runner.clear()
         with pytest.raises(RuntimeError, match="does not fit"):
             runner.prefill(list(range(300)))
-        assert {runner.prefill(prompt)[0], runner.prefill(prompt)[0]} == {0, 1}  # all ids free again
+        assert [runner.prefill(prompt)[1] for _ in range(2)] == [0, 0]  # all ids free again, nothing cached
+    finally:
+        runner.close()
+
+
+def test_llamacpp_prefix_cache_reuses_the_longest_match_and_computes_the_same_logits():
+    runner = _runner()
+    system = [1, 9690, 198, 2683, 359, 253, 5356, 5646, 11173]
+    question, other = system + [198, 1, 4093, 198, 6121], [1, 4093, 198, 43, 2683, 359]
+    try:
+        fresh = {}
+        for prompt in (question, other):  # computed with nothing cached
+            _, cached, fresh[tuple(prompt)] = runner.prefill(prompt)
+            assert cached == 0
+            runner.clear()
+        a, _, _ = runner.prefill(other)
+        b, _, _ = runner.prefill(system + [198, 1, 4093, 198, 42])
+        runner.decode([a, b], [7, int(fresh[tuple(question)].argmax())])  # their caches now hold a generated token
+        runner.release(b)
+        # b's cells share the system prompt and 4 more tokens; a, still running, shares only token 1.
+        c, cached, logits = runner.prefill(question)
+        assert cached == len(system) + 4
+        assert (logits == fresh[tuple(question)]).all()  # cells past the match were dropped, not attended
+        runner.release(a)
+        runner.release(c)
+        _, cached, logits = runner.prefill(other)
+        assert cached == len(other) - 1
+        assert (logits == fresh[tuple(other)]).all()
+    finally:
+        runner.close()
+
+
+def test_llamacpp_prefix_is_copied_from_a_running_sequence_and_gaps_are_closed():
+    """A prompt reuses a prefix another running sequence computed (a copy between ids), and
+    when a sequence in the middle ends, the others keep their logits: the same as alone."""
+    runner = _runner(batch=3)
+    system = [1, 9690, 198, 2683, 359, 253, 5356, 5646, 11173, 198, 1, 4093, 198]
+    prompts = [system + [6121, 30], system + [42, 43, 44], system + [5646]]
+    try:
+        alone = []
+        for prompt in prompts:  # each alone: its prefill logits and 3 decode steps
+            runner.clear()
+            slot, _, logits = runner.prefill(prompt)
+            rows = [logits]
+            for token in (7, 8, 9):
+                rows.append(runner.decode([slot], [token])[0])
+            alone.append(rows)
+        runner.clear()
+        slots, seen = [], [[], [], []]
+        for i, prompt in enumerate(prompts):
+            slot, cached, logits = runner.prefill(prompt)
+            assert cached == (0 if i == 0 else len(system))  # the later ones copy the first's prefix
+            slots.append(slot)
+            seen[i].append(logits)
+        for i, row in enumerate(runner.decode(slots, [7, 7, 7])):
+            seen[i].append(row)
+        runner.release(slots[1])  # the middle one ends: the last moves into its place
+        for token in (8, 9):
+            step = runner.decode([slots[2], slots[0]], [token, token])  # any order of handles
+            seen[2].append(step[0])
+            seen[0].append(step[1])
+        for i in (0, 2):
+            assert all((got == want).all() for got, want in zip(seen[i], alone[i], strict=True))
+        assert all((got == want).all() for got, want in zip(seen[1], alone[1][:2], strict=True))
     finally:
         runner.close()
 

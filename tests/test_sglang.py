@@ -67,7 +67,7 @@ RECORDED_FLAGS = {
         "--grammar-backend", "--tool-call-parser", "--reasoning-parser", "--tp-size",
         "--dp-size", "--mem-fraction-static", "--chunked-prefill-size",
     },
-    "switches": {"--trust-remote-code", "--enable-metrics"},
+    "switches": {"--trust-remote-code", "--enable-metrics", "--enable-cache-report"},
     "choices": {
         "--grammar-backend": {"xgrammar", "outlines", "llguidance", "none"},
         "--tool-call-parser": {"llama3", "qwen25", "qwen", "deepseekv3", "hermes", "mistral", "pythonic"},
@@ -290,7 +290,8 @@ def test_stream_with_tool_calls_drops_empty_content_and_fixes_finish():
         chunk({"content": "", "tool_calls": [{"index": 0, "id": "call_a", "function": {"arguments": "{\"city\": "}}]}),
         chunk({"tool_calls": [{"index": 0, "function": {"arguments": "\"Oslo\"}"}}]}),
         chunk(finish="stop", usage={"prompt_tokens": 30, "completion_tokens": 9, "total_tokens": 39}),
-        chunk(choices=False, usage={"prompt_tokens": 30, "completion_tokens": 9, "total_tokens": 39}),
+        chunk(choices=False, usage={"prompt_tokens": 30, "completion_tokens": 9, "total_tokens": 39,
+                                    "prompt_tokens_details": {"cached_tokens": 24}}),
         "[DONE]",
     )
     out = deltas(lines)
@@ -300,6 +301,7 @@ def test_stream_with_tool_calls_drops_empty_content_and_fixes_finish():
     assert all(c.id is None and c.name is None for c in calls[1:])
     assert "".join(c.arguments for c in calls) == "{\"city\": \"Oslo\"}"
     assert (out[-1].finish_reason, out[-1].prompt_tokens, out[-1].completion_tokens) == ("tool_calls", 30, 9)
+    assert out[-1].cached_tokens == 24  # SGLang's --enable-cache-report count, passed on
 
 
 def test_reasoning_deltas_pass_through_apart_from_content():

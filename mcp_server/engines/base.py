@@ -138,6 +138,8 @@ class GenerationDelta:
             this step, even when its text is held back (a stop-string prefix, a partial
             UTF-8 character) or never shown (an end-of-sequence token, a stop string);
             otherwise ().
+        cached_tokens: leading prompt tokens served from a prefix cache instead of
+            computed (OpenAI's ``usage.prompt_tokens_details.cached_tokens``), or 0.
     """
 
     text: str
@@ -147,6 +149,7 @@ class GenerationDelta:
     reasoning_content: str = ""
     tool_calls: tuple[ToolCallDelta, ...] = ()
     logprobs: tuple[TokenLogprob, ...] = ()
+    cached_tokens: int = 0
 
 
 @runtime_checkable

@@ -60,6 +60,7 @@ class Sequence:
         completion_tokens: tokens generated so far.
         last_token: the most recent token, fed to the next decode step.
         slot: the runner's handle for this sequence's cache, -1 before prefill.
+        cached_tokens: leading prompt tokens the runner's prefix cache held (not computed).
         cancelled: set by the consumer when it stops listening.
         finished: set by the scheduler once the sequence no longer counts as running.
     """
@@ -76,6 +77,7 @@ class Sequence:
     completion_tokens: int = 0
     last_token: int = -1
     slot: int = -1
+    cached_tokens: int = 0
     cancelled: bool = False
     finished: bool = False
 
@@ -175,7 +177,7 @@ class Scheduler:
             self._retire(sequence)
             return
         try:
-            sequence.slot, logits = self._runner.prefill(sequence.prompt_ids)
+            sequence.slot, sequence.cached_tokens, logits = self._runner.prefill(sequence.prompt_ids)
             tokens, entries = self._choose([sequence], logits[None])
             done = self._advance(sequence, tokens[0], entries[0])
         except Exception:
@@ -306,7 +308,14 @@ class Scheduler:
             self._retire(sequence)
         if text or finish or entry:
             logprobs = (entry,) if entry else ()
-            delta = GenerationDelta(text, len(sequence.prompt_ids), sequence.completion_tokens, finish, logprobs=logprobs)
+            delta = GenerationDelta(
+                text,
+                len(sequence.prompt_ids),
+                sequence.completion_tokens,
+                finish,
+                logprobs=logprobs,
+                cached_tokens=sequence.cached_tokens,
+            )
             self._send(sequence, delta)
         return finish is not None
 

@@ -157,7 +157,7 @@ async def read_deltas(lines: AsyncIterator[str]) -> AsyncIterator[GenerationDelt
             finish, a malformed event or a stream that ended before its finish chunk
             (:class:`EngineUnavailable`).
     """
-    prompt_tokens = completion_tokens = 0
+    prompt_tokens = completion_tokens = cached_tokens = 0
     finish: str | None = None
     calls: dict[int, str] = {}  # index -> id, for calls already started
     async for line in lines:
@@ -177,6 +177,7 @@ async def read_deltas(lines: AsyncIterator[str]) -> AsyncIterator[GenerationDelt
         usage = chunk.get("usage") or {}
         prompt_tokens = usage.get("prompt_tokens", prompt_tokens)
         completion_tokens = usage.get("completion_tokens", completion_tokens)
+        cached_tokens = (usage.get("prompt_tokens_details") or {}).get("cached_tokens", cached_tokens)
         for choice in chunk.get("choices", ()):
             delta = choice.get("delta") or {}
             pieces = tuple(_tool_call_piece(call, calls) for call in delta.get("tool_calls") or ())
@@ -191,7 +192,7 @@ async def read_deltas(lines: AsyncIterator[str]) -> AsyncIterator[GenerationDelt
     if finish not in _FINISH:
         raise EngineUnavailable(f"SGLang ended the generation with finish_reason '{finish}'.")
     reason = "tool_calls" if calls and finish == "stop" else _FINISH[finish]
-    yield GenerationDelta("", prompt_tokens, completion_tokens, reason)
+    yield GenerationDelta("", prompt_tokens, completion_tokens, reason, cached_tokens=cached_tokens)
 
 
 def _token_logprob(entry: dict[str, Any]) -> TokenLogprob:

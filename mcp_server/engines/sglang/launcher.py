@@ -96,6 +96,7 @@ def launch_command(settings: Settings, port: int, python: str = sys.executable) 
         "--host", "127.0.0.1",
         "--port", str(port),
         "--grammar-backend", "xgrammar",
+        "--enable-cache-report",  # usage.prompt_tokens_details.cached_tokens, as the embedded engine reports it
     ]
     context_length = settings.context_length or (entry.context_length if entry else None)
     if context_length:

@@ -41,16 +41,18 @@ class ModelRunner(Protocol):
     context_length: int
     eos_ids: frozenset[int]
 
-    def prefill(self, prompt_ids: list[int]) -> tuple[int, torch.Tensor]:
+    def prefill(self, prompt_ids: list[int]) -> tuple[int, int, torch.Tensor]:
         """Read a prompt into a new sequence's cache.
 
         Args:
             prompt_ids: the prompt's token ids, at most ``context_length`` of them.
 
         Returns:
-            ``(slot, logits)``: the handle of the new sequence (pass it to :meth:`decode`
-            and :meth:`release`) and the float32 ``[V]`` logits of its last position, on
-            the CPU, owned by the caller.
+            ``(slot, cached_tokens, logits)``: the handle of the new sequence (pass it to
+            :meth:`decode` and :meth:`release`), how many leading prompt tokens were
+            found in a cache instead of computed (OpenAI's ``cached_tokens``; 0 for a
+            runner without a prefix cache), and the float32 ``[V]`` logits of the last
+            position, on the CPU, owned by the caller.
         """
         ...
 
@@ -68,11 +70,15 @@ class ModelRunner(Protocol):
         ...
 
     def release(self, slot: int) -> None:
-        """Drop a sequence's cache (finished, cancelled or failed); its slot may be reused."""
+        """End a sequence (finished, cancelled or failed); its slot may be reused.
+
+        A runner with a prefix cache may keep the sequence's keys and values for a later
+        prompt that starts with the same tokens.
+        """
         ...
 
     def clear(self) -> None:
-        """Drop every sequence."""
+        """Drop every sequence and every cached prefix."""
         ...
 
     def close(self) -> None:

@@ -67,14 +67,14 @@ class TorchRunner:
         self._released: set[int] = set()
         self._next_slot = 0
 
-    def prefill(self, prompt_ids: list[int]) -> tuple[int, torch.Tensor]:
-        """Prefill one prompt alone; see :class:`.ModelRunner`."""
+    def prefill(self, prompt_ids: list[int]) -> tuple[int, int, torch.Tensor]:
+        """Prefill one prompt alone, with no prefix cache (0 cached tokens); see :class:`.ModelRunner`."""
         self._pin_threads()
         prompt = torch.tensor([prompt_ids], device=self.model.device)
         out = self.model(input_ids=prompt, use_cache=True, logits_to_keep=1)
         slot, self._next_slot = self._next_slot, self._next_slot + 1
         self._fresh[slot] = out.cache
-        return slot, out.logits[0, -1].float().cpu()
+        return slot, 0, out.logits[0, -1].float().cpu()
 
     def decode(self, slots: list[int], tokens: list[int]) -> torch.Tensor:
         """One step for ``slots``; see :class:`.ModelRunner`.
