@@ -3,13 +3,16 @@
 Usage::
 
     python benchmarks/bench_serving.py [--runners llamacpp,torch] [--threads 1] [--max-tokens 64]
-        [--concurrency 1,4,8] [--llama-server /path/to/llama-server] [--url http://host:port]
+        [--concurrency 1,4,8] [--llama-server /path/to/llama-server] [--vllm /path/to/vllm]
+        [--url http://host:port]
 
-It starts ``chatcap serve`` once per runner (and llama.cpp's own ``llama-server`` when its
-binary is given), one after the other, with the same thread count and batch size, and
-drives each with the same requests: fixed prompts, ``temperature`` 0, ``max_tokens``
-fixed, streamed. ``--url`` adds a server that is already running (its RSS and CPU time
-are then not measured). Per server it reports:
+It starts ``chatcap serve`` once per runner (and llama.cpp's own ``llama-server``, and
+vLLM's CPU server, when their binaries are given), one after the other, with the same
+thread count and batch size, and drives each with the same requests: ``temperature`` 0,
+``max_tokens`` fixed, streamed. Every request's user message is new (a request number
+opens it), so a server's prefix cache can reuse only what requests really share: the chat
+template's system prompt. ``--url`` adds a server that is already running (its RSS and CPU
+time are then not measured). Per server it reports:
 
 * ``ttft_ms``: time to the first content chunk of one request alone (median of prompts);
 * ``decode_tok_s``: one request alone, completion tokens after the first / time after the first;
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import logging
 import os
@@ -112,7 +116,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(name: str, command: list[str], port: int, health: str, log_dir: Path, timeout: float = 300) -> Server:
+def launch(
+    name: str, command: list[str], port: int, health: str, log_dir: Path, timeout: float = 300, env: dict | None = None
+) -> Server:
     """Start a server process and wait until ``health`` answers 200.
 
     Raises:
@@ -120,7 +126,7 @@ def launch(name: str, command: list[str], port: int, health: str, log_dir: Path,
     """
     log = log_dir / f"{name}.log"
     with open(log, "wb") as out:
-        process = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env)
     server = Server(name, f"http://127.0.0.1:{port}", process, log)
     try:
         wait_until_healthy(process, f"{server.base_url}{health}", log, timeout)
@@ -137,6 +143,28 @@ def start_chatcap(runner: str, threads: int, batch: int, log_dir: Path) -> Serve
         "--runner", runner, "--threads", str(threads), "--max-running-requests", str(batch),
     ]  # fmt: skip
     return launch(f"chatcap-{runner}", command, port, "/health", log_dir)
+
+
+def start_vllm(binary: str, threads: int, batch: int, context: int, log_dir: Path) -> Server:
+    """vLLM's CPU server on the Hugging Face copy of the bundled model that the torch runner saved.
+
+    Raises:
+        RuntimeError: no converted copy yet (start the torch runner once first).
+    """
+    from mcp_server.engines.embedded.model_files import cache_root
+
+    copies = sorted(cache_root().glob("*/config.json"), key=lambda p: p.stat().st_mtime)
+    if not copies:
+        raise RuntimeError(f"No converted model in {cache_root()}: run the torch runner once (--runners torch)")
+    port = free_port()
+    command = [
+        binary, "serve", str(copies[-1].parent), "--served-model-name", MODEL, "--host", "127.0.0.1",
+        "--port", str(port), "--dtype", "bfloat16", "--enforce-eager", "--max-model-len", str(context),
+        "--max-num-seqs", str(batch),
+    ]  # fmt: skip
+    # One OpenMP thread per core listed, as many as the others get.
+    env = {**os.environ, "VLLM_CPU_OMP_THREADS_BIND": f"0-{threads - 1}", "VLLM_CPU_KVCACHE_SPACE": "1"}
+    return launch("vllm", command, port, "/health", log_dir, timeout=900, env=env)
 
 
 def start_llama_server(binary: str, threads: int, batch: int, context: int, log_dir: Path) -> Server:
@@ -188,8 +216,11 @@ async def one_request(client: httpx.AsyncClient, server: Server, prompt: str, ma
             "tokens": tokens}  # fmt: skip
 
 
+_requests = itertools.count(1)
+
+
 async def concurrent(server: Server, n: int, max_tokens: int, schema: bool) -> dict:
-    prompts = [PROMPTS[i % len(PROMPTS)] for i in range(n)]
+    prompts = [f"Request {next(_requests)}. {PROMPTS[i % len(PROMPTS)]}" for i in range(n)]
     cpu_before = server.cpu_seconds()
     async with httpx.AsyncClient(timeout=600) as client:
         started = time.perf_counter()
@@ -256,8 +287,9 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,4,8", help="concurrent request counts (e.g. 1,4,8,16)")
     parser.add_argument("--json-concurrency", default="1,8", help="concurrency levels with a json_schema")
     parser.add_argument("--batch", type=int, default=8, help="--max-running-requests / llama-server --parallel")
-    parser.add_argument("--context", type=int, default=2048, help="llama-server context per sequence")
+    parser.add_argument("--context", type=int, default=2048, help="context per sequence (llama-server -c / --parallel, vLLM --max-model-len)")
     parser.add_argument("--llama-server", help="path to llama.cpp's llama-server binary, to compare with")
+    parser.add_argument("--vllm", help="path to the vllm command of a vllm-cpu install, to compare with")
     parser.add_argument("--url", action="append", default=[], help="an OpenAI-compatible server already running")
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "serving.json"))
     args = parser.parse_args()
@@ -269,6 +301,8 @@ def main() -> None:
     if args.llama_server:
         starters.append(("llama-server",
                          lambda d: start_llama_server(args.llama_server, args.threads, args.batch, args.context, d)))  # fmt: skip
+    if args.vllm:
+        starters.append(("vllm", lambda d: start_vllm(args.vllm, args.threads, args.batch, args.context, d)))
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as log_dir:
         for name, start in starters:

@@ -108,6 +108,8 @@ class Settings:
         threads: the embedded engine's compute threads; None = one per core less one.
         enable_deterministic_inference: the embedded engine decodes each sequence on its
             own, so that output never depends on what else is batched (SGLang's flag name).
+        disable_prefix_cache: the llama.cpp runner computes every prompt in full instead of
+            reusing cached prefixes (so no request's latency shows what another one sent).
         log_level: the logging level name.
         data_dir: the gateway's directory (API keys, credit, usage ledger); None runs
             without keys or ledger.
@@ -154,6 +156,9 @@ class Settings:
     threads: int | None = _flag(None, "embedded engine compute threads (default: one per core less one)", parse=int)
     enable_deterministic_inference: bool = _flag(
         False, "embedded engine: output never depends on the batch (decodes rows one by one)", switch=True
+    )
+    disable_prefix_cache: bool = _flag(
+        False, "embedded engine: compute every prompt in full (no reuse of cached prefixes)", switch=True
     )
     log_level: str = _flag("info", "logging level")
     data_dir: Path | None = _flag(None, "API keys and usage ledger live here", parse=Path, group="gateway")

@@ -201,7 +201,9 @@ def test_completed_and_cut_short_requests_are_charged_for_what_was_generated(sto
         return received
 
     completion = asyncio.run(gateway.complete(_request(), key=key))
-    assert completion["usage"] == {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
+    assert completion["usage"] == {
+        "prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15, "prompt_tokens_details": {"cached_tokens": 0}
+    }
     received = asyncio.run(cut_short())
     rows = store.db.query("SELECT * FROM ledger ORDER BY created_at")
     assert [r["status"] for r in rows] == ["completed", "cancelled"]

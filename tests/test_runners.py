@@ -31,11 +31,11 @@ def test_default_threads_leaves_a_core_free():
     assert default_threads() == max(1, len(os.sched_getaffinity(0)) - 1)
 
 
-def _runner(batch: int = 2):
+def _runner(batch: int = 2, prefix_cache: bool = True):
     from mcp_server.engines.embedded.model_files import default_gguf_path
     from mcp_server.engines.embedded.runners.llamacpp import LlamaCppRunner
 
-    return LlamaCppRunner(default_gguf_path(), max_batch_size=batch, context_length=256, threads=1)
+    return LlamaCppRunner(default_gguf_path(), batch, context_length=256, threads=1, prefix_cache=prefix_cache)
 
 
 def test_llamacpp_runner_reuses_released_sequences_and_keeps_rows_independent():
@@ -123,6 +123,21 @@ def test_llamacpp_prefix_is_copied_from_a_running_sequence_and_gaps_are_closed()
         for i in (0, 2):
             assert all((got == want).all() for got, want in zip(seen[i], alone[i], strict=True))
         assert all((got == want).all() for got, want in zip(seen[1], alone[1][:2], strict=True))
+    finally:
+        runner.close()
+
+
+def test_disable_prefix_cache_computes_every_prompt_in_full():
+    from mcp_server.cli import _settings, build_parser
+
+    assert _settings(build_parser().parse_args(["serve", "--disable-prefix-cache"])).disable_prefix_cache
+    runner = _runner(prefix_cache=False)
+    prompt = [1, 9690, 198, 2683, 359, 253, 5356, 5646, 11173, 198]
+    try:
+        slot, cached, first = runner.prefill(prompt)
+        runner.release(slot)
+        slot, cached, again = runner.prefill(prompt)
+        assert cached == 0 and (again == first).all()
     finally:
         runner.close()
 

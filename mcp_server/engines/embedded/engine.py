@@ -91,6 +91,7 @@ class EmbeddedEngine:
         runner: ``auto`` (llama.cpp for GGUF files on the CPU, else torch), ``llamacpp``
             or ``torch`` (:func:`.runners.resolve_runner`).
         threads: compute threads; None = :func:`.runners.default_threads`.
+        prefix_cache: llama.cpp runner: reuse cached prompt prefixes (``--disable-prefix-cache`` turns it off).
 
     Raises:
         InvalidRequest: ``max_batch_size`` or ``threads`` below 1 (param
@@ -121,6 +122,7 @@ class EmbeddedEngine:
         deterministic: bool = False,
         runner: str = "auto",
         threads: int | None = None,
+        prefix_cache: bool = True,
     ):
         if max_batch_size is not None and max_batch_size < 1:
             raise InvalidRequest("max_running_requests must be at least 1.", param="max_running_requests")
@@ -136,6 +138,7 @@ class EmbeddedEngine:
         self._cache_dir = cache_dir
         self._device = device
         self._deterministic = deterministic
+        self._prefix_cache = prefix_cache
         check_catalog(load_catalog())
         entry = default_entry() if model_path is None else find_entry(model_path)
         self._card = ModelCard(
@@ -168,6 +171,7 @@ class EmbeddedEngine:
             deterministic=settings.enable_deterministic_inference,
             runner=settings.runner,
             threads=settings.threads,
+            prefix_cache=not settings.disable_prefix_cache,
         )
 
     @property
@@ -227,7 +231,9 @@ class EmbeddedEngine:
             path = default_gguf_path() if self._model_path is None else Path(self._model_path).expanduser()
             tokenizer = load_tokenizer(self._model_path)
             try:
-                runner = LlamaCppRunner(path, self._max_batch_size, self._context_length, self._threads)
+                runner = LlamaCppRunner(
+                    path, self._max_batch_size, self._context_length, self._threads, self._prefix_cache
+                )
             except RuntimeError as exc:
                 raise EngineUnavailable(str(exc)) from exc
             # Sampling and grammar masks run in torch between llama.cpp steps: one thread,

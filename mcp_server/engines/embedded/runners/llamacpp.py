@@ -80,6 +80,8 @@ class LlamaCppRunner:
         context_length: tokens per sequence (llama.cpp's ``n_ctx_seq``); None =
             :data:`DEFAULT_CONTEXT_LENGTH`, capped at the model's training context.
         threads: llama.cpp compute threads, for prefill and decode alike.
+        prefix_cache: reuse cached prompt prefixes (see the module's docstring); False
+            computes every prompt in full.
 
     Attributes:
         vocab_size: logits per row.
@@ -91,7 +93,9 @@ class LlamaCppRunner:
             or create the context.
     """
 
-    def __init__(self, gguf_path: Path, max_batch_size: int, context_length: int | None, threads: int):
+    def __init__(
+        self, gguf_path: Path, max_batch_size: int, context_length: int | None, threads: int, prefix_cache: bool = True
+    ):
         try:
             import llama_cpp.llama_cpp as lib
         except ImportError as exc:
@@ -132,6 +136,7 @@ class LlamaCppRunner:
         self._tokens: list[list[int]] = [[] for _ in range(max_batch_size)]  # what each id's cells hold
         self._seq_ids: dict[int, int] = {}  # handle of a running sequence -> its llama.cpp sequence id
         self._handles = itertools.count()
+        self._prefix_cache = prefix_cache
         logger.info("llama.cpp: %d sequences x %d tokens, %d threads", max_batch_size, self.context_length, threads)
 
     def prefill(self, prompt_ids: list[int]) -> tuple[int, int, torch.Tensor]:
@@ -151,7 +156,8 @@ class LlamaCppRunner:
             raise RuntimeError(f"A {len(prompt_ids)}-token prompt does not fit {self.context_length} tokens")
         # The longest shared prefix wins; among equals, a free id (no copy), the lowest first.
         cached, _, source = max(
-            (_shared_prefix(tokens, prompt_ids), i in free, -i) for i, tokens in enumerate(self._tokens)
+            (_shared_prefix(tokens, prompt_ids) if self._prefix_cache else 0, i in free, -i)
+            for i, tokens in enumerate(self._tokens)
         )
         source, cached = -source, min(cached, len(prompt_ids) - 1)
         # A free id is used in place (a gap it leaves is closed at the next step); a running one is copied.
