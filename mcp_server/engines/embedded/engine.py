@@ -44,9 +44,13 @@ from mcp_server.engines.embedded.runners import (
     resolve_runner,
 )
 from mcp_server.engines.embedded.runners.llamacpp import (
+    DEFAULT_KV_CACHE_DTYPE,
+    KV_CACHE_DTYPES,
+    LlamaCppRunner,
+)
+from mcp_server.engines.embedded.runners.llamacpp import (
     DEFAULT_MAX_BATCH_SIZE as LLAMACPP_MAX_BATCH_SIZE,
 )
-from mcp_server.engines.embedded.runners.llamacpp import LlamaCppRunner
 from mcp_server.engines.embedded.scheduler import Scheduler, Sequence
 from mcp_server.engines.embedded.textstream import TextStream
 from mcp_server.errors import EngineUnavailable, InvalidRequest, ServiceError
@@ -92,11 +96,14 @@ class EmbeddedEngine:
             or ``torch`` (:func:`.runners.resolve_runner`).
         threads: compute threads; None = :func:`.runners.default_threads`.
         prefix_cache: llama.cpp runner: reuse cached prompt prefixes (``--disable-prefix-cache`` turns it off).
+        kv_cache_dtype: llama.cpp runner: ``auto`` (:data:`.runners.llamacpp.DEFAULT_KV_CACHE_DTYPE`),
+            ``q8_0`` or ``f16``.
 
     Raises:
         InvalidRequest: ``max_batch_size`` or ``threads`` below 1 (param
-            ``max_running_requests``, ``threads``), or an unknown or impossible runner
-            (param ``runner``).
+            ``max_running_requests``, ``threads``), an unknown or impossible runner
+            (param ``runner``), or a KV cache type that is unknown or given to the torch
+            runner (param ``kv_cache_dtype``).
 
     Attributes:
         runner: the :class:`.runners.ModelRunner` (None before :meth:`start`).
@@ -123,6 +130,7 @@ class EmbeddedEngine:
         runner: str = "auto",
         threads: int | None = None,
         prefix_cache: bool = True,
+        kv_cache_dtype: str = "auto",
     ):
         if max_batch_size is not None and max_batch_size < 1:
             raise InvalidRequest("max_running_requests must be at least 1.", param="max_running_requests")
@@ -139,6 +147,11 @@ class EmbeddedEngine:
         self._device = device
         self._deterministic = deterministic
         self._prefix_cache = prefix_cache
+        if kv_cache_dtype not in ("auto", *KV_CACHE_DTYPES):
+            raise InvalidRequest(f"Unknown KV cache type {kv_cache_dtype!r}.", param="kv_cache_dtype")
+        if kv_cache_dtype != "auto" and self._runner_name != "llamacpp":
+            raise InvalidRequest("--kv-cache-dtype applies to the llamacpp runner only.", param="kv_cache_dtype")
+        self._kv_cache_dtype = DEFAULT_KV_CACHE_DTYPE if kv_cache_dtype == "auto" else kv_cache_dtype
         check_catalog(load_catalog())
         entry = default_entry() if model_path is None else find_entry(model_path)
         self._card = ModelCard(
@@ -172,6 +185,7 @@ class EmbeddedEngine:
             runner=settings.runner,
             threads=settings.threads,
             prefix_cache=not settings.disable_prefix_cache,
+            kv_cache_dtype=settings.kv_cache_dtype,
         )
 
     @property
@@ -229,10 +243,15 @@ class EmbeddedEngine:
         """Build the runner and the Hugging Face tokenizer (blocking; run in a worker thread)."""
         if self._runner_name == "llamacpp":
             path = default_gguf_path() if self._model_path is None else Path(self._model_path).expanduser()
-            tokenizer = load_tokenizer(self._model_path)
+            tokenizer = load_tokenizer(self._model_path, Path(self._cache_dir) if self._cache_dir else None)
             try:
                 runner = LlamaCppRunner(
-                    path, self._max_batch_size, self._context_length, self._threads, self._prefix_cache
+                    path,
+                    self._max_batch_size,
+                    self._context_length,
+                    self._threads,
+                    self._prefix_cache,
+                    self._kv_cache_dtype,
                 )
             except RuntimeError as exc:
                 raise EngineUnavailable(str(exc)) from exc
