@@ -163,10 +163,13 @@ class LlamaCppRunner:
         )  # fmt: skip
 
     def prefill(self, prompt_ids: list[int]) -> tuple[int, int, torch.Tensor]:
-        """Read a prompt into the lowest free sequence id, starting from the longest cached prefix.
+        """Read a prompt into a free sequence id, starting from the longest cached prefix.
 
-        See :meth:`ModelRunner.prefill`. The last prompt token is always computed (its
-        logits are the answer), so at most ``len(prompt_ids) - 1`` tokens are cached.
+        See :meth:`ModelRunner.prefill`. The id is the free one holding that prefix, or,
+        when a running sequence holds it (copied if it is at least ``_MIN_COPIED_PREFIX``
+        tokens) or none does, the lowest free one. The last prompt token is always
+        computed (its logits are the answer), so at most ``len(prompt_ids) - 1`` tokens
+        are cached.
 
         Raises:
             RuntimeError: no free sequence id, a prompt longer than ``context_length``,
