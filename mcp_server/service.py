@@ -32,8 +32,9 @@ __all__ = ["ChatService", "ProgressCallback", "UsageCallback"]
 ProgressCallback = Callable[[int], Awaitable[None]]
 """Called with the total completion tokens generated so far, across all choices."""
 
-UsageCallback = Callable[[int, int], None]
-"""Called with the prompt tokens and the completion tokens so far (all choices), as they grow."""
+UsageCallback = Callable[[int, int, int], None]
+"""Called with the prompt tokens, the completion tokens so far (all choices) and the prompt
+tokens a prefix cache served (OpenAI's ``cached_tokens``), as they grow."""
 
 SYSTEM_FINGERPRINT = f"chatcap-{__version__}"
 
@@ -131,7 +132,7 @@ class ChatService:
             # Prime every choice: errors surface before the first chunk is sent.
             firsts = [await gen.__anext__() for gen in generators]
             if on_usage is not None:
-                on_usage(firsts[0].prompt_tokens, sum(d.completion_tokens for d in firsts))
+                on_usage(firsts[0].prompt_tokens, sum(d.completion_tokens for d in firsts), firsts[0].cached_tokens)
             meta = {
                 "id": f"chatcmpl-{uuid.uuid4().hex}",
                 "object": "chat.completion.chunk",
@@ -163,7 +164,9 @@ class ChatService:
                             continue
                     last[index] = delta
                     if on_usage is not None:
-                        on_usage(last[0].prompt_tokens, sum(d.completion_tokens for d in last.values()))
+                        on_usage(
+                            last[0].prompt_tokens, sum(d.completion_tokens for d in last.values()), last[0].cached_tokens
+                        )
                     if progress is not None:
                         await progress(sum(d.completion_tokens for d in last.values()))
                     payload, logprobs = delta_payload(delta), logprobs_payload(delta)

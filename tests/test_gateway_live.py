@@ -235,6 +235,7 @@ def test_load_32_streams_with_hang_ups_and_bad_requests(live, keys):
 def test_metrics_are_prometheus_text(live):
     text = httpx.get(f"{live.base_url}/metrics", timeout=10).text
     for name in ("chatcap_http_requests_total", "chatcap_generations_total", "chatcap_prompt_tokens_total",
+                 "chatcap_cached_prompt_tokens_total",
                  "chatcap_completion_tokens_total", "chatcap_time_to_first_token_seconds_bucket",
                  "chatcap_request_latency_seconds_bucket", "chatcap_queue_depth", "chatcap_running_requests"):
         assert f"\n{name}" in text, name

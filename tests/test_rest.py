@@ -41,12 +41,20 @@ def test_stream_equals_non_stream_and_reports_usage(client):
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
 
 
-def test_a_repeated_prompt_is_served_from_the_prefix_cache_with_the_same_answer(client):
+def _cached_prompt_tokens(server) -> float:
+    text = httpx.get(f"{server.base_url}/metrics", timeout=10).text
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith("chatcap_cached_prompt_tokens_total{"))
+
+
+def test_a_repeated_prompt_is_served_from_the_prefix_cache_with_the_same_answer(server, client):
     system = {"role": "system", "content": "You answer in one short sentence about the sea."}
     kwargs = dict(model=MODEL, max_tokens=12, temperature=0)
     first = client.chat.completions.create(messages=[system, {"role": "user", "content": "Why is it salty?"}], **kwargs)
+    counted = _cached_prompt_tokens(server)
     again = client.chat.completions.create(messages=[system, {"role": "user", "content": "Why is it salty?"}], **kwargs)
     other = client.chat.completions.create(messages=[system, {"role": "user", "content": "Why is it blue?"}], **kwargs)
+    reported = again.usage.prompt_tokens_details.cached_tokens + other.usage.prompt_tokens_details.cached_tokens
+    assert _cached_prompt_tokens(server) == counted + reported  # the metric counts what usage reports
     assert first.usage.prompt_tokens_details.cached_tokens < first.usage.prompt_tokens - 1
     assert again.usage.prompt_tokens_details.cached_tokens == again.usage.prompt_tokens - 1  # all but the last
     assert again.choices[0].message.content == first.choices[0].message.content

@@ -52,10 +52,11 @@ class _Meter:
     started: float
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0
     completion_id: str | None = None
 
-    def update(self, prompt_tokens: int, completion_tokens: int) -> None:
-        self.prompt_tokens, self.completion_tokens = prompt_tokens, completion_tokens
+    def update(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> None:
+        self.prompt_tokens, self.completion_tokens, self.cached_tokens = prompt_tokens, completion_tokens, cached_tokens
 
 
 class Gateway:
@@ -245,6 +246,7 @@ class Gateway:
         self.in_flight -= 1
         metrics.generations.labels(status).inc()
         metrics.prompt_tokens.labels(meter.model).inc(meter.prompt_tokens)
+        metrics.cached_prompt_tokens.labels(meter.model).inc(meter.cached_tokens)
         metrics.completion_tokens.labels(meter.model).inc(meter.completion_tokens)
         metrics.latency.labels(meter.model).observe(time.monotonic() - meter.started)
 

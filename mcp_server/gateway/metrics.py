@@ -9,6 +9,7 @@ name                                        type       meaning
 ``chatcap_generations_total``               counter    admitted generations by ``outcome``
                                                        (completed, cancelled, failed)
 ``chatcap_prompt_tokens_total``             counter    prompt tokens, by ``model``
+``chatcap_cached_prompt_tokens_total``      counter    of those, served from a prefix cache
 ``chatcap_completion_tokens_total``         counter    completion tokens, by ``model``
 ``chatcap_time_to_first_token_seconds``     histogram  admission to first chunk, by ``model``
 ``chatcap_request_latency_seconds``         histogram  admission to end, by ``model``
@@ -60,6 +61,10 @@ class Metrics:
         )
         self.prompt_tokens = Counter(
             "chatcap_prompt_tokens", "Prompt tokens processed.", ["model"], registry=self.registry
+        )
+        self.cached_prompt_tokens = Counter(
+            "chatcap_cached_prompt_tokens", "Prompt tokens served from a prefix cache (part of the prompt tokens).",
+            ["model"], registry=self.registry,
         )
         self.completion_tokens = Counter(
             "chatcap_completion_tokens", "Completion tokens generated.", ["model"], registry=self.registry
