@@ -164,6 +164,30 @@ def test_kv_cache_dtype_reaches_llama_cpp_and_is_refused_where_it_cannot_apply()
     assert not (logits["f16"] == logits["q8_0"]).all()  # 8-bit keys and values round differently
 
 
+def test_f16_kv_cache_runs_without_the_prefix_cache_so_answers_do_not_change():
+    """Over an f16 cache llama.cpp computes a prompt row differently depending on the rows
+    prefilled with it (measured: with flash attention, a 120-token prompt's logits moved by
+    up to 0.59 when 8 or 60 of its tokens came from the cache; without it, a 6-token
+    prompt's moved when 5 did), so the f16 runner computes every prompt in full."""
+    prompt = [1, 9690, 198] + [200 + (37 * i) % 20000 for i in range(117)]
+    runner = _runner(prefix_cache=False, kv_cache_dtype="f16")
+    try:
+        _, _, fresh = runner.prefill(prompt)
+    finally:
+        runner.close()
+    runner = _runner(kv_cache_dtype="f16")
+    try:
+        for cached in (8, 60, len(prompt) - 2):
+            slot, _, _ = runner.prefill(prompt[:cached] + [5])
+            runner.release(slot)
+            slot, reused, logits = runner.prefill(prompt)
+            runner.release(slot)
+            assert reused == 0
+            assert (logits == fresh).all()
+    finally:
+        runner.close()
+
+
 def test_threads_flag_and_environment_reach_the_settings(monkeypatch):
     from mcp_server.cli import _settings, build_parser
 

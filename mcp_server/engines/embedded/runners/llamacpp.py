@@ -90,9 +90,13 @@ class LlamaCppRunner:
             :data:`DEFAULT_CONTEXT_LENGTH`, capped at the model's training context.
         threads: llama.cpp compute threads, for prefill and decode alike.
         prefix_cache: reuse cached prompt prefixes (see the module's docstring); False
-            computes every prompt in full.
+            computes every prompt in full. Ignored (off) with an f16 cache.
         kv_cache_dtype: one of :data:`KV_CACHE_DTYPES`; q8_0 runs with flash attention
-            (llama.cpp needs it for a quantized V cache), f16 with llama.cpp's default.
+            (llama.cpp needs it for a quantized V cache), f16 with llama.cpp's default
+            and no prefix cache: over an f16 cache a prompt row's logits depend on the
+            other rows of its prefill (flash attention tiles large batches; without it the
+            matrix products do), so a reused prefix would change answers (measured: up to
+            0.59 on a 120-token prompt's logits; tested).
 
     Attributes:
         vocab_size: logits per row.
@@ -156,10 +160,10 @@ class LlamaCppRunner:
         self._tokens: list[list[int]] = [[] for _ in range(max_batch_size)]  # what each id's cells hold
         self._seq_ids: dict[int, int] = {}  # handle of a running sequence -> its llama.cpp sequence id
         self._handles = itertools.count()
-        self._prefix_cache = prefix_cache
+        self._prefix_cache = prefix_cache and kv_cache_dtype == "q8_0"
         logger.info(
-            "llama.cpp: %d sequences x %d tokens, %s KV cache, %d threads",
-            max_batch_size, self.context_length, kv_cache_dtype, threads,
+            "llama.cpp: %d sequences x %d tokens, %s KV cache, prefix cache %s, %d threads",
+            max_batch_size, self.context_length, kv_cache_dtype, "on" if self._prefix_cache else "off", threads,
         )  # fmt: skip
 
     def prefill(self, prompt_ids: list[int]) -> tuple[int, int, torch.Tensor]:
