@@ -93,10 +93,12 @@ class LlamaCppRunner:
             computes every prompt in full. Ignored (off) with an f16 cache.
         kv_cache_dtype: one of :data:`KV_CACHE_DTYPES`; q8_0 runs with flash attention
             (llama.cpp needs it for a quantized V cache), f16 with llama.cpp's default
-            and no prefix cache: over an f16 cache a prompt row's logits depend on the
-            other rows of its prefill (flash attention tiles large batches; without it the
-            matrix products do), so a reused prefix would change answers (measured: up to
-            0.59 on a 120-token prompt's logits; tested).
+            and no prefix cache: over an f16 cache a prompt row's logits depend on how
+            many rows its prefill holds (ggml's CPU flash attention switches to a tiled
+            kernel for f32/f16 caches from a tile's worth of query rows, and without flash
+            attention the matrix products change kernels too), so a reused prefix would
+            change answers (measured: up to 0.59 on a 120-token prompt's logits; tested).
+            Over a q8_0 cache every query row takes the same per-row kernel.
 
     Attributes:
         vocab_size: logits per row.
