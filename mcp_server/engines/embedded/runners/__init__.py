@@ -1,8 +1,8 @@
 """Model runners: what the scheduler calls to run the network, and nothing else.
 
 A runner owns the weights and the key/value caches of the running sequences. It
-prefills one sequence, decodes one token for a set of running sequences, and releases a
-sequence's cache. Everything else (sampling, penalties, grammar masks, stop strings,
+prefills one sequence (from a cached prefix when it has a prefix cache), decodes one
+token for a set of running sequences, and releases a sequence. Everything else (sampling, penalties, grammar masks, stop strings,
 cancellation) stays in :mod:`..scheduler`, the same for every runner.
 
 Two runners:
