@@ -100,31 +100,34 @@ class Server:
                     pass
         return found
 
+    def proc_files(self, name: str) -> list[str]:
+        """The text of ``/proc/<pid>/<name>`` for each of the server's processes still alive."""
+        texts = []
+        for pid in self.pids():
+            try:
+                texts.append(Path(f"/proc/{pid}/{name}").read_text())
+            except OSError:  # the process ended meanwhile
+                pass
+        return texts
+
     def cpu_seconds(self) -> float | None:
         """User + system CPU seconds of the server's processes, None for a ``--url`` server."""
         if self.process is None:
             return None
-        total = 0
-        for pid in self.pids():
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            total += int(fields[11]) + int(fields[12])
-        return total / os.sysconf("SC_CLK_TCK")
+        ticks = 0
+        for stat in self.proc_files("stat"):
+            fields = stat.rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])
+        return ticks / os.sysconf("SC_CLK_TCK")
 
     def peak_rss_mb(self) -> float | None:
         """The sum of each server process's peak resident memory (``VmHWM``), None for a ``--url`` server."""
         if self.process is None:
             return None
-        total = 0
-        for pid in self.pids():
-            try:
-                status = Path(f"/proc/{pid}/status").read_text()
-            except OSError:
-                continue
-            total += next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")), 0)
-        return total / 1024
+        kib = 0
+        for status in self.proc_files("status"):
+            kib += next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")), 0)
+        return kib / 1024
 
     def stop(self) -> None:
         if self.process is not None:
