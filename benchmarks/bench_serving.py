@@ -50,7 +50,7 @@ logger = logging.getLogger("bench_serving")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.live_server import wait_until_healthy  # noqa: E402  (the suite's own start-up check)
+from tests.live_server import free_port, spawn_healthy, stop_process  # noqa: E402  (the suite's own start-up)
 
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 PROMPTS = [
@@ -131,19 +131,7 @@ class Server:
 
     def stop(self) -> None:
         if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+            stop_process(self.process)
 
 
 def launch(
@@ -155,15 +143,8 @@ def launch(
         RuntimeError: the process exited or stayed unhealthy (its log is in the message).
     """
     log = log_dir / f"{name}.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env)
-    server = Server(name, f"http://127.0.0.1:{port}", process, log)
-    try:
-        wait_until_healthy(process, f"{server.base_url}{health}", log, timeout)
-    except RuntimeError:
-        server.stop()
-        raise
-    return server
+    base_url = f"http://127.0.0.1:{port}"
+    return Server(name, base_url, spawn_healthy(command, log, f"{base_url}{health}", timeout, env), log)
 
 
 def start_chatcap(runner: str, threads: int, batch: int, log_dir: Path) -> Server:

@@ -34,11 +34,7 @@ class LiveServer:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+        stop_process(self.process)
 
 
 def start_server(log_dir: Path, *args: str, api_key: str | None = None, timeout: float = 240) -> LiveServer:
@@ -53,15 +49,36 @@ def start_server(log_dir: Path, *args: str, api_key: str | None = None, timeout:
     if api_key:
         command += ["--api-key", api_key]
     env = {k: v for k, v in os.environ.items() if k != "CHATCAP_API_KEY"}
+    base_url = f"http://127.0.0.1:{port}"
+    process = spawn_healthy(command, log_path, f"{base_url}/health", timeout, env)
+    return LiveServer(process, base_url, api_key, log_path)
+
+
+def spawn_healthy(
+    command: list[str], log_path: Path, health_url: str, timeout: float, env: dict[str, str] | None = None
+) -> subprocess.Popen:
+    """Start ``command`` (from the project root, output to ``log_path``) and wait until ``health_url`` answers 200.
+
+    Raises:
+        RuntimeError: as :func:`wait_until_healthy`; the process is stopped first.
+    """
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
-    server = LiveServer(process, f"http://127.0.0.1:{port}", api_key, log_path)
     try:
-        wait_until_healthy(process, f"{server.base_url}/health", log_path, timeout)
+        wait_until_healthy(process, health_url, log_path, timeout)
     except RuntimeError:
-        server.stop()
+        stop_process(process)
         raise
-    return server
+    return process
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    """Terminate ``process``; kill it if it has not exited after 30 s."""
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
 
 
 def wait_until_healthy(process: subprocess.Popen, health_url: str, log_path: Path, timeout: float) -> None:
