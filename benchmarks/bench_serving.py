@@ -189,9 +189,10 @@ def start_llama_server(binary: str, threads: int, batch: int, context: int, log_
         binary, "-m", str(default_gguf_path()), "--host", "127.0.0.1", "--port", str(port),
         "-t", str(threads), "-tb", str(threads), "--parallel", str(batch), "-c", str(context * batch),
         "--cont-batching", "--alias", MODEL,
-        # As chatcap's llama.cpp runner: no CPU weight repacking (its AMX path crashes on
-        # CPUs that report AMX to a VM without enabling it), so both run the same kernels.
-        "--no-repack",
+        # As chatcap's llama.cpp runner: a q8_0 KV cache with flash attention, and llama.cpp's
+        # default weight repacking (on AMX CPUs, build llama-server with the Makefile's
+        # LLAMA_CPP_CFLAGS, or its AMX kernels crash: see mcp_server/engines/embedded/runners/repack.py).
+        "--cache-type-k", "q8_0", "--cache-type-v", "q8_0", "--flash-attn", "on",
     ]  # fmt: skip
     return launch("llama-server", command, port, "/health", log_dir)
 

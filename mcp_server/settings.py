@@ -108,6 +108,9 @@ class Settings:
         threads: the embedded engine's compute threads; None = one per core less one.
         kv_cache_dtype: the llama.cpp runner's KV cache type: ``auto`` (q8_0), ``q8_0`` or
             ``f16`` (vLLM's and SGLang's flag name, llama.cpp's type names).
+        repack: the llama.cpp runner's weight repacking for the CPU's matrix units
+            (llama.cpp's ``--repack``): ``auto`` (on where the CPU has AMX and a probe in a
+            child process decodes with it), ``on`` or ``off``.
         enable_deterministic_inference: the embedded engine decodes each sequence on its
             own, so that output never depends on what else is batched (SGLang's flag name).
         disable_prefix_cache: the llama.cpp runner computes every prompt in full instead of
@@ -158,6 +161,10 @@ class Settings:
     threads: int | None = _flag(None, "embedded engine compute threads (default: one per core less one)", parse=int)
     kv_cache_dtype: str = _flag(
         "auto", "llama.cpp runner KV cache element type (auto: q8_0)", choices=("auto", "q8_0", "f16")
+    )
+    repack: str = _flag(
+        "auto", "llama.cpp runner: repack weights for AMX (auto: where the CPU has AMX and a probe runs)",
+        choices=("auto", "on", "off"),
     )
     enable_deterministic_inference: bool = _flag(
         False, "embedded engine: output never depends on the batch (decodes rows one by one)", switch=True

@@ -196,3 +196,42 @@ def test_threads_flag_and_environment_reach_the_settings(monkeypatch):
     assert (settings.threads, settings.runner, settings.max_running_requests) == (3, "torch", None)
     monkeypatch.setenv("CHATCAP_THREADS", "2")
     assert _settings(build_parser().parse_args(["serve"])).threads == 2
+
+
+def test_repack_auto_follows_the_cpu_and_a_probe_in_a_child_process(tmp_path):
+    """Where the CPU has AMX, the set-up's llama.cpp build must run its AMX kernels (a GCC 12
+    build without -fno-dse crashes there); elsewhere nothing is probed."""
+    from mcp_server.engines.embedded.model_files import default_gguf_path
+    from mcp_server.engines.embedded.runners.repack import cpu_has_amx, repack_works, resolve_repack
+
+    gguf = default_gguf_path()
+    assert resolve_repack("on", gguf, 1, tmp_path) and not resolve_repack("off", gguf, 1, tmp_path)
+    with pytest.raises(ValueError, match="Unknown repack mode"):
+        resolve_repack("amx", gguf, 1, tmp_path)
+    assert not (tmp_path / "repack-probe").exists()
+    assert resolve_repack("auto", gguf, 1, tmp_path) == cpu_has_amx()
+    assert [p.read_text() for p in (tmp_path / "repack-probe").glob("*.txt")] == (["works"] if cpu_has_amx() else [])
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(gguf.read_bytes()[:4096])  # llama.cpp cannot load it: the probe fails, and says so
+    assert not repack_works(broken, 1, tmp_path)
+    assert sorted(p.read_text() for p in (tmp_path / "repack-probe").glob("*.txt"))[0] == "fails"
+
+
+def test_repack_flag_reaches_the_runner_and_is_refused_for_torch():
+    from mcp_server.cli import _settings, build_parser
+    from mcp_server.engines.embedded.engine import EmbeddedEngine
+
+    assert _settings(build_parser().parse_args(["serve", "--repack", "off"])).repack == "off"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--repack", "yes"])
+    with pytest.raises(InvalidRequest, match="llamacpp runner only") as refused:
+        EmbeddedEngine(runner="torch", repack="on")
+    assert refused.value.param == "repack"
+    from mcp_server.engines.embedded.model_files import default_gguf_path
+    from mcp_server.engines.embedded.runners.llamacpp import LlamaCppRunner
+
+    runner = LlamaCppRunner(default_gguf_path(), 1, 64, 1, repack="off")
+    try:
+        assert not runner.repacked
+    finally:
+        runner.close()

@@ -51,6 +51,7 @@ from mcp_server.engines.embedded.runners.llamacpp import (
 from mcp_server.engines.embedded.runners.llamacpp import (
     DEFAULT_MAX_BATCH_SIZE as LLAMACPP_MAX_BATCH_SIZE,
 )
+from mcp_server.engines.embedded.runners.repack import REPACK_MODES
 from mcp_server.engines.embedded.scheduler import Scheduler, Sequence
 from mcp_server.engines.embedded.textstream import TextStream
 from mcp_server.errors import EngineUnavailable, InvalidRequest, ServiceError
@@ -98,12 +99,14 @@ class EmbeddedEngine:
         prefix_cache: llama.cpp runner: reuse cached prompt prefixes (``--disable-prefix-cache`` turns it off).
         kv_cache_dtype: llama.cpp runner: ``auto`` (:data:`.runners.llamacpp.DEFAULT_KV_CACHE_DTYPE`),
             ``q8_0`` or ``f16``.
+        repack: llama.cpp runner: weight repacking for AMX, ``auto``, ``on`` or ``off``
+            (:func:`.runners.repack.resolve_repack`).
 
     Raises:
         InvalidRequest: ``max_batch_size`` or ``threads`` below 1 (param
             ``max_running_requests``, ``threads``), an unknown or impossible runner
-            (param ``runner``), or a KV cache type that is unknown or given to the torch
-            runner (param ``kv_cache_dtype``).
+            (param ``runner``), or a KV cache type or repacking mode that is unknown or
+            given to the torch runner (param ``kv_cache_dtype``, ``repack``).
 
     Attributes:
         runner: the :class:`.runners.ModelRunner` (None before :meth:`start`).
@@ -131,6 +134,7 @@ class EmbeddedEngine:
         threads: int | None = None,
         prefix_cache: bool = True,
         kv_cache_dtype: str = "auto",
+        repack: str = "auto",
     ):
         if max_batch_size is not None and max_batch_size < 1:
             raise InvalidRequest("max_running_requests must be at least 1.", param="max_running_requests")
@@ -152,6 +156,11 @@ class EmbeddedEngine:
         if kv_cache_dtype != "auto" and self._runner_name != "llamacpp":
             raise InvalidRequest("--kv-cache-dtype applies to the llamacpp runner only.", param="kv_cache_dtype")
         self._kv_cache_dtype = DEFAULT_KV_CACHE_DTYPE if kv_cache_dtype == "auto" else kv_cache_dtype
+        if repack not in REPACK_MODES:
+            raise InvalidRequest(f"Unknown repacking mode {repack!r}.", param="repack")
+        if repack != "auto" and self._runner_name != "llamacpp":
+            raise InvalidRequest("--repack applies to the llamacpp runner only.", param="repack")
+        self._repack = repack
         check_catalog(load_catalog())
         entry = default_entry() if model_path is None else find_entry(model_path)
         self._card = ModelCard(
@@ -186,6 +195,7 @@ class EmbeddedEngine:
             threads=settings.threads,
             prefix_cache=not settings.disable_prefix_cache,
             kv_cache_dtype=settings.kv_cache_dtype,
+            repack=settings.repack,
         )
 
     @property
@@ -252,6 +262,8 @@ class EmbeddedEngine:
                     self._threads,
                     self._prefix_cache,
                     self._kv_cache_dtype,
+                    self._repack,
+                    Path(self._cache_dir) if self._cache_dir else None,
                 )
             except RuntimeError as exc:
                 raise EngineUnavailable(str(exc)) from exc

@@ -47,6 +47,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from mcp_server.engines.embedded.model_files import cache_root
+from mcp_server.engines.embedded.runners.repack import resolve_repack
+
 __all__ = ["DEFAULT_CONTEXT_LENGTH", "DEFAULT_KV_CACHE_DTYPE", "DEFAULT_MAX_BATCH_SIZE", "KV_CACHE_DTYPES", "LlamaCppRunner"]
 
 logger = logging.getLogger(__name__)
@@ -100,11 +103,15 @@ class LlamaCppRunner:
             attention the matrix products change kernels too), so a reused prefix would
             change answers (measured: up to 0.59 on a 120-token prompt's logits; tested).
             Over a q8_0 cache every query row takes the same per-row kernel.
+        repack: weight repacking for the CPU's matrix units, one of
+            :data:`.repack.REPACK_MODES` (:func:`.repack.resolve_repack`).
+        cache_dir: where the repacking probe's answers are kept; None = :func:`.model_files.cache_root`.
 
     Attributes:
         vocab_size: logits per row.
         context_length: tokens per sequence, as llama.cpp sized it.
         eos_ids: the GGUF's end-of-sequence and end-of-turn tokens.
+        repacked: the weights were loaded into llama.cpp's repacked (AMX) buffers.
 
     Raises:
         RuntimeError: llama-cpp-python is missing, or llama.cpp cannot load the file
@@ -119,6 +126,8 @@ class LlamaCppRunner:
         threads: int,
         prefix_cache: bool = True,
         kv_cache_dtype: str = DEFAULT_KV_CACHE_DTYPE,
+        repack: str = "auto",
+        cache_dir: Path | None = None,
     ):
         try:
             import llama_cpp.llama_cpp as lib
@@ -130,9 +139,8 @@ class LlamaCppRunner:
         self._lib = lib
         lib.llama_backend_init()
         model_params = lib.llama_model_default_params()
-        # Weight repacking into "extra" buffer types (AMX, CPU_REPACK) crashed in
-        # ggml_backend_amx_mul_mat on an AMX Xeon VM; the plain CPU buffers are safe everywhere.
-        model_params.use_extra_bufts = False
+        self.repacked = resolve_repack(repack, gguf_path, threads, cache_dir or cache_root())
+        model_params.use_extra_bufts = self.repacked
         self._model = lib.llama_model_load_from_file(str(gguf_path).encode(), model_params)
         if not self._model:
             raise RuntimeError(f"llama.cpp could not load {gguf_path}")
@@ -165,8 +173,9 @@ class LlamaCppRunner:
         self._handles = itertools.count()
         self._prefix_cache = prefix_cache and kv_cache_dtype == "q8_0"
         logger.info(
-            "llama.cpp: %d sequences x %d tokens, %s KV cache, prefix cache %s, %d threads",
-            max_batch_size, self.context_length, kv_cache_dtype, "on" if self._prefix_cache else "off", threads,
+            "llama.cpp: %d sequences x %d tokens, %s KV cache, prefix cache %s, weights %s, %d threads",
+            max_batch_size, self.context_length, kv_cache_dtype, "on" if self._prefix_cache else "off",
+            "repacked (AMX)" if self.repacked else "as stored", threads,
         )  # fmt: skip
 
     def prefill(self, prompt_ids: list[int]) -> tuple[int, int, torch.Tensor]:
