@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/bench_serving.py [--runners llamacpp,torch] [--threads 1] [--max-tokens 64]
-        [--concurrency 1,4,8] [--llama-server /path/to/llama-server] [--vllm /path/to/venv/bin/python]
+        [--concurrency 1,4,8] [--rounds 4] [--llama-server /path/to/llama-server] [--vllm /path/to/venv/bin/python]
         [--url http://host:port]
 
 It starts ``chatcap serve`` once per runner (and llama.cpp's own ``llama-server``, and
@@ -16,9 +16,13 @@ time are then not measured). Per server it reports:
 
 * ``ttft_ms``: time to the first content chunk of one request alone (median of prompts);
 * ``decode_tok_s``: one request alone, completion tokens after the first / time after the first;
-* ``aggregate_tok_s@N``: N requests at once, all completion tokens / wall time;
+* ``aggregate_tok_s@N``: N clients at once, each sending ``--rounds`` requests one after
+  another (a closed loop, as vLLM's ``benchmark_serving --max-concurrency``, so the batch
+  stays full while answers of different lengths end), all completion tokens / wall time;
 * ``tok_per_cpu_s@N``: the same tokens / the user + system CPU seconds of the server's processes;
-* ``json_aggregate_tok_s@N``: the same with a ``json_schema`` response_format;
+* ``json_aggregate_tok_s@N``: the same with a ``json_schema`` response_format whose
+  ``minItems`` no answer reaches within ``--max-tokens``, so constrained answers are as
+  long as the others and the difference is the grammar's cost;
 * ``peak_rss_mb``: the peak resident memory (``VmHWM``) of the server's processes, summed.
 
 A request may end early at end-of-sequence, so speeds use the tokens actually generated
@@ -68,7 +72,7 @@ SCHEMA = {
     "properties": {
         "title": {"type": "string"},
         "summary": {"type": "string"},
-        "steps": {"type": "array", "items": {"type": "string"}},
+        "steps": {"type": "array", "items": {"type": "string"}, "minItems": 100},
     },
     "required": ["title", "summary", "steps"],
     "additionalProperties": False,
@@ -234,13 +238,27 @@ async def one_request(client: httpx.AsyncClient, server: Server, prompt: str, ma
 _requests = itertools.count(1)
 
 
-async def concurrent(server: Server, n: int, max_tokens: int, schema: bool) -> dict:
-    prompts = [f"Request {next(_requests)}. {PROMPTS[i % len(PROMPTS)]}" for i in range(n)]
+def _client() -> httpx.AsyncClient:
+    """A client opening a connection per request: llama-server closes idle keep-alive
+    connections, and a request sent on one as it closes fails ("Server disconnected")."""
+    return httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_keepalive_connections=0))
+
+
+async def concurrent(server: Server, n: int, max_tokens: int, schema: bool, rounds: int = 1) -> dict:
+    """``n`` clients at once, each sending ``rounds`` requests one after another (a closed loop)."""
+
+    async def client_loop(client: httpx.AsyncClient, i: int) -> list[dict]:
+        return [
+            await one_request(client, server, f"Request {next(_requests)}. {PROMPTS[i % len(PROMPTS)]}", max_tokens, schema)
+            for _ in range(rounds)
+        ]
+
     cpu_before = server.cpu_seconds()
-    async with httpx.AsyncClient(timeout=600) as client:
+    async with _client() as client:
         started = time.perf_counter()
-        results = await asyncio.gather(*(one_request(client, server, p, max_tokens, schema) for p in prompts))
+        loops = await asyncio.gather(*(client_loop(client, i) for i in range(n)))
         wall = time.perf_counter() - started
+    results = [r for loop in loops for r in loop]
     cpu_after = server.cpu_seconds()
     tokens = sum(r["tokens"] for r in results)
     out = {"tokens": tokens, "wall_s": round(wall, 3), "tok_s": round(tokens / wall, 1)}
@@ -253,8 +271,8 @@ async def concurrent(server: Server, n: int, max_tokens: int, schema: bool) -> d
     return out
 
 
-async def measure(server: Server, max_tokens: int, levels: list[int], json_levels: list[int]) -> dict:
-    async with httpx.AsyncClient(timeout=600) as client:  # warm-up: first-request costs are not measured
+async def measure(server: Server, max_tokens: int, levels: list[int], json_levels: list[int], rounds: int) -> dict:
+    async with _client() as client:  # warm-up: first-request costs are not measured
         await one_request(client, server, "Hi", 4, False)
         await one_request(client, server, "Hi", 4, True)
     singles = [await concurrent(server, 1, max_tokens, False) for _ in range(3)]
@@ -263,12 +281,12 @@ async def measure(server: Server, max_tokens: int, levels: list[int], json_level
         "decode_tok_s": statistics.median(s["decode_tok_s"] or 0 for s in singles),
     }
     for n in levels:
-        run = await concurrent(server, n, max_tokens, False)
+        run = await concurrent(server, n, max_tokens, False, rounds)
         results[f"aggregate_tok_s@{n}"] = run["tok_s"]
         if "tok_per_cpu_s" in run:
             results[f"tok_per_cpu_s@{n}"] = run["tok_per_cpu_s"]
     for n in json_levels:
-        results[f"json_aggregate_tok_s@{n}"] = (await concurrent(server, n, max_tokens, True))["tok_s"]
+        results[f"json_aggregate_tok_s@{n}"] = (await concurrent(server, n, max_tokens, True, rounds))["tok_s"]
     results["peak_rss_mb"] = round(server.peak_rss_mb() or 0, 0) or None
     return results
 
@@ -303,6 +321,7 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--concurrency", default="1,4,8", help="concurrent request counts (e.g. 1,4,8,16)")
     parser.add_argument("--json-concurrency", default="1,8", help="concurrency levels with a json_schema")
+    parser.add_argument("--rounds", type=int, default=4, help="requests each concurrent client sends in turn")
     parser.add_argument("--batch", type=int, default=8, help="--max-running-requests / llama-server --parallel")
     parser.add_argument("--context", type=int, default=2048, help="context per sequence (llama-server -c / --parallel, vLLM --max-model-len)")
     parser.add_argument("--llama-server", help="path to llama.cpp's llama-server binary, to compare with")
@@ -330,12 +349,15 @@ def main() -> None:
                 logger.error("%s did not start: %s", name, str(exc)[-2000:])
                 continue
             try:
-                results[name] = asyncio.run(measure(server, args.max_tokens, levels, json_levels))
+                results[name] = asyncio.run(measure(server, args.max_tokens, levels, json_levels, args.rounds))
+                logger.info("%s: %s", name, results[name])
+            except httpx.HTTPError as exc:  # one server failing mid-run leaves the others measured
+                log = server.log.read_text(errors="replace")[-2000:] if server.log else ""
+                logger.error("%s failed: %r; its log ends:\n%s", name, exc, log)
             finally:
                 server.stop()
-            logger.info("%s: %s", name, results[name])
         for url in args.url:
-            results[url] = asyncio.run(measure(Server(url, url.rstrip("/")), args.max_tokens, levels, json_levels))
+            results[url] = asyncio.run(measure(Server(url, url.rstrip("/")), args.max_tokens, levels, json_levels, args.rounds))
     print(report(results))
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from mcp_server.engines.embedded.runners import default_threads, resolve_runner
+from mcp_server.engines.embedded.runners import (
+    default_threads,
+    resolve_runner,
+    resolve_threads,
+)
 from mcp_server.errors import InvalidRequest
 
 
@@ -29,6 +33,18 @@ def test_default_threads_leaves_a_core_free():
     import os
 
     assert default_threads() == max(1, len(os.sched_getaffinity(0)) - 1)
+
+
+def test_threads_that_take_every_core_are_warned_about(caplog):
+    import logging
+    import os
+
+    cores = len(os.sched_getaffinity(0))
+    with caplog.at_level(logging.WARNING):
+        assert resolve_threads(None) == default_threads()
+        assert not caplog.records
+        assert resolve_threads(cores) == cores
+    assert ("leave none to the HTTP server" in caplog.text) == (cores > 1)
 
 
 def _runner(batch: int = 2, prefix_cache: bool = True, kv_cache_dtype: str = "q8_0"):
@@ -202,7 +218,11 @@ def test_repack_auto_follows_the_cpu_and_a_probe_in_a_child_process(tmp_path):
     """Where the CPU has AMX, the set-up's llama.cpp build must run its AMX kernels (a GCC 12
     build without -fno-dse crashes there); elsewhere nothing is probed."""
     from mcp_server.engines.embedded.model_files import default_gguf_path
-    from mcp_server.engines.embedded.runners.repack import cpu_has_amx, repack_works, resolve_repack
+    from mcp_server.engines.embedded.runners.repack import (
+        cpu_has_amx,
+        repack_works,
+        resolve_repack,
+    )
 
     gguf = default_gguf_path()
     assert resolve_repack("on", gguf, 1, tmp_path) and not resolve_repack("off", gguf, 1, tmp_path)

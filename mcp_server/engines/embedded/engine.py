@@ -40,8 +40,8 @@ from mcp_server.engines.embedded.output import OutputProcessor
 from mcp_server.engines.embedded.prompt import render_prompt
 from mcp_server.engines.embedded.runners import (
     ModelRunner,
-    default_threads,
     resolve_runner,
+    resolve_threads,
 )
 from mcp_server.engines.embedded.runners.llamacpp import (
     DEFAULT_KV_CACHE_DTYPE,
@@ -95,7 +95,7 @@ class EmbeddedEngine:
             always (per-sequence KV caches, :mod:`.runners.llamacpp`) and ignores the flag.
         runner: ``auto`` (llama.cpp for GGUF files on the CPU, else torch), ``llamacpp``
             or ``torch`` (:func:`.runners.resolve_runner`).
-        threads: compute threads; None = :func:`.runners.default_threads`.
+        threads: compute threads; None = :func:`.runners.default_threads` (:func:`.runners.resolve_threads`).
         prefix_cache: llama.cpp runner: reuse cached prompt prefixes (``--disable-prefix-cache`` turns it off).
         kv_cache_dtype: llama.cpp runner: ``auto`` (:data:`.runners.llamacpp.DEFAULT_KV_CACHE_DTYPE`),
             ``q8_0`` or ``f16``.
@@ -144,7 +144,7 @@ class EmbeddedEngine:
         self._dtype = dtype
         self._runner_name = resolve_runner(runner, model_path, device)
         self._max_batch_size = max_batch_size or (LLAMACPP_MAX_BATCH_SIZE if self._runner_name == "llamacpp" else 16)
-        self._threads = threads or default_threads()
+        self._threads = resolve_threads(threads)
         self._context_length = context_length
         self.grammar_provider = grammar_provider
         self._cache_dir = cache_dir
