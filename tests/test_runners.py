@@ -237,6 +237,27 @@ def test_repack_auto_follows_the_cpu_and_a_probe_in_a_child_process(tmp_path):
     assert sorted(p.read_text() for p in (tmp_path / "repack-probe").glob("*.txt"))[0] == "fails"
 
 
+def test_a_damaged_repack_probe_answer_is_probed_again_not_fatal(tmp_path, caplog):
+    """A kept answer that is neither ``works`` nor ``fails`` (a disk error, a hand edit) is
+    probed again and replaced; it once stopped the server's start with a UnicodeDecodeError."""
+    import logging
+
+    from mcp_server.engines.embedded.model_files import default_gguf_path
+    from mcp_server.engines.embedded.runners.repack import repack_works
+
+    gguf = default_gguf_path()
+    first = repack_works(gguf, 1, tmp_path)
+    [answer] = (tmp_path / "repack-probe").glob("*.txt")
+    for damaged in (b"\xff\xfe\x00junk", b""):
+        answer.write_bytes(damaged)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            works = repack_works(gguf, 1, tmp_path)
+        assert "damaged" in caplog.text
+        assert works == first
+        assert answer.read_text() == ("works" if works else "fails")
+
+
 def test_repack_flag_reaches_the_runner_and_is_refused_for_torch():
     from mcp_server.cli import _settings, build_parser
     from mcp_server.engines.embedded.engine import EmbeddedEngine

@@ -82,11 +82,13 @@ def repack_works(gguf_path: Path, threads: int, cache_dir: Path) -> bool:
 
     The answer (``works`` or ``fails``) is kept in ``cache_dir/repack-probe``, named by
     the llama.cpp libraries, the model file and ``threads``; a probe that runs out of
-    time counts as failed and is not kept. A failure is logged as a warning.
+    time counts as failed and is not kept. A failure is logged as a warning. A kept file
+    that holds neither answer (damaged, or not readable) is probed again and replaced.
     """
     answer = cache_dir / "repack-probe" / f"{_probe_key(gguf_path, threads)}.txt"
-    if answer.is_file():
-        return answer.read_text().strip() == "works"
+    kept = _kept_answer(answer)
+    if kept is not None:
+        return kept
     probe = Path(__file__).with_name("repack_probe.py")
     try:
         done = subprocess.run(
@@ -111,6 +113,21 @@ def repack_works(gguf_path: Path, threads: int, cache_dir: Path) -> bool:
     except OSError as exc:
         logger.warning("Could not cache the repacking probe's answer in %s (%s)", answer, exc)
     return works
+
+
+def _kept_answer(answer: Path) -> bool | None:
+    """The answer kept in ``answer``: True (``works``), False (``fails``), None when there is none."""
+    try:
+        text = answer.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        logger.warning("Could not read the repacking probe's answer in %s (%s); probing again", answer, exc)
+        return None
+    kept = {b"works": True, b"fails": False}.get(text.strip())
+    if kept is None:
+        logger.warning("The repacking probe's answer in %s is damaged (%r); probing again", answer, text[:40])
+    return kept
 
 
 def _probe_key(gguf_path: Path, threads: int) -> str:
