@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from mcp_server.engines.embedded.runners import (
@@ -256,6 +258,47 @@ def test_a_damaged_repack_probe_answer_is_probed_again_not_fatal(tmp_path, caplo
         assert "damaged" in caplog.text
         assert works == first
         assert answer.read_text() == ("works" if works else "fails")
+
+
+def test_a_repack_probe_stopped_by_sigterm_is_not_kept_as_failed(tmp_path, caplog):
+    """A service manager's SIGTERM to the process group reaches the probe too: that says
+    nothing about AMX, so no answer is kept (it once kept ``fails``, for good)."""
+    import logging
+    import os
+    import signal
+    import threading
+    import time
+
+    from mcp_server.engines.embedded.model_files import default_gguf_path
+    from mcp_server.engines.embedded.runners.repack import repack_works
+
+    answers = []
+    with caplog.at_level(logging.WARNING):
+        probing = threading.Thread(target=lambda: answers.append(repack_works(default_gguf_path(), 1, tmp_path)))
+        probing.start()
+        probe = None
+        while probe is None and probing.is_alive():
+            probe = _child_running(os.getpid(), "repack_probe.py")
+            time.sleep(0.01)
+        assert probe is not None, "the probe ended before it could be stopped"
+        os.kill(probe, signal.SIGTERM)
+        probing.join(timeout=300)
+    assert answers == [False]
+    assert "stopped by SIGTERM" in caplog.text
+    assert not list(tmp_path.glob("repack-probe/*.txt"))
+
+
+def _child_running(parent: int, script: str) -> int | None:
+    """The id of a child process of ``parent`` whose command line names ``script`` (Linux /proc), or None."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = stat.with_name("cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):  # it ended meanwhile
+            continue
+        if ppid == parent and script.encode() in cmdline:
+            return int(stat.parent.name)
+    return None
 
 
 def test_repack_flag_reaches_the_runner_and_is_refused_for_torch():

@@ -33,6 +33,7 @@ import hashlib
 import importlib.util
 import logging
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -46,6 +47,9 @@ REPACK_MODES = ("auto", "on", "off")
 
 _PROBE_TIMEOUT_S = 300
 """A probe loads the model and decodes 9 rows: ~1 s on an idle core; a busy machine gets time."""
+
+_STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGKILL, signal.SIGQUIT})
+"""Signals that end a probe from outside; a crash shows as SIGSEGV, SIGILL, SIGBUS or SIGABRT instead."""
 
 
 def cpu_has_amx() -> bool:
@@ -82,7 +86,9 @@ def repack_works(gguf_path: Path, threads: int, cache_dir: Path) -> bool:
 
     The answer (``works`` or ``fails``) is kept in ``cache_dir/repack-probe``, named by
     the llama.cpp libraries, the model file and ``threads``; a probe that runs out of
-    time counts as failed and is not kept. A failure is logged as a warning. A kept file
+    time, or that a signal stopped rather than crashed (:data:`_STOP_SIGNALS`, e.g. the
+    SIGTERM a service manager sends the whole process group), counts as failed and is
+    not kept. A failure is logged as a warning. A kept file
     that holds neither answer (damaged, or not readable) is probed again and replaced.
     """
     answer = cache_dir / "repack-probe" / f"{_probe_key(gguf_path, threads)}.txt"
@@ -97,6 +103,12 @@ def repack_works(gguf_path: Path, threads: int, cache_dir: Path) -> bool:
         )  # fmt: skip
     except subprocess.TimeoutExpired:
         logger.warning("The weight repacking probe took over %d s; running without repacking", _PROBE_TIMEOUT_S)
+        return False
+    if -done.returncode in _STOP_SIGNALS:  # stopped from outside (a service manager's SIGTERM to the group): no answer
+        logger.warning(
+            "The weight repacking probe was stopped by %s; running without repacking, probing again next start",
+            signal.Signals(-done.returncode).name,
+        )
         return False
     works = done.returncode == 0
     if not works:
