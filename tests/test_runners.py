@@ -311,6 +311,9 @@ def test_repack_flag_reaches_the_runner_and_is_refused_for_torch():
     with pytest.raises(InvalidRequest, match="llamacpp runner only") as refused:
         EmbeddedEngine(runner="torch", repack="on")
     assert refused.value.param == "repack"
+    with pytest.raises(InvalidRequest, match="use one of auto, on, off") as refused:  # CHATCAP_REPACK=bogus
+        EmbeddedEngine(repack="bogus")
+    assert refused.value.param == "repack"
     from mcp_server.engines.embedded.model_files import default_gguf_path
     from mcp_server.engines.embedded.runners.llamacpp import LlamaCppRunner
 
