@@ -109,6 +109,46 @@ def test_llamacpp_prefix_cache_reuses_the_longest_match_and_computes_the_same_lo
         runner.close()
 
 
+def test_llamacpp_rows_are_independent_across_matrix_tile_sizes():
+    """Batch invariance where kernels change shape: llama.cpp's AMX kernels (when the CPU has
+    AMX, the default there) take one row, up to 16 rows or more as different kernels and tiles,
+    so a prompt's last logits must not depend on how much of it was cached (rows computed: 1
+    to 129), nor a decode row's on 9 or 16 rows running beside it."""
+    import random
+
+    import torch
+
+    rng = random.Random(0)
+    runner = _runner(batch=16)
+    try:
+        for length in (17, 33, 65, 129):
+            prompt = [1] + [rng.randrange(100, 40000) for _ in range(length - 1)]
+            runner.clear()
+            _, _, fresh = runner.prefill(prompt)
+            for cached in sorted({1, 15, 16, 17, length - 16, length - 1} - {length}):
+                runner.clear()
+                runner.release(runner.prefill(prompt[:cached])[0])
+                _, reused, logits = runner.prefill(prompt)
+                assert reused == cached
+                assert torch.equal(logits, fresh), (length, cached)
+        for n in (9, 16):
+            prompts = [[1] + [rng.randrange(100, 40000) for _ in range(rng.randrange(1, 70))] for _ in range(n)]
+            steps = [[rng.randrange(100, 40000) for _ in range(n)] for _ in range(2)]
+            alone = []
+            for i, prompt in enumerate(prompts):
+                runner.clear()
+                slot, _, logits = runner.prefill(prompt)
+                alone.append([logits] + [runner.decode([slot], [step[i]])[0] for step in steps])
+            runner.clear()
+            slots = [runner.prefill(prompt)[0] for prompt in prompts]
+            together = [runner.decode(slots, step) for step in steps]
+            for i in range(n):
+                for k, step_logits in enumerate(together):
+                    assert torch.equal(step_logits[i], alone[i][k + 1]), (n, i, k)
+    finally:
+        runner.close()
+
+
 def test_llamacpp_prefix_is_copied_from_a_running_sequence_and_gaps_are_closed():
     """A prompt reuses a prefix another running sequence computed (a copy between ids), and
     when a sequence in the middle ends, the others keep their logits: the same as alone."""
