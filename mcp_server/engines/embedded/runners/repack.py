@@ -88,8 +88,8 @@ def repack_works(gguf_path: Path, threads: int, cache_dir: Path) -> bool:
     the llama.cpp libraries, the model file and ``threads``; a probe that runs out of
     time, or that a signal stopped rather than crashed (:data:`_STOP_SIGNALS`, e.g. the
     SIGTERM a service manager sends the whole process group), counts as failed and is
-    not kept. A failure is logged as a warning. A kept file
-    that holds neither answer (damaged, or not readable) is probed again and replaced.
+    not kept. A failure is logged as a warning. A kept file that holds neither answer
+    (damaged, or not readable) is probed again and replaced.
     """
     answer = cache_dir / "repack-probe" / f"{_probe_key(gguf_path, threads)}.txt"
     kept = _kept_answer(answer)
