@@ -157,8 +157,7 @@ class EmbeddedEngine:
             raise InvalidRequest("--kv-cache-dtype applies to the llamacpp runner only.", param="kv_cache_dtype")
         self._kv_cache_dtype = DEFAULT_KV_CACHE_DTYPE if kv_cache_dtype == "auto" else kv_cache_dtype
         if repack not in REPACK_MODES:
-            modes = ", ".join(REPACK_MODES)
-            raise InvalidRequest(f"Unknown repacking mode {repack!r}; use one of {modes}.", param="repack")
+            raise InvalidRequest(f"Unknown repacking mode {repack!r}; use one of {', '.join(REPACK_MODES)}.", param="repack")
         if repack != "auto" and self._runner_name != "llamacpp":
             raise InvalidRequest("--repack applies to the llamacpp runner only.", param="repack")
         self._repack = repack

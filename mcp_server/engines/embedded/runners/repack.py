@@ -54,12 +54,7 @@ _STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.
 
 def cpu_has_amx() -> bool:
     """True when ``/proc/cpuinfo`` lists the AMX tile and int8 features (False elsewhere, e.g. not Linux)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    return {"amx_tile", "amx_int8"} <= set(flags)
+    return {"amx_tile", "amx_int8"} <= set(_cpuinfo("flags").split())
 
 
 def resolve_repack(mode: str, gguf_path: Path, threads: int, cache_dir: Path) -> bool:
@@ -85,7 +80,7 @@ def repack_works(gguf_path: Path, threads: int, cache_dir: Path) -> bool:
     """True when :mod:`.repack_probe`, run in a child process, decoded with repacked weights.
 
     The answer (``works`` or ``fails``) is kept in ``cache_dir/repack-probe``, named by
-    the llama.cpp libraries, the model file and ``threads``; a probe that runs out of
+    the llama.cpp libraries, the model file, the CPU model and ``threads``; a probe that runs out of
     time, or that a signal stopped rather than crashed (:data:`_STOP_SIGNALS`, e.g. the
     SIGTERM a service manager sends the whole process group), counts as failed and is
     not kept. A failure is logged as a warning. A kept file that holds neither answer
@@ -93,6 +88,8 @@ def repack_works(gguf_path: Path, threads: int, cache_dir: Path) -> bool:
     """
     answer = cache_dir / "repack-probe" / f"{_probe_key(gguf_path, threads)}.txt"
     kept = _kept_answer(answer)
+    if kept is False:
+        logger.warning("An earlier probe found repacked weights failing (%s); running without. Delete it to probe again", answer)
     if kept is not None:
         return kept
     probe = Path(__file__).with_name("repack_probe.py")
@@ -112,11 +109,13 @@ def repack_works(gguf_path: Path, threads: int, cache_dir: Path) -> bool:
         return False
     works = done.returncode == 0
     if not works:
+        crashed = -done.returncode == signal.SIGSEGV
         logger.warning(
-            "llama.cpp failed with repacked (AMX) weights (probe exit status %d); running without. "
-            "A llama-cpp-python built by GCC 12 without -fno-dse -fno-tree-dse crashes so (see the README).",
+            "llama.cpp failed with repacked (AMX) weights (probe exit status %d); running without.%s",
             done.returncode,
-        )
+            " A llama-cpp-python built by GCC 12 without -fno-dse -fno-tree-dse crashes so (see the README)."
+            if crashed else "",
+        )  # fmt: skip
     try:
         answer.parent.mkdir(parents=True, exist_ok=True)
         staging = answer.with_name(f"{answer.name}.tmp-{os.getpid()}")
@@ -143,9 +142,19 @@ def _kept_answer(answer: Path) -> bool | None:
 
 
 def _probe_key(gguf_path: Path, threads: int) -> str:
-    """A name that changes with the llama.cpp libraries, the model file and the thread count."""
+    """A name that changes with the llama.cpp libraries, the model file, the CPU model and the thread count."""
     spec = importlib.util.find_spec("llama_cpp")
     folder = Path(spec.origin).parent / "lib" if spec and spec.origin else None
     files = sorted(folder.glob("libggml*")) if folder and folder.is_dir() else []
     parts = [f"{path}|{path.stat().st_size}|{path.stat().st_mtime_ns}" for path in [*files, gguf_path.resolve()]]
+    parts.append(_cpuinfo("model name"))  # a cache folder may be shared between hosts
     return hashlib.sha256("\n".join([*parts, str(threads)]).encode()).hexdigest()[:16]
+
+
+def _cpuinfo(field: str) -> str:
+    """The first ``field`` line's value in ``/proc/cpuinfo`` ("" when there is none, e.g. not Linux)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return ""
+    return next((line.split(":", 1)[1].strip() for line in lines if line.split(":", 1)[0].strip() == field), "")
