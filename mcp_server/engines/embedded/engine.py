@@ -267,9 +267,6 @@ class EmbeddedEngine:
                 )
             except RuntimeError as exc:
                 raise EngineUnavailable(str(exc)) from exc
-            # Sampling and grammar masks run in torch between llama.cpp steps: one thread,
-            # so that they never compete with llama.cpp's spinning workers.
-            torch.set_num_threads(1)
             return runner, tokenizer
         # Imported here: transformers' modeling modules cost ~120 MB of memory the llama.cpp runner does not need.
         from mcp_server.engines.embedded.runners.torch_runner import TorchRunner

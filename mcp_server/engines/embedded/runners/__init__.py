@@ -108,19 +108,19 @@ def default_threads() -> int:
 def resolve_threads(threads: int | None) -> int:
     """The compute threads: ``threads``, or :func:`default_threads` when None.
 
-    Logs a warning when they take every usable core: the HTTP server and the scheduler
-    then preempt llama.cpp's workers, which spin at each of a step's barriers while one
-    of them waits for a core. Measured over HTTP on an idle 2-core AMX Xeon with 2
-    threads: one request decoded at 28.6 tok/s, against 139 with 1 thread
-    (``benchmarks/bench_serving.py``); ``llama-server``, whose HTTP threads are idle
-    while it decodes, gained from the second thread (242 tok/s).
+    Logs a warning when they take every usable core: then the HTTP server, the scheduler
+    or any neighbouring process preempts one of llama.cpp's workers, and the others wait
+    for it at each of a step's barriers (see :func:`default_threads`). On idle cores a
+    second thread pays: one request decoded at 234 tok/s with 2 threads against 139 with 1
+    on a 2-core AMX Xeon (``benchmarks/bench_serving.py``).
     """
     resolved = threads or default_threads()
     cores = _usable_cores()
     if resolved >= cores > 1:
         logger.warning(
-            "%d compute threads on %d usable cores leave none to the HTTP server and the scheduler; "
-            "throughput can collapse (measured: 28.6 tok/s with 2 threads on 2 cores, 139 with 1)",
+            "%d compute threads on %d usable cores leave none to the HTTP server, the scheduler or "
+            "other processes; throughput collapses when anything else needs a core (measured on a busy "
+            "2-core machine: 12 tok/s with 2 threads against 34-36 with 1)",
             resolved, cores,
         )  # fmt: skip
     return resolved
