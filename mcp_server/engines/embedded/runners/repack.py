@@ -23,8 +23,8 @@ Two hazards decide the default:
 
 So ``auto`` repacks only on CPUs that report AMX, and only after a child process
 (:mod:`.repack_probe`) has decoded a batch with repacked weights without crashing. The
-answer is cached under the cache folder, per llama.cpp library build, model file and
-thread count.
+answer is cached under the cache folder, per llama.cpp library build, model file, CPU
+model and thread count.
 """
 
 from __future__ import annotations
@@ -80,16 +80,16 @@ def repack_works(gguf_path: Path, threads: int, cache_dir: Path) -> bool:
     """True when :mod:`.repack_probe`, run in a child process, decoded with repacked weights.
 
     The answer (``works`` or ``fails``) is kept in ``cache_dir/repack-probe``, named by
-    the llama.cpp libraries, the model file, the CPU model and ``threads``; a probe that runs out of
-    time, or that a signal stopped rather than crashed (:data:`_STOP_SIGNALS`, e.g. the
-    SIGTERM a service manager sends the whole process group), counts as failed and is
-    not kept. A failure is logged as a warning. A kept file that holds neither answer
-    (damaged, or not readable) is probed again and replaced.
+    the llama.cpp libraries, the model file, the CPU model and ``threads``; a probe that
+    runs out of time, or that a signal stopped rather than crashed (:data:`_STOP_SIGNALS`,
+    e.g. the SIGTERM a service manager sends the whole process group), counts as failed
+    and is not kept. A failure, and a kept ``fails``, is logged as a warning. A kept file
+    that holds neither answer (damaged, or not readable) is probed again and replaced.
     """
     answer = cache_dir / "repack-probe" / f"{_probe_key(gguf_path, threads)}.txt"
     kept = _kept_answer(answer)
     if kept is False:
-        logger.warning("An earlier probe found repacked weights failing (%s); running without. Delete it to probe again", answer)
+        logger.warning("A kept probe answer says repacked weights fail (%s); running without; delete it to probe again", answer)
     if kept is not None:
         return kept
     probe = Path(__file__).with_name("repack_probe.py")
