@@ -47,6 +47,8 @@ class ModelCard:
         tool_call_format: the chat-template family for tool calls (e.g. ``hermes``), or None.
         reasoning_parser: the reasoning format (e.g. ``deepseek-r1``), or None.
         input_modalities: what the model accepts, e.g. ``("text",)`` or ``("text", "image")``.
+        backend: how the engine computes its answers (e.g. ``llamacpp-amx-q8_0``), None
+            where it does not say; responses carry it in ``system_fingerprint``.
     """
 
     id: str
@@ -55,6 +57,7 @@ class ModelCard:
     tool_call_format: str | None = None
     reasoning_parser: str | None = None
     input_modalities: tuple[str, ...] = ("text",)
+    backend: str | None = None
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,8 @@ UsageCallback = Callable[[int, int, int], None]
 tokens a prefix cache served (OpenAI's ``cached_tokens``), as they grow."""
 
 SYSTEM_FINGERPRINT = f"chatcap-{__version__}"
+"""Every response's ``system_fingerprint`` (OpenAI: the backend configuration that answered,
+to read with ``seed``), followed by ``-<backend>`` where the engine names it (``ModelCard.backend``)."""
 
 
 class ChatService:
@@ -138,7 +140,7 @@ class ChatService:
                 "object": "chat.completion.chunk",
                 "created": int(time.time()),
                 "model": request.generation.model,
-                "system_fingerprint": SYSTEM_FINGERPRINT,
+                "system_fingerprint": f"{SYSTEM_FINGERPRINT}-{card.backend}" if card.backend else SYSTEM_FINGERPRINT,
             }
             usage_field = {"usage": None} if request.include_usage else {}
 

@@ -41,6 +41,20 @@ def test_stream_equals_non_stream_and_reports_usage(client):
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
 
 
+def test_system_fingerprint_names_the_backend_that_answered(client):
+    """OpenAI's ``system_fingerprint`` changes with the backend configuration: here the kernels
+    (AMX where the CPU has it and the set-up's llama.cpp build runs them) and the KV cache type."""
+    from mcp_server import __version__
+    from mcp_server.engines.embedded.runners.repack import cpu_has_amx
+
+    kwargs = dict(model=MODEL, messages=PROMPT, max_tokens=4, temperature=0)
+    whole = client.chat.completions.create(**kwargs)
+    assert whole.system_fingerprint == f"chatcap-{__version__}-llamacpp-{'amx' if cpu_has_amx() else 'cpu'}-q8_0"
+    assert {chunk.system_fingerprint for chunk in client.chat.completions.create(**kwargs, stream=True)} == {
+        whole.system_fingerprint
+    }
+
+
 def _cached_prompt_tokens(server) -> float:
     text = httpx.get(f"{server.base_url}/metrics", timeout=10).text
     return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith("chatcap_cached_prompt_tokens_total{"))

@@ -211,15 +211,17 @@ def test_kv_cache_dtype_reaches_llama_cpp_and_is_refused_where_it_cannot_apply()
         EmbeddedEngine(runner="torch", kv_cache_dtype="q8_0")
     assert refused.value.param == "kv_cache_dtype"
     prompt = [1, 9690, 198, 2683, 359, 253, 5356, 5646, 11173, 198]
-    logits = {}
+    logits, backends = {}, {}
     for dtype in ("f16", "q8_0"):
         runner = _runner(kv_cache_dtype=dtype)
         try:
             slot, _, _ = runner.prefill(prompt)
             logits[dtype] = runner.decode([slot], [42])[0]  # attends to the cached prompt
+            backends[dtype] = runner.backend
         finally:
             runner.close()
     assert not (logits["f16"] == logits["q8_0"]).all()  # 8-bit keys and values round differently
+    assert backends["f16"] != backends["q8_0"]  # so their answers carry different system_fingerprints
 
 
 def test_f16_kv_cache_runs_without_the_prefix_cache_so_answers_do_not_change():

@@ -234,7 +234,7 @@ class EmbeddedEngine:
         )
         if self.grammar_provider is None:
             self.grammar_provider = ToolGrammarProvider(self.grammar_compiler, self._card.tool_call_format)
-        self._card = replace(self._card, context_length=self.runner.context_length)
+        self._card = replace(self._card, context_length=self.runner.context_length, backend=self.runner.backend)
         vocab = [bytes(token) for token in self.tokenizer_info.decoded_vocab]
         self._scheduler = Scheduler(self.runner, self._eos_ids(), self._max_batch_size, vocab)
         self._scheduler.start()

@@ -38,11 +38,15 @@ class ModelRunner(Protocol):
         vocab_size: the number of logits per row, ``V``.
         context_length: most tokens (prompt plus completion) one sequence may hold.
         eos_ids: end-of-sequence token ids the weights declare.
+        backend: how the runner computes, e.g. ``llamacpp-amx-q8_0`` or
+            ``torch-bfloat16-cpu``: kernels and number formats whose answers differ
+            slightly, so it is part of the responses' ``system_fingerprint``.
     """
 
     vocab_size: int
     context_length: int
     eos_ids: frozenset[int]
+    backend: str
 
     def prefill(self, prompt_ids: list[int]) -> tuple[int, int, torch.Tensor]:
         """Read a prompt into a new sequence's cache.

@@ -118,6 +118,7 @@ class LlamaCppRunner:
         context_length: tokens per sequence, as llama.cpp sized it.
         eos_ids: the GGUF's end-of-sequence and end-of-turn tokens.
         repacked: the weights were loaded into llama.cpp's repacked (AMX) buffers.
+        backend: ``llamacpp-<amx|cpu>-<KV cache type>`` (see :class:`.ModelRunner`).
 
     Raises:
         RuntimeError: llama-cpp-python is missing, or llama.cpp cannot load the file
@@ -187,6 +188,7 @@ class LlamaCppRunner:
         self._seq_ids: dict[int, int] = {}  # handle of a running sequence -> its llama.cpp sequence id
         self._handles = itertools.count()
         self._prefix_cache = prefix_cache and kv_cache_dtype == "q8_0"
+        self.backend = f"llamacpp-{'amx' if self.repacked else 'cpu'}-{kv_cache_dtype}"
         logger.info(
             "llama.cpp: %d sequences x %d tokens, %s KV cache, prefix cache %s, weights %s, %d threads",
             max_batch_size, self.context_length, kv_cache_dtype, "on" if self._prefix_cache else "off",

@@ -36,6 +36,7 @@ class TorchRunner:
         tokenizer: its tokenizer.
         vocab_size, context_length: see :class:`.ModelRunner`.
         eos_ids: the end-of-sequence ids of the model's generation config.
+        backend: ``torch-<dtype>-<device>``, ``-deterministic`` with ``deterministic`` (see :class:`.ModelRunner`).
 
     Raises:
         EngineUnavailable: the model cannot be loaded (:func:`..model_files.load_model`).
@@ -62,6 +63,8 @@ class TorchRunner:
         configured = self.model.generation_config.eos_token_id
         self.eos_ids = frozenset(i for i in (configured if isinstance(configured, list) else [configured]) if i is not None)
         self._batch = DecodeBatch(deterministic)
+        dtype_name = str(self.model.dtype).removeprefix("torch.")
+        self.backend = f"torch-{dtype_name}-{self.model.device.type}" + ("-deterministic" if deterministic else "")
         self._order: list[int] = []  # slots in the batch cache, in row order
         self._fresh: dict[int, Any] = {}  # prefilled caches not yet in the batch
         self._released: set[int] = set()
