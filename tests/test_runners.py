@@ -200,16 +200,27 @@ def test_disable_prefix_cache_computes_every_prompt_in_full():
         runner.close()
 
 
-def test_kv_cache_dtype_reaches_llama_cpp_and_is_refused_where_it_cannot_apply():
+@pytest.mark.parametrize(
+    "param,value,bad,valid",
+    [("kv_cache_dtype", "f16", "fp8", "auto, q8_0, f16"), ("repack", "off", "yes", "auto, on, off")],
+)
+def test_llamacpp_options_parse_and_are_refused_where_they_cannot_apply(param, value, bad, valid):
     from mcp_server.cli import _settings, build_parser
     from mcp_server.engines.embedded.engine import EmbeddedEngine
 
-    assert _settings(build_parser().parse_args(["serve", "--kv-cache-dtype", "f16"])).kv_cache_dtype == "f16"
+    flag = "--" + param.replace("_", "-")
+    assert getattr(_settings(build_parser().parse_args(["serve", flag, value])), param) == value
     with pytest.raises(SystemExit):
-        build_parser().parse_args(["serve", "--kv-cache-dtype", "fp8"])
+        build_parser().parse_args(["serve", flag, bad])
     with pytest.raises(InvalidRequest, match="llamacpp runner only") as refused:
-        EmbeddedEngine(runner="torch", kv_cache_dtype="q8_0")
-    assert refused.value.param == "kv_cache_dtype"
+        EmbeddedEngine(runner="torch", **{param: value})
+    assert refused.value.param == param
+    with pytest.raises(InvalidRequest, match=f"use one of {valid}") as refused:  # e.g. CHATCAP_REPACK=bogus
+        EmbeddedEngine(**{param: bad})
+    assert refused.value.param == param
+
+
+def test_kv_cache_dtype_reaches_llama_cpp_and_changes_answers():
     prompt = [1, 9690, 198, 2683, 359, 253, 5356, 5646, 11173, 198]
     logits, backends = {}, {}
     for dtype in ("f16", "q8_0"):
@@ -343,19 +354,7 @@ def _child_running(parent: int, script: str) -> int | None:
     return None
 
 
-def test_repack_flag_reaches_the_runner_and_is_refused_for_torch():
-    from mcp_server.cli import _settings, build_parser
-    from mcp_server.engines.embedded.engine import EmbeddedEngine
-
-    assert _settings(build_parser().parse_args(["serve", "--repack", "off"])).repack == "off"
-    with pytest.raises(SystemExit):
-        build_parser().parse_args(["serve", "--repack", "yes"])
-    with pytest.raises(InvalidRequest, match="llamacpp runner only") as refused:
-        EmbeddedEngine(runner="torch", repack="on")
-    assert refused.value.param == "repack"
-    with pytest.raises(InvalidRequest, match="use one of auto, on, off") as refused:  # CHATCAP_REPACK=bogus
-        EmbeddedEngine(repack="bogus")
-    assert refused.value.param == "repack"
+def test_repack_off_reaches_the_runner():
     from mcp_server.engines.embedded.model_files import default_gguf_path
     from mcp_server.engines.embedded.runners.llamacpp import LlamaCppRunner
 

@@ -40,6 +40,7 @@ from mcp_server.engines.embedded.output import OutputProcessor
 from mcp_server.engines.embedded.prompt import render_prompt
 from mcp_server.engines.embedded.runners import (
     ModelRunner,
+    check_llamacpp_option,
     resolve_runner,
     resolve_threads,
 )
@@ -151,16 +152,9 @@ class EmbeddedEngine:
         self._device = device
         self._deterministic = deterministic
         self._prefix_cache = prefix_cache
-        if kv_cache_dtype not in ("auto", *KV_CACHE_DTYPES):
-            raise InvalidRequest(f"Unknown KV cache type {kv_cache_dtype!r}.", param="kv_cache_dtype")
-        if kv_cache_dtype != "auto" and self._runner_name != "llamacpp":
-            raise InvalidRequest("--kv-cache-dtype applies to the llamacpp runner only.", param="kv_cache_dtype")
+        check_llamacpp_option(self._runner_name, "kv_cache_dtype", kv_cache_dtype, ("auto", *KV_CACHE_DTYPES))
         self._kv_cache_dtype = DEFAULT_KV_CACHE_DTYPE if kv_cache_dtype == "auto" else kv_cache_dtype
-        if repack not in REPACK_MODES:
-            raise InvalidRequest(f"Unknown repacking mode {repack!r}; use one of {', '.join(REPACK_MODES)}.", param="repack")
-        if repack != "auto" and self._runner_name != "llamacpp":
-            raise InvalidRequest("--repack applies to the llamacpp runner only.", param="repack")
-        self._repack = repack
+        self._repack = check_llamacpp_option(self._runner_name, "repack", repack, REPACK_MODES)
         check_catalog(load_catalog())
         entry = default_entry() if model_path is None else find_entry(model_path)
         self._card = ModelCard(

@@ -24,7 +24,7 @@ import torch
 
 from mcp_server.errors import InvalidRequest
 
-__all__ = ["RUNNERS", "ModelRunner", "default_threads", "resolve_runner", "resolve_threads"]
+__all__ = ["RUNNERS", "ModelRunner", "check_llamacpp_option", "default_threads", "resolve_runner", "resolve_threads"]
 
 logger = logging.getLogger(__name__)
 
@@ -157,3 +157,17 @@ def resolve_runner(runner: str, model_path: str | None, device: str) -> str:
     if runner == "llamacpp" and not (gguf and device == "cpu"):
         raise InvalidRequest("The llamacpp runner reads GGUF files on the CPU only; use --runner torch.", param="runner")
     return runner
+
+
+def check_llamacpp_option(runner: str, param: str, value: str, choices: tuple[str, ...]) -> str:
+    """Return ``value`` of a llama.cpp runner option (``param``, e.g. ``repack``) once checked.
+
+    Raises:
+        InvalidRequest: (param ``param``) ``value`` is not one of ``choices``, or is not
+            ``auto`` while ``runner`` is not ``llamacpp``.
+    """
+    if value not in choices:
+        raise InvalidRequest(f"Unknown {param} {value!r}; use one of {', '.join(choices)}.", param=param)
+    if value != "auto" and runner != "llamacpp":
+        raise InvalidRequest(f"--{param.replace('_', '-')} applies to the llamacpp runner only.", param=param)
+    return value
