@@ -37,9 +37,11 @@ class RequestLimits:
         max_schema_bytes: largest JSON schema (compact JSON text, UTF-8 bytes) in a tool
             or ``response_format``.
         max_schema_depth: deepest nesting of objects and arrays in such a schema.
+        read_timeout: seconds the body may pause between two parts (408 after it).
     """
 
     max_body_bytes: int = 4 * 1024 * 1024
+    read_timeout: float = 30.0
     max_messages: int = 1024
     max_schema_bytes: int = 64 * 1024
     max_schema_depth: int = 32

@@ -117,7 +117,9 @@ def rest_routes(gateway: Gateway, paths: dict[str, str], skills: SkillCatalog, s
             finally:
                 await chunks.aclose()
 
-        return EventSourceResponse(sse_events(replay()), ping=15, shutdown_grace_period=shutdown_grace)
+        # The gateway cuts the generation at the grace (an error event, then [DONE]); the
+        # response's own cut comes a second later, for those events to go out.
+        return EventSourceResponse(sse_events(replay()), ping=15, shutdown_grace_period=shutdown_grace + 1)
 
     async def list_models(request: Request) -> Response:
         return JSONResponse(gateway.service.list_models())
