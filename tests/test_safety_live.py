@@ -241,3 +241,14 @@ def test_f11_half_sent_headers_are_cut_after_the_read_timeout(open_server):
         start = time.monotonic()
         assert _read_all(sock) == b""  # closed without an answer
     assert time.monotonic() - start < 30  # the read timeout (2 s), generously
+
+
+@pytest.mark.parametrize("depth", [480, 5000])
+def test_a_body_nested_past_the_bound_gets_400_not_a_recursion_error(open_server, depth):
+    schema = '{"type":"object","properties":{"x":' * depth + "{}" + "}}" * depth
+    body = ('{"messages":[{"role":"user","content":"hi"}],"max_tokens":2,'
+            '"response_format":{"type":"json_schema","json_schema":{"name":"x","schema":' + schema + "}}}")
+    response = httpx.post(f"{open_server.base_url}/v1/chat/completions", content=body,
+                          headers={"Content-Type": "application/json"}, timeout=60)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] in ("limit_exceeded", "invalid_json")
