@@ -86,6 +86,9 @@ def test_sound_schemas_are_accepted(schema):
     ("^.$", "é", True),
     ("^\\s$", "\u00a0", True),  # ECMA-262 white space is Unicode's
     ("^[\\s\\S]$", "\n", True),
+    ("^[\\S]$", " ", False),
+    ("^[\\S]$", "x", True),
+    ("^[^\\S]$", "\t", True),
     ("^[^]$", "x", True),
     ("^\\uD83D\\uDE00$", "😀", True),
     ("^(?<y>\\d{2})$", "42", True),

@@ -172,9 +172,14 @@ def _class(pattern: str, i: int) -> tuple[str, int]:
                 _refuse_unsafe(code)
     texts = [text for text, _ in members]
     if r"\S" in texts:
-        if set(texts) - {r"\S", "[" + _WHITE + "]"}:
+        kinds = set(texts)
+        if kinds - {r"\S", "[" + _WHITE + "]"}:
             raise PatternError(r"uses \S inside a character class with other members, which is not supported")
-        return ("[^" if negated else "[") + (_ANY if len(set(texts)) == 2 else _WHITE) + "]", i
+        if len(kinds) == 1:  # [\S] or [^\S]
+            return ("[" if negated else "[^") + _WHITE + "]", i
+        if negated:
+            raise PatternError(r"has the class [^\s\S], which matches nothing")
+        return "[" + _ANY + "]", i
     if not texts:
         if negated:
             return "[" + _ANY + "]", i
