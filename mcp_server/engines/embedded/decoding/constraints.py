@@ -29,8 +29,11 @@ Defined behaviour per keyword (measured against xgrammar 0.2.9; see ``tests/test
   ``minLength``/``maxLength`` with ``pattern`` or ``format`` (xgrammar drops them),
   ``allOf`` with several schemas, tuple ``items``,
   ``required`` names missing from ``properties``, non-local or dangling ``$ref``, ``$ref`` with
-  sibling assertions, other string ``format`` values, patterns with lookaround or that the
-  regex engine refuses (backreferences, ``\\p{..}``, ``\\b``), schemas that fail their
+  sibling assertions, other string ``format`` values, patterns that the grammar and the final
+  check would read differently or that either refuses (:mod:`.patterns`: ``\\Z``, lookaround,
+  backreferences, ``\\p{..}``, ``\\b``, literal control characters, ...), a ``const``/``enum``
+  value that its sibling keywords refuse, schemas nesting deeper than
+  :data:`~.nesting.MAX_SCHEMA_NESTING` levels (:mod:`.nesting`), schemas that fail their
   meta-schema, and anything else the compiler refuses;
 * properties or items the schema does not declare are never emitted unless
   ``additionalProperties``/``items`` allow them explicitly (xgrammar ``strict_mode``, as in
