@@ -20,7 +20,8 @@ Refused (:class:`PatternError`, a 400 naming ``pattern`` for the caller): escape
 not define (``\\Z``, ``\\A``, ``\\z``, ... which the grammar engine reads as letters); a single
 control character (raw or escaped, e.g. ``\\n``), ``"`` or ``\\\\`` outside a negated class or a
 range (the grammar engine applies the pattern to the JSON text and would write them unescaped:
-invalid JSON, or another string); backreferences, lookaround, ``\\b``/``\\B``, ``\\p{..}``,
+invalid JSON, or another string); ``^`` after the start or ``$`` before the end of the string
+(the grammar engine ignores anchors: ``a$b`` would emit ``ab``); backreferences, lookaround, ``\\b``/``\\B``, ``\\p{..}``,
 inline flags, the empty class ``[]``, patterns longer than :data:`MAX_PATTERN_LENGTH`
 characters or nesting groups deeper than :data:`MAX_PATTERN_DEPTH`, and anything RE2 refuses
 (e.g. a repetition count over 1000).
@@ -29,6 +30,7 @@ characters or nesting groups deeper than :data:`MAX_PATTERN_DEPTH`, and anything
 from __future__ import annotations
 
 import functools
+import re
 from typing import Any
 
 import jsonschema
@@ -47,6 +49,9 @@ _WHITE = r"\t\n\v\f\r\p{Zs}\x{2028}\x{2029}\x{feff}"  # ECMA-262 WhiteSpace and 
 _ANY = r"\x{0}-\x{10ffff}"
 _DOT = r"[^\n\r\x{2028}\x{2029}]"
 _SYNTAX = frozenset("^$\\.*+?()[]{}|/-")
+
+
+_QUANTIFIER = re.compile(r"\{\d+(,\d*)?\}")
 
 
 class PatternError(ValueError):
@@ -89,29 +94,76 @@ def ecma_to_re2(pattern: str) -> str:
     if len(pattern) > MAX_PATTERN_LENGTH:
         raise PatternError(f"is {len(pattern)} characters long; at most {MAX_PATTERN_LENGTH} are supported")
     out: list[str] = []
-    depth = 0
+    anchors = _Anchors()
     i = 0
     while i < len(pattern):
         char = pattern[i]
         if char == "\\":
             text, code, i = _escape(pattern, i, in_class=False)
             _refuse_unsafe(code)
-            out.append(text)
+            anchors.atom()
         elif char == "[":
             text, i = _class(pattern, i)
-            out.append(text)
+            anchors.atom()
         elif char == "(":
-            depth += 1
-            if depth > MAX_PATTERN_DEPTH:
-                raise PatternError(f"nests groups deeper than {MAX_PATTERN_DEPTH} levels, the most supported")
             text, i = _group(pattern, i)
-            out.append(text)
+            anchors.open()
+        elif char in "*+?" or (char == "{" and _QUANTIFIER.match(pattern, i)):
+            end = _QUANTIFIER.match(pattern, i).end() if char == "{" else i + 1
+            text, i = pattern[i:end], end
         else:
             _refuse_unsafe(ord(char))
-            depth -= char == ")"
-            out.append(_DOT if char == "." else char)
-            i += 1
+            {"^": anchors.start, "$": anchors.end, "|": anchors.alternative, ")": anchors.close}.get(char, anchors.atom)()
+            text, i = (_DOT if char == "." else char), i + 1
+        out.append(text)
     return "".join(out)
+
+
+class _Anchors:
+    """Checks that ``^`` can only match at the start of the string and ``$`` only at its end.
+
+    The grammar engine matches a pattern against the whole string and ignores anchors, so
+    ``a$b`` would make it emit ``ab``, which ECMA-262 never matches. Walking the pattern:
+    ``^`` must come before any character of its alternative (and of the groups around it);
+    after ``$`` only ``)``, ``|``, anchors and quantifiers may follow, and a group holding a
+    ``$`` must itself end its alternative.
+    """
+
+    def __init__(self) -> None:
+        self.can_start, self.must_end = True, False
+        self.groups: list[list[bool]] = []  # per open group: [could start at its opening, holds a $]
+
+    def atom(self) -> None:
+        if self.must_end:
+            raise PatternError("has '$' before the end of the string; the grammar would ignore it")
+        self.can_start = False
+
+    def start(self) -> None:
+        if not self.can_start:
+            raise PatternError("has '^' after the start of the string; the grammar would ignore it")
+
+    def end(self) -> None:
+        self.must_end = True
+        if self.groups:
+            self.groups[-1][1] = True
+
+    def open(self) -> None:
+        if self.must_end:
+            self.atom()
+        if len(self.groups) >= MAX_PATTERN_DEPTH:
+            raise PatternError(f"nests groups deeper than {MAX_PATTERN_DEPTH} levels, the most supported")
+        self.groups.append([self.can_start, False])
+
+    def alternative(self) -> None:
+        self.can_start, self.must_end = (self.groups[-1][0] if self.groups else True), False
+
+    def close(self) -> None:
+        if not self.groups:
+            raise PatternError("has an unmatched ')'")
+        _, holds_end = self.groups.pop()
+        self.can_start, self.must_end = False, holds_end
+        if holds_end and self.groups:
+            self.groups[-1][1] = True
 
 
 def _refuse_unsafe(code: int | None) -> None:
