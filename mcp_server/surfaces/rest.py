@@ -98,6 +98,9 @@ def rest_routes(gateway: Gateway, paths: dict[str, str], skills: SkillCatalog, s
                 return await handler(request)
             except ServiceError as exc:
                 return error_response(exc)
+            except RecursionError:  # the bounds on nesting should come first; never a bare 500
+                logger.warning("RecursionError on %s %s", request.method, request.url.path)
+                return error_response(InvalidRequest("The request nests too deeply to process.", code="limit_exceeded"))
 
         return endpoint
 
