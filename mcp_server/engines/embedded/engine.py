@@ -38,6 +38,7 @@ from mcp_server.engines.embedded.decoding.toolcalls import get_family, render_me
 from mcp_server.engines.embedded.model_check import check_model_path
 from mcp_server.engines.embedded.model_files import load_tokenizer
 from mcp_server.engines.embedded.output import OutputProcessor
+from mcp_server.engines.embedded.progress import Progress
 from mcp_server.engines.embedded.prompt import render_prompt
 from mcp_server.engines.embedded.runners import (
     ModelRunner,
@@ -228,30 +229,31 @@ class EmbeddedEngine:
         return self._scheduler.running if self._scheduler else 0
 
     async def start(self) -> None:
-        """Load the model and start the scheduler thread; a second call does nothing.
+        """Load the model and start the scheduler thread (off the event loop); a second call does nothing.
 
         Raises:
             EngineUnavailable: the model cannot be found or loaded.
         """
-        if self._scheduler is not None:
-            return
+        if self._scheduler is None:
+            await anyio.to_thread.run_sync(self._start)
+
+    def _start(self) -> None:
         import xgrammar
 
-        self.runner, self.tokenizer = await anyio.to_thread.run_sync(self._load)
+        self.runner, self.tokenizer = self._load()
         if self._chat_template is not None:
             self.tokenizer.chat_template = self._chat_template
         self.model = getattr(self.runner, "model", None)
         vocab_size = self.runner.vocab_size
-        self.tokenizer_info = xgrammar.TokenizerInfo.from_huggingface(self.tokenizer, vocab_size=vocab_size)
+        with Progress(f"Indexing the vocabulary ({vocab_size:,} tokens) for grammar-constrained decoding"):
+            self.tokenizer_info = xgrammar.TokenizerInfo.from_huggingface(self.tokenizer, vocab_size=vocab_size)
+            vocab = [bytes(token) for token in self.tokenizer_info.decoded_vocab]
         # The provider's GrammarCache is the one cache (bounded by count and bytes); xgrammar's
         # own would grow without bound and keep grammars whose compilation timed out.
-        self.grammar_compiler = xgrammar.GrammarCompiler(
-            self.tokenizer_info, max_threads=self._threads, cache_enabled=False
-        )
+        self.grammar_compiler = xgrammar.GrammarCompiler(self.tokenizer_info, max_threads=self._threads, cache_enabled=False)
         if self.grammar_provider is None:
             self.grammar_provider = ToolGrammarProvider(self.grammar_compiler, self._card.tool_call_format)
         self._card = replace(self._card, context_length=self.runner.context_length, backend=self.runner.backend)
-        vocab = [bytes(token) for token in self.tokenizer_info.decoded_vocab]
         self._scheduler = Scheduler(self.runner, self._eos_ids(), self._max_batch_size, vocab)
         self._scheduler.start()
 

@@ -158,16 +158,18 @@ def load_tokenizer(model_path: str | None = None, cache_dir: Path | None = None)
     Raises:
         EngineUnavailable: the files are missing or unreadable.
     """
-    from transformers import AutoTokenizer
-
     path = default_gguf_path() if model_path is None else Path(model_path).expanduser()
+    cached = None if path.is_dir() else (cache_dir or cache_root()) / _cache_key(path, "tokenizer")
+    source = path if cached is None else cached if (cached / "tokenizer.json").is_file() else None
+    step = f"Loading the tokenizer of {path.name}" if source else (
+        f"Converting the tokenizer of {path.name} (first start only; the copy goes to {cached})"
+    )  # fmt: skip
     try:
-        if path.is_dir():
-            return AutoTokenizer.from_pretrained(path, local_files_only=True)
-        cached = (cache_dir or cache_root()) / _cache_key(path, "tokenizer")
-        if (cached / "tokenizer.json").is_file():
-            return AutoTokenizer.from_pretrained(cached, local_files_only=True)
-        with Progress(f"Converting the tokenizer of {path.name} (first start only; the copy goes to {cached})"):
+        with Progress(step):
+            from transformers import AutoTokenizer
+
+            if source is not None:
+                return AutoTokenizer.from_pretrained(source, local_files_only=True)
             tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name, local_files_only=True)
     except (OSError, ValueError) as exc:
         raise EngineUnavailable(f"Cannot load a tokenizer from {path}: {exc}") from exc
