@@ -147,7 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     stdio = add_command(commands, "mcp", "serve MCP over stdio (for desktop MCP clients)", EXAMPLES["mcp"])
     _add_settings_flags(stdio, serve=False)
     generate = add_command(commands, "generate", "write the generated tools and skill", EXAMPLES["generate"])
-    generate.add_argument("--check", action="store_true", help="exit 1 if a committed artifact is stale (default: write them)")
+    generate.add_argument(
+        "--check", action="store_true", help="exit 1 if a committed artifact is stale (default: write them)"
+    )
     add_keys_parser(commands, os.environ.get(f"{ENV_PREFIX}DATA_DIR"))
     return parser
 
@@ -157,11 +159,15 @@ def _check_model(settings: Settings) -> None:
 
     Raises:
         ModelPathError: one line naming the path and what to do.
+        InvalidRequest: ``--chat-template`` with another engine.
     """
-    if settings.engine == "embedded":
-        from mcp_server.engines.embedded.model_check import check_model_path
+    if settings.engine != "embedded":
+        if settings.chat_template:
+            raise InvalidRequest("--chat-template applies to the embedded engine; give SGLang its own in --sglang-args")
+        return
+    from mcp_server.engines.embedded.model_check import check_model_path
 
-        check_model_path(settings.model_path, settings.chat_template)
+    check_model_path(settings.model_path, settings.chat_template)
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -178,7 +184,8 @@ def _bind(host: str, port: int) -> socket.socket:
         sock.listen(2048)
     except OSError as exc:
         sock.close()
-        hint = "stop the other server or choose another --port" if exc.errno == errno.EADDRINUSE else "check --host and --port"
+        in_use = exc.errno == errno.EADDRINUSE
+        hint = "stop the other server or choose another --port" if in_use else "check --host and --port"
         raise InvalidRequest(f"cannot listen on {host}:{port} ({exc.strerror or exc}); {hint}") from None
     return sock
 

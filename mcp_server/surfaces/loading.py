@@ -74,7 +74,9 @@ class LoadingGate:
         if scope["path"] == HEALTH_PATH:
             response = JSONResponse({"status": "loading" if state.error is None else "failed"}, status_code=503)
         elif state.error is None:
-            error = EngineUnavailable("The model is still loading; retry when GET /health answers 200.", code="model_loading")
+            error = EngineUnavailable(
+                "The model is still loading; retry when GET /health answers 200.", code="model_loading"
+            )
             response = JSONResponse(error.to_dict(), status_code=error.status_code, headers={"Retry-After": "1"})
         else:
             error = EngineUnavailable("The model failed to load; the server is stopping.", code="model_load_failed")

@@ -32,7 +32,7 @@ def startup_summary(gateway: Gateway, settings: Settings, seconds: float, url: s
     engine = gateway.service.engine
     cards = engine.models
     parts = [_models(cards), *(f"{name} {value}" for name, value in engine.describe().items())]
-    parts.append(f"data directory {settings.data_dir}" if settings.data_dir else "data directory none (no keys, no ledger)")
+    parts.append(f"data directory {settings.data_dir or 'none (no keys, no ledger)'}")
     parts.append(f"keys {'on' if gateway.requires_key() else 'off'}")
     prices = {_price(gateway.price_of(card.id)) for card in cards}
     parts.append(f"price {' or '.join(sorted(prices))}" if len(prices) > 1 else f"price {prices.pop()}")

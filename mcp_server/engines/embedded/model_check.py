@@ -31,6 +31,7 @@ __all__ = ["CheckedModel", "ModelPathError", "check_model_path"]
 
 _HF_TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")
 _HF_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
+_GIVE = "give a GGUF file or a Hugging Face model folder"
 _NO_TEMPLATE_HINT = (
     "give one with --chat-template NAME or --chat-template FILE.jinja (known names: {names})"
 )
@@ -92,9 +93,9 @@ def check_model_path(model_path: str | None, chat_template: str | None = None) -
             if not model_path.startswith((".", "/", "~")) and model_path.count("/") == 1
             else ""
         )
-        raise ModelPathError(f"--model-path {model_path}: no such file or folder{hint}; give a GGUF file or a Hugging Face model folder")
+        raise ModelPathError(f"--model-path {model_path}: no such file or folder{hint}; {_GIVE}")
     if not path.is_file():
-        raise ModelPathError(f"--model-path {model_path}: not a regular file; give a GGUF file or a Hugging Face model folder")
+        raise ModelPathError(f"--model-path {model_path}: not a regular file; {_GIVE}")
     return _check_gguf(path, model_path, template)
 
 
@@ -104,7 +105,8 @@ def _check_gguf(path: Path, shown: str, template: str | None) -> CheckedModel:
     except PermissionError as exc:
         raise ModelPathError(f"--model-path {shown}: cannot be read ({exc.strerror}); check its permissions") from None
     except OSError as exc:
-        raise ModelPathError(f"--model-path {shown}: cannot be read ({exc.strerror or exc}); check the file and its disk") from None
+        reason = exc.strerror or exc
+        raise ModelPathError(f"--model-path {shown}: cannot be read ({reason}); check the file and its disk") from None
     except HeaderError as exc:
         if exc.truncated:
             raise ModelPathError(f"--model-path {shown}: truncated GGUF file ({exc}); download it again") from None
@@ -119,7 +121,10 @@ def _check_gguf(path: Path, shown: str, template: str | None) -> CheckedModel:
             "download it again"
         )
     if "tokenizer.ggml.tokens" not in header.array_lengths:
-        raise ModelPathError(f"--model-path {shown}: the GGUF file holds no tokenizer (tokenizer.ggml.tokens); use a GGUF converted with its tokenizer")
+        raise ModelPathError(
+            f"--model-path {shown}: the GGUF file holds no tokenizer (tokenizer.ggml.tokens); "
+            "use a GGUF converted with its tokenizer"
+        )
     if template is None and not header.metadata.get("tokenizer.chat_template"):
         raise ModelPathError(
             f"--model-path {shown}: the GGUF file has no chat template (tokenizer.chat_template); "
@@ -135,14 +140,16 @@ def _check_folder(path: Path, shown: str, template: str | None) -> CheckedModel:
         if ggufs:
             more = f" (and {len(ggufs) - 1} more)" if len(ggufs) > 1 else ""
             raise ModelPathError(
-                f"--model-path {shown}: a folder of GGUF files; give one file, e.g. --model-path {path / ggufs[0]}{more}"
+                f"--model-path {shown}: a folder of GGUF files; give one file, "
+                f"e.g. --model-path {path / ggufs[0]}{more}"
             )
         raise ModelPathError(
-            f"--model-path {shown}: a folder without a model (no config.json, no .gguf file); "
-            "give a GGUF file or a Hugging Face model folder"
+            f"--model-path {shown}: a folder without a model (no config.json, no .gguf file); {_GIVE}"
         )
     if not any((path / name).is_file() for name in _HF_TOKENIZER_FILES):
-        raise ModelPathError(f"--model-path {shown}: the model folder has no tokenizer files ({', '.join(_HF_TOKENIZER_FILES)})")
+        raise ModelPathError(
+            f"--model-path {shown}: the model folder has no tokenizer files ({', '.join(_HF_TOKENIZER_FILES)})"
+        )
     if template is None and not _folder_has_template(path):
         raise ModelPathError(
             f"--model-path {shown}: the model folder has no chat template (chat_template in tokenizer_config.json, "

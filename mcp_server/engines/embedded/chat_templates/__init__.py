@@ -53,5 +53,7 @@ def load_chat_template(value: str) -> str:
     try:
         ImmutableSandboxedEnvironment(extensions=["jinja2.ext.loopcontrols"]).parse(text)
     except TemplateSyntaxError as exc:
-        raise ChatTemplateError(f"--chat-template {value}: Jinja syntax error at line {exc.lineno}: {exc.message}") from None
+        raise ChatTemplateError(
+            f"--chat-template {value}: Jinja syntax error at line {exc.lineno}: {exc.message}"
+        ) from None
     return text
