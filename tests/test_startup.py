@@ -45,12 +45,25 @@ def test_progress_without_a_terminal_logs_a_line_at_intervals(caplog):
 
 
 def test_progress_on_a_terminal_draws_a_bar():
+    """On a process's own stderr, a pseudo-terminal that reports no size (as under ``script``
+    or a service manager's pty): tqdm then hides its bar unless given a size."""
     controller, terminal = pty.openpty()
-    with os.fdopen(terminal, "w") as stream, Progress("Loading things", total=1.0, stream=stream) as progress:
-        progress.update(0.5)
-    drawn = os.read(controller, 65536).decode()
+    code = ("from mcp_server.engines.embedded.progress import Progress\n"
+            "with Progress('Loading things', total=1.0) as progress:\n    progress.update(0.5)\n")  # fmt: skip
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, stderr=terminal, check=True, timeout=120)
+    os.close(terminal)
+    drawn = b""
+    while chunk := _read(controller):
+        drawn += chunk
     os.close(controller)
-    assert "Loading things: 100%|" in drawn and "\r" in drawn
+    assert "\rLoading things:   0%|" in drawn.decode() and "\rLoading things: 100%|" in drawn.decode()
+
+
+def _read(fd: int) -> bytes:
+    try:
+        return os.read(fd, 65536)
+    except OSError:  # EIO: the writing side is closed and everything was read
+        return b""
 
 
 def test_a_busy_port_fails_at_once_with_one_line():

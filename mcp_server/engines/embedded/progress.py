@@ -14,6 +14,7 @@ Usage::
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 import time
@@ -61,7 +62,11 @@ class Progress:
             from tqdm import tqdm
 
             fmt = "{desc}: {percentage:3.0f}%|{bar}| {elapsed}" if self.total else "{desc}: {elapsed}"
-            self._bar = tqdm(total=self.total, desc=self.description, file=self.stream, bar_format=fmt, leave=True)
+            columns, rows = _terminal_size(self.stream)
+            self._bar = tqdm(
+                total=self.total, desc=self.description, file=self.stream, bar_format=fmt, leave=True,
+                ncols=columns, nrows=rows,
+            )  # fmt: skip
             if self.total is None:  # tqdm redraws only on updates: keep the clock moving
                 self._ticker = threading.Thread(target=self._tick, args=(self._bar.refresh, 1.0), daemon=True)
         else:
@@ -101,6 +106,16 @@ class Progress:
             logger.info("%s: %.0f%% after %.0f s", self.description, 100 * self.done / self.total, elapsed)
         else:
             logger.info("%s: still working after %.0f s", self.description, elapsed)
+
+
+def _terminal_size(stream: IO[str]) -> tuple[int, int]:
+    """The terminal's columns and rows; 80 x 24 where it reports none (tqdm hides a bar on a
+    pseudo-terminal nobody sized, which reports 0 x 0)."""
+    try:
+        size = os.get_terminal_size(stream.fileno())
+    except (AttributeError, OSError, ValueError):
+        return 80, 24
+    return size.columns or 80, size.lines or 24
 
 
 def _is_terminal(stream: IO[str]) -> bool:
