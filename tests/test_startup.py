@@ -152,3 +152,11 @@ def test_gemma_serves_with_the_gemma_template(gemma, tmp_path):
         assert reply.usage.prompt_tokens == 14 and isinstance(reply.choices[0].message.content, str)
     finally:
         server.stop()
+
+
+def test_aliases_are_listed_once_each_in_order():
+    from mcp_server.engines.embedded.engine import EmbeddedEngine
+
+    engine = EmbeddedEngine(served_model_name=["smol", "tiny", "smol"])  # builds, loads nothing yet
+    assert [card.id for card in engine.models] == ["smol", "tiny"]
+    assert EmbeddedEngine().models[0].id == "HuggingFaceTB/SmolLM2-135M-Instruct"

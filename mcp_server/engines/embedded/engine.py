@@ -164,7 +164,7 @@ class EmbeddedEngine:
         check_llamacpp_option(self._runner_name, "kv_cache_dtype", kv_cache_dtype, ("auto", *KV_CACHE_DTYPES))
         self._kv_cache_dtype = DEFAULT_KV_CACHE_DTYPE if kv_cache_dtype == "auto" else kv_cache_dtype
         self._repack = check_llamacpp_option(self._runner_name, "repack", repack, REPACK_MODES)
-        names = (served_model_name,) if isinstance(served_model_name, str) else tuple(served_model_name or ())
+        names = (served_model_name,) if isinstance(served_model_name, str) else tuple(dict.fromkeys(served_model_name or ()))
         self._ids = names or (checked.name,)
         check_catalog(load_catalog())
         entry = default_entry() if model_path is None else find_entry(model_path)
