@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import mmap
 import struct
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,8 +100,10 @@ class _Cursor:
             raise HeaderError(f"metadata value type {kind} is not a GGUF type")
         return self.scalar(fmt)
 
-    def skip_array(self, kind: int, count: int) -> list[Any] | None:
-        """Skip an array of ``count`` items; return it when it holds a few strings (else None)."""
+    def skip_array(self, kind: int, count: int, keep: bool = False) -> list[Any] | None:
+        """Skip an array of ``count`` items; return it when it holds a few strings or ``keep`` (else None)."""
+        if keep and kind != GGUFValueType.ARRAY:
+            return [self.value(kind) for _ in range(count)]
         if kind == GGUFValueType.STRING:
             if count < 64:
                 return [self.string() for _ in range(count)]
@@ -118,8 +121,13 @@ class _Cursor:
         return None
 
 
-def read_header(path: Path) -> GGUFHeader:
+def read_header(path: Path, arrays: Collection[str] = ()) -> GGUFHeader:
     """Read the header of the GGUF file ``path``.
+
+    Args:
+        path: the file.
+        arrays: keys of array values to read in full into ``metadata`` (e.g.
+            ``tokenizer.ggml.tokens``), whatever their length.
 
     Raises:
         HeaderError: the file does not start with ``GGUF``, has a version other than 2 or
@@ -134,10 +142,10 @@ def read_header(path: Path) -> GGUFHeader:
             raise HeaderError(f"it starts with {magic!r}, not {GGUF_MAGIC!r}")
         size = file.seek(0, 2)
         with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as buffer:
-            return _parse(_Cursor(buffer, size))
+            return _parse(_Cursor(buffer, size), frozenset(arrays))
 
 
-def _parse(cursor: _Cursor) -> GGUFHeader:
+def _parse(cursor: _Cursor, arrays: frozenset[str]) -> GGUFHeader:
     cursor.take(4)
     version = cursor.scalar("<I")
     if version not in (2, 3):
@@ -150,7 +158,7 @@ def _parse(cursor: _Cursor) -> GGUFHeader:
         if kind == GGUFValueType.ARRAY:
             item_kind, count = cursor.scalar("<I"), cursor.scalar("<Q")
             array_lengths[key] = count
-            items = cursor.skip_array(item_kind, count)
+            items = cursor.skip_array(item_kind, count, keep=key in arrays)
             if items is not None:
                 metadata[key] = items
         else:
