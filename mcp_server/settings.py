@@ -103,6 +103,11 @@ class Settings:
         context_length: override of the model's context window, in tokens.
         max_running_requests: most sequences decoded together in one batch; None = the
             embedded runner's default (llama.cpp 8, torch 16).
+        max_running_requests_per_key: most sequences of one API key (or client address
+            without a key) running at once, its requests' ``n`` choices included; None = no cap
+            (a waiting key still gets a slot first, see the engine's scheduler).
+        chunked_prefill_size: the embedded engine's token budget per step, decode rows and
+            prompt chunks together (SGLang's flag); None = 256; -1 prefills whole prompts.
         runner: the embedded engine's model runner: ``auto`` (llama.cpp for GGUF files on
             the CPU, else torch), ``llamacpp`` or ``torch``.
         threads: the embedded engine's compute threads; None = one per core less one.
@@ -153,6 +158,13 @@ class Settings:
     context_length: int | None = _flag(None, "context window override, tokens", parse=int)
     max_running_requests: int | None = _flag(
         None, "most sequences decoded together (default: llama.cpp runner 8, torch 16)", parse=int
+    )
+    max_running_requests_per_key: int | None = _flag(
+        None, "most sequences one API key (or client address) runs at once; n counts (default: no cap)", parse=int
+    )
+    chunked_prefill_size: int | None = _flag(
+        None, "tokens per engine step, decode rows and prompt chunks together (default 256; -1: whole prompts)",
+        parse=int,
     )
     runner: str = _flag(
         "auto", "embedded engine: llama.cpp (auto for GGUF on CPU) or torch (HF directories, cuda)",

@@ -68,6 +68,11 @@ class GenerationRequest:
             (:attr:`GenerationDelta.logprobs`).
         top_logprobs: OpenAI ``top_logprobs`` (0..20): with ``logprobs``, also report this
             many most likely tokens at each position.
+        tenant: who sent the request, for fairness between callers and the prefix cache's
+            isolation: the id of an API key of the store (``key_...``), else ``address:<client
+            address>`` (set by the gateway); None is one anonymous tenant (MCP over stdio).
+        cache_salt: vLLM's ``cache_salt``: requests with the same salt may share cached
+            prompt prefixes whoever sends them; without one, only requests of one tenant do.
     """
 
     model: str
@@ -81,6 +86,8 @@ class GenerationRequest:
     response_format: dict[str, Any] | None = None
     logprobs: bool = False
     top_logprobs: int = 0
+    tenant: str | None = None
+    cache_salt: str | None = None
 
 
 @dataclass(frozen=True)

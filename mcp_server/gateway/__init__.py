@@ -16,9 +16,9 @@ Modules, one job each (imports point down the list):
 from __future__ import annotations
 
 from mcp_server.gateway.gateway import Gateway
-from mcp_server.gateway.http import GatewayMiddleware, request_key
+from mcp_server.gateway.http import GatewayMiddleware, request_key, request_tenant
 from mcp_server.gateway.keys import KeyRecord, KeyStore
 from mcp_server.gateway.ledger import Ledger
 from mcp_server.gateway.request_limits import RequestLimits
 
-__all__ = ["Gateway", "GatewayMiddleware", "KeyRecord", "KeyStore", "Ledger", "RequestLimits", "request_key"]
+__all__ = ["Gateway", "GatewayMiddleware", "KeyRecord", "KeyStore", "Ledger", "RequestLimits", "request_key", "request_tenant"]

@@ -170,14 +170,16 @@ class Gateway:
         return self.store.has_keys()
 
     async def complete(
-        self, request: ChatRequest, progress: ProgressCallback | None = None, *, key: KeyRecord | None = None
+        self, request: ChatRequest, progress: ProgressCallback | None = None, *, key: KeyRecord | None = None,
+        tenant: str | None = None,
     ) -> dict[str, Any]:
         """Run a request to the end and return an OpenAI ``chat.completion`` dict: the
         :meth:`stream` (usage included), drained. Raises as :meth:`stream`."""
-        return await drain(self.stream(replace(request, include_usage=True), progress, key=key))
+        return await drain(self.stream(replace(request, include_usage=True), progress, key=key, tenant=tenant))
 
     async def stream(
-        self, request: ChatRequest, progress: ProgressCallback | None = None, *, key: KeyRecord | None = None
+        self, request: ChatRequest, progress: ProgressCallback | None = None, *, key: KeyRecord | None = None,
+        tenant: str | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
         """As :meth:`ChatService.stream`, admitted, metered and billed.
 
@@ -185,6 +187,8 @@ class Gateway:
             request: the parsed request.
             progress: passed to the service.
             key: the caller's key (from :meth:`authenticate`), or None.
+            tenant: who sent it (:func:`.http.request_tenant`), handed to the engine for
+                fairness and prefix-cache isolation (``GenerationRequest.tenant``).
 
         Raises:
             InvalidRequest: a size limit is exceeded, or an image goes to a model without
@@ -195,6 +199,7 @@ class Gateway:
             ServiceError: whatever the service raises, after the request is settled.
         """
         self.limits.check(request)
+        request = replace(request, generation=replace(request.generation, tenant=tenant))
         card = self.service.prepare(request)  # the client's faults are refused before admission
         price = self.price or _catalog_price(card.id)
         self.rate_limiter.admit(key)

@@ -41,7 +41,7 @@ from mcp_server import __version__
 from mcp_server.capability.loader import Capability
 from mcp_server.capability.schemas import validate_instance
 from mcp_server.errors import CapabilityError, InvalidRequest, ServiceError
-from mcp_server.gateway import Gateway, request_key
+from mcp_server.gateway import Gateway, request_key, request_tenant
 from mcp_server.generate.tools import TOOL_SHAPES, mcp_tools
 from mcp_server.protocol.request import parse_request
 from mcp_server.surfaces.mcp_resources import TEMPLATES, ResourceCatalog
@@ -99,7 +99,9 @@ def _tool_handlers(gateway: Gateway) -> dict[str, ToolHandler]:
                 raise InvalidRequest(f"'{name}' is not a parameter of this tool; it returns one whole "
                                      "chat.completion.", param=name)
         request = parse_request(args)
-        return await gateway.complete(request, progress=await progress_reporter(ctx), key=request_key(ctx.request))
+        return await gateway.complete(
+            request, progress=await progress_reporter(ctx), key=request_key(ctx.request), tenant=request_tenant(ctx.request)
+        )
 
     async def list_models(ctx: ServerRequestContext, args: dict[str, Any]) -> dict[str, Any]:
         return gateway.service.list_models()
@@ -119,7 +121,8 @@ def _tool_handlers(gateway: Gateway) -> dict[str, ToolHandler]:
                 "json_schema": {"name": "response", "schema": schema, "strict": True},
             }
         completion = await gateway.complete(
-            parse_request(body), progress=await progress_reporter(ctx), key=request_key(ctx.request)
+            parse_request(body), progress=await progress_reporter(ctx), key=request_key(ctx.request),
+            tenant=request_tenant(ctx.request),
         )
         text = completion["choices"][0]["message"]["content"]
         result: dict[str, Any] = {"text": text, "completion": completion}

@@ -37,6 +37,7 @@ from mcp_server.engines.embedded.decoding.toolcalls import (
 from mcp_server.engines.embedded.decoding.toolcalls import get_family, render_messages
 from mcp_server.engines.embedded.model_files import default_gguf_path, load_tokenizer
 from mcp_server.engines.embedded.output import OutputProcessor
+from mcp_server.engines.embedded.policy import Limits, cache_scope
 from mcp_server.engines.embedded.prompt import render_prompt
 from mcp_server.engines.embedded.runners import (
     ModelRunner,
@@ -102,10 +103,12 @@ class EmbeddedEngine:
             ``q8_0`` or ``f16``.
         repack: llama.cpp runner: weight repacking for AMX, ``auto``, ``on`` or ``off``
             (:func:`.runners.repack.resolve_repack`).
+        chunked_prefill_size, max_running_per_tenant: the scheduler's :class:`.policy.Limits`
+            (the torch runner prefills whole prompts).
 
     Raises:
         InvalidRequest: ``max_batch_size`` or ``threads`` below 1 (param
-            ``max_running_requests``, ``threads``), an unknown or impossible runner
+            ``max_running_requests``, ``threads``), bad limits (:meth:`.policy.Limits.resolve`), an unknown or impossible runner
             (param ``runner``), or a KV cache type or repacking mode that is unknown or
             given to the torch runner (param ``kv_cache_dtype``, ``repack``).
 
@@ -136,6 +139,8 @@ class EmbeddedEngine:
         prefix_cache: bool = True,
         kv_cache_dtype: str = "auto",
         repack: str = "auto",
+        chunked_prefill_size: int | None = None,
+        max_running_per_tenant: int | None = None,
     ):
         if max_batch_size is not None and max_batch_size < 1:
             raise InvalidRequest("max_running_requests must be at least 1.", param="max_running_requests")
@@ -145,6 +150,7 @@ class EmbeddedEngine:
         self._dtype = dtype
         self._runner_name = resolve_runner(runner, model_path, device)
         self._max_batch_size = max_batch_size or (LLAMACPP_MAX_BATCH_SIZE if self._runner_name == "llamacpp" else 16)
+        self._limits = Limits.resolve(chunked_prefill_size, max_running_per_tenant, self._max_batch_size)
         self._threads = resolve_threads(threads)
         self._context_length = context_length
         self.grammar_provider = grammar_provider
@@ -190,6 +196,8 @@ class EmbeddedEngine:
             prefix_cache=not settings.disable_prefix_cache,
             kv_cache_dtype=settings.kv_cache_dtype,
             repack=settings.repack,
+            chunked_prefill_size=settings.chunked_prefill_size,
+            max_running_per_tenant=settings.max_running_requests_per_key,
         )
 
     @property
@@ -230,7 +238,7 @@ class EmbeddedEngine:
             self.grammar_provider = ToolGrammarProvider(self.grammar_compiler, self._card.tool_call_format)
         self._card = replace(self._card, context_length=self.runner.context_length, backend=self.runner.backend)
         vocab = [bytes(token) for token in self.tokenizer_info.decoded_vocab]
-        self._scheduler = Scheduler(self.runner, self._eos_ids(), self._max_batch_size, vocab)
+        self._scheduler = Scheduler(self.runner, self._eos_ids(), self._max_batch_size, vocab, self._limits)
         self._scheduler.start()
         deterministic = self._runner_name == "llamacpp" or self._deterministic
         logger.info(
@@ -312,6 +320,8 @@ class EmbeddedEngine:
             matcher=matcher,
             counts=self._counts(request),
             top_logprobs=request.top_logprobs if request.logprobs else None,
+            tenant=request.tenant,
+            cache_scope=cache_scope(request),
         )
         output = OutputProcessor(
             request, self._tool_format, self._card.reasoning_parser, stop_hit=lambda: sequence.text.stopped
