@@ -172,3 +172,30 @@ def test_a_long_prompt_is_prefilled_in_chunks_between_a_running_streams_steps(ru
     between = log.events[log.index("long", "mark") : log.index("long", "first")]
     assert sum(1 for name, _ in between if name == "stream") >= 5, between
     assert log.texts == solos
+
+
+def test_limits_refuse_a_budget_that_leaves_prompts_no_room_and_a_cap_below_one():
+    from mcp_server.errors import InvalidRequest
+
+    assert Limits.resolve(None, None, 8) == Limits(256, None)
+    assert Limits.resolve(-1, 2, 8) == Limits(None, 2)
+    with pytest.raises(InvalidRequest, match="must exceed --max-running-requests") as refused:
+        Limits.resolve(8, None, 8)
+    assert refused.value.param == "chunked_prefill_size"
+    with pytest.raises(InvalidRequest) as refused:
+        Limits.resolve(None, 0, 8)
+    assert refused.value.param == "max_running_requests_per_key"
+
+
+def test_cache_salt_is_read_from_the_request_and_scopes_the_cache():
+    from mcp_server.engines.embedded.policy import cache_scope
+    from mcp_server.errors import InvalidRequest
+    from mcp_server.protocol.request import parse_request
+
+    body = {"messages": [{"role": "user", "content": "hi"}]}
+    salted = parse_request({**body, "cache_salt": "s3cret"}).generation
+    assert cache_scope(salted) == ("salt", "s3cret")
+    assert cache_scope(parse_request(body).generation) == ("tenant", None)
+    with pytest.raises(InvalidRequest) as refused:
+        parse_request({**body, "cache_salt": ""})
+    assert refused.value.param == "cache_salt"
