@@ -107,7 +107,7 @@ class Settings:
             without a key) running at once, its requests' ``n`` choices included; None = no cap
             (a waiting key still gets a slot first, see the engine's scheduler).
         chunked_prefill_size: the embedded engine's token budget per step, decode rows and
-            prompt chunks together (SGLang's flag); None = 256; -1 prefills whole prompts.
+            prompt chunks together (SGLang's flag); None = 64; -1 prefills whole prompts.
         runner: the embedded engine's model runner: ``auto`` (llama.cpp for GGUF files on
             the CPU, else torch), ``llamacpp`` or ``torch``.
         threads: the embedded engine's compute threads; None = one per core less one.
@@ -163,7 +163,7 @@ class Settings:
         None, "most sequences one API key (or client address) runs at once; n counts (default: no cap)", parse=int
     )
     chunked_prefill_size: int | None = _flag(
-        None, "tokens per engine step, decode rows and prompt chunks together (default 256; -1: whole prompts)",
+        None, "tokens per engine step, decode rows and prompt chunks together (default 64; -1: whole prompts)",
         parse=int,
     )
     runner: str = _flag(

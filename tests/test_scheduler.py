@@ -177,8 +177,9 @@ def test_a_long_prompt_is_prefilled_in_chunks_between_a_running_streams_steps(ru
 def test_limits_refuse_a_budget_that_leaves_prompts_no_room_and_a_cap_below_one():
     from mcp_server.errors import InvalidRequest
 
-    assert Limits.resolve(None, None, 8) == Limits(256, None)
-    assert Limits.resolve(-1, 2, 8) == Limits(None, 2)
+    assert Limits.resolve(None, None, 8) == Limits(64, None)
+    assert Limits.resolve(None, None, 40) == Limits(80, None)
+    assert Limits.resolve(-1, 2, 8, preempt=False) == Limits(None, 2, False)
     with pytest.raises(InvalidRequest, match="must exceed --max-running-requests") as refused:
         Limits.resolve(8, None, 8)
     assert refused.value.param == "chunked_prefill_size"

@@ -103,14 +103,13 @@ class EmbeddedEngine:
             ``q8_0`` or ``f16``.
         repack: llama.cpp runner: weight repacking for AMX, ``auto``, ``on`` or ``off``
             (:func:`.runners.repack.resolve_repack`).
-        chunked_prefill_size, max_running_per_tenant: the scheduler's :class:`.policy.Limits`
-            (the torch runner prefills whole prompts).
+        chunked_prefill_size, max_running_per_tenant: the scheduler's :class:`.policy.Limits`.
 
     Raises:
-        InvalidRequest: ``max_batch_size`` or ``threads`` below 1 (param
-            ``max_running_requests``, ``threads``), bad limits (:meth:`.policy.Limits.resolve`), an unknown or impossible runner
-            (param ``runner``), or a KV cache type or repacking mode that is unknown or
-            given to the torch runner (param ``kv_cache_dtype``, ``repack``).
+        InvalidRequest: ``max_batch_size`` or ``threads`` below 1 (param ``max_running_requests``,
+            ``threads``), bad limits (:meth:`.policy.Limits.resolve`), an unknown or impossible runner
+            (param ``runner``), or a KV cache type or repacking mode that is unknown or given to the
+            torch runner (param ``kv_cache_dtype``, ``repack``).
 
     Attributes:
         runner: the :class:`.runners.ModelRunner` (None before :meth:`start`).
@@ -150,7 +149,8 @@ class EmbeddedEngine:
         self._dtype = dtype
         self._runner_name = resolve_runner(runner, model_path, device)
         self._max_batch_size = max_batch_size or (LLAMACPP_MAX_BATCH_SIZE if self._runner_name == "llamacpp" else 16)
-        self._limits = Limits.resolve(chunked_prefill_size, max_running_per_tenant, self._max_batch_size)
+        preempt = self._runner_name == "llamacpp"  # a resumed sequence computes the logits it had (policy.Limits)
+        self._limits = Limits.resolve(chunked_prefill_size, max_running_per_tenant, self._max_batch_size, preempt)
         self._threads = resolve_threads(threads)
         self._context_length = context_length
         self.grammar_provider = grammar_provider

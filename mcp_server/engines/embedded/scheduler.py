@@ -76,7 +76,7 @@ class Scheduler:
         self._unfinished = 0
         self._arrivals = itertools.count()
         self._admissions = itertools.count()
-        self._queue = FairQueue(limits.per_tenant)  # waiting: seen by the thread, no slot
+        self._queue = FairQueue(limits.per_tenant, limits.preempt)  # waiting: seen by the thread, no slot
         self._prefilling: list[Sequence] = []  # a slot, prompt not all computed
         self._rows: list[Sequence] = []  # decoding
         self._thread = threading.Thread(target=self._run, name="chatcap-scheduler", daemon=True)
