@@ -149,8 +149,6 @@ class EmbeddedEngine:
         self._dtype = dtype
         self._runner_name = resolve_runner(runner, model_path, device)
         self._max_batch_size = max_batch_size or (LLAMACPP_MAX_BATCH_SIZE if self._runner_name == "llamacpp" else 16)
-        preempt = self._runner_name == "llamacpp"  # a resumed sequence computes the logits it had (policy.Limits)
-        self._limits = Limits.resolve(chunked_prefill_size, max_running_per_tenant, self._max_batch_size, preempt)
         self._threads = resolve_threads(threads)
         self._context_length = context_length
         self.grammar_provider = grammar_provider
@@ -161,6 +159,8 @@ class EmbeddedEngine:
         check_llamacpp_option(self._runner_name, "kv_cache_dtype", kv_cache_dtype, ("auto", *KV_CACHE_DTYPES))
         self._kv_cache_dtype = DEFAULT_KV_CACHE_DTYPE if kv_cache_dtype == "auto" else kv_cache_dtype
         self._repack = check_llamacpp_option(self._runner_name, "repack", repack, REPACK_MODES)
+        exact_resume = self._runner_name == "llamacpp" and self._kv_cache_dtype == "q8_0"  # see policy.Limits.preempt
+        self._limits = Limits.resolve(chunked_prefill_size, max_running_per_tenant, self._max_batch_size, exact_resume)
         check_catalog(load_catalog())
         entry = default_entry() if model_path is None else find_entry(model_path)
         self._card = ModelCard(

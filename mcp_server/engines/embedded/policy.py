@@ -44,9 +44,11 @@ class Limits:
             None: prompts are prefilled whole in the step that admits them.
         per_tenant: most sequences one tenant may have admitted; None: no cap.
         preempt: a tenant running more may be preempted for a waiting one. Only where a
-            sequence computed again gives the logits it had (llama.cpp: a prompt row equals
-            the decode row, tested); the torch runner computes a batch of prompt rows with
-            other kernels than one decode row, so there a preempted answer could change.
+            sequence computed again gives the logits it had: llama.cpp over its q8_0 cache,
+            where a prompt row equals the decode row (tested). Over f16 a row's attention
+            depends on the rows computed with it, and the torch runner computes a batch of
+            prompt rows with other kernels than one decode row: there a resumed answer
+            could change, so they never preempt.
     """
 
     step_tokens: int | None = None
