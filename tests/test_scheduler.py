@@ -200,3 +200,13 @@ def test_cache_salt_is_read_from_the_request_and_scopes_the_cache():
     with pytest.raises(InvalidRequest) as refused:
         parse_request({**body, "cache_salt": ""})
     assert refused.value.param == "cache_salt"
+
+
+def test_only_llama_cpp_over_q8_0_preempts():
+    """Preemption needs a resumed sequence to compute the logits it had: llama.cpp over q8_0
+    does (the test above); over f16, or on the torch runner, prompt rows take other kernels."""
+    from mcp_server.engines.embedded.engine import EmbeddedEngine
+
+    assert EmbeddedEngine()._limits.preempt
+    assert not EmbeddedEngine(kv_cache_dtype="f16")._limits.preempt
+    assert not EmbeddedEngine(runner="torch")._limits.preempt
