@@ -24,15 +24,10 @@ in place) and only the rest is computed, as ``llama-server``'s slots do with
 blocks. The chat template's system prompt, tool definitions and earlier turns are then
 computed once instead of once per request (prefill costs ~5 ms per token on one core).
 Copies are exact and rows are computed independently, so a reused prefix gives the logits
-a fresh computation gives (tested). Every id remembers the scope its cells were computed
-for (the scheduler's per-tenant or ``cache_salt`` scope), and a prompt reuses cells of its
-own scope only: one tenant's prompt never shortens another's prefill.
-
-Chunked prefill: :meth:`LlamaCppRunner.admit` only places a prompt (and its cached
-prefix); :meth:`LlamaCppRunner.prefill` computes it a chunk at a time, each chunk one
-``llama_decode`` of that sequence alone, so the scheduler can run decode steps for the
-others between chunks. A chunk is a prompt whose prefix is cached, so it gives the same
-logits as one prefill of the whole prompt (tested bit for bit).
+a fresh computation gives (tested). A prompt reuses only cells computed for its own scope
+(the scheduler's tenant or ``cache_salt``). Chunked prefill: :meth:`LlamaCppRunner.admit`
+places a prompt and its cached prefix, :meth:`LlamaCppRunner.prefill` computes the rest a
+chunk (one ``llama_decode``) at a time, the scheduler decoding the others in between.
 
 Memory is allocated once, when the context is created: the KV cache holds
 ``context_length * max_batch_size`` tokens (at q8_0 about 12 KB per token for
@@ -60,6 +55,7 @@ import numpy as np
 import torch
 
 from mcp_server.engines.embedded.model_files import cache_root
+from mcp_server.engines.embedded.progress import Progress
 from mcp_server.engines.embedded.runners.repack import resolve_repack
 
 __all__ = ["DEFAULT_CONTEXT_LENGTH", "DEFAULT_KV_CACHE_DTYPE", "DEFAULT_MAX_BATCH_SIZE", "KV_CACHE_DTYPES", "LlamaCppRunner"]
@@ -166,7 +162,13 @@ class LlamaCppRunner:
         model_params.use_extra_bufts = self.repacked
         if self.repacked:  # the AMX buffer holds copies: a mapped file would keep all its pages resident
             model_params.load_mode = lib.LLAMA_LOAD_MODE_NONE  # measured: +128 MB of RSS against +205 MB mapped
-        self._model = lib.llama_model_load_from_file(str(gguf_path).encode(), model_params)
+        with Progress(f"Loading {gguf_path.name} into llama.cpp", total=1.0) as progress:
+            # llama.cpp calls back with the fraction loaded; True goes on (ctypes keeps the
+            # function alive in model_params while it loads).
+            model_params.progress_callback = lib.llama_progress_callback(
+                lambda fraction, _: progress.update(fraction) is None
+            )
+            self._model = lib.llama_model_load_from_file(str(gguf_path).encode(), model_params)
         if not self._model:
             raise RuntimeError(f"llama.cpp could not load {gguf_path}")
         n_ctx_train = lib.llama_model_n_ctx_train(self._model)
