@@ -62,6 +62,9 @@ if TYPE_CHECKING:
 
 __all__ = ["EmbeddedEngine", "GrammarProvider"]
 
+_PROMPT_TAIL_TOKENS = 32
+"""Prompt tokens decoded to see whether the generation prompt opened a think block."""
+
 logger = logging.getLogger(__name__)
 
 GrammarProvider = Callable[[GenerationRequest, Any], Any]
@@ -314,7 +317,12 @@ class EmbeddedEngine:
             top_logprobs=request.top_logprobs if request.logprobs else None,
         )
         output = OutputProcessor(
-            request, self._tool_format, self._card.reasoning_parser, stop_hit=lambda: sequence.text.stopped
+            request,
+            self._card.tool_call_format,
+            self._card.reasoning_parser,
+            # The prompt's end tells whether the chat template opened a think block.
+            prompt=self._decode(prompt_ids[-_PROMPT_TAIL_TOKENS:]),
+            stop_hit=lambda: sequence.text.stopped,
         )
         scheduler.submit(sequence)
         try:
