@@ -35,6 +35,7 @@ from mcp_server.engines.embedded.decoding.toolcalls import (
     GrammarProvider as ToolGrammarProvider,
 )
 from mcp_server.engines.embedded.decoding.toolcalls import get_family, render_messages
+from mcp_server.engines.embedded.family import PROMPT_TAIL_TOKENS, check_flags, check_tools_allowed, grammar_format, resolve_family
 from mcp_server.engines.embedded.model_files import default_gguf_path, load_tokenizer
 from mcp_server.engines.embedded.output import OutputProcessor
 from mcp_server.engines.embedded.prompt import render_prompt
@@ -61,9 +62,6 @@ if TYPE_CHECKING:
     from mcp_server.settings import Settings
 
 __all__ = ["EmbeddedEngine", "GrammarProvider"]
-
-_PROMPT_TAIL_TOKENS = 32
-"""Prompt tokens decoded to see whether the generation prompt opened a think block."""
 
 logger = logging.getLogger(__name__)
 
@@ -139,6 +137,8 @@ class EmbeddedEngine:
         prefix_cache: bool = True,
         kv_cache_dtype: str = "auto",
         repack: str = "auto",
+        tool_call_parser: str | None = None,
+        reasoning_parser: str | None = None,
     ):
         if max_batch_size is not None and max_batch_size < 1:
             raise InvalidRequest("max_running_requests must be at least 1.", param="max_running_requests")
@@ -163,11 +163,12 @@ class EmbeddedEngine:
         self._card = ModelCard(
             id=served_model_name or (entry.id if model_path is None else model_path),
             context_length=context_length or ModelCard.context_length,
-            # Models the catalog does not know get the Hermes format, the most common one.
-            tool_call_format=(entry.embedded_tool_call_format if entry else None) or "hermes",
-            reasoning_parser=entry.reasoning_parser if entry else None,
+            # The family is settled in start(), from the flags, the catalog or the chat template.
+            tool_call_format=tool_call_parser or (entry.embedded_tool_call_format if entry else None),
+            reasoning_parser=reasoning_parser or (entry.reasoning_parser if entry else None),
         )
-        self._tool_format = get_family(self._card.tool_call_format)
+        self._family_flags, self._entry = check_flags(tool_call_parser, reasoning_parser), entry
+        self._tool_format = grammar_format(self._card.tool_call_format) or get_family("hermes")
         self._scheduler: Scheduler | None = None
         self.runner: ModelRunner | None = None
         self.model: Any = None
@@ -193,6 +194,8 @@ class EmbeddedEngine:
             prefix_cache=not settings.disable_prefix_cache,
             kv_cache_dtype=settings.kv_cache_dtype,
             repack=settings.repack,
+            tool_call_parser=settings.tool_call_parser,
+            reasoning_parser=settings.reasoning_parser,
         )
 
     @property
@@ -221,6 +224,9 @@ class EmbeddedEngine:
         import xgrammar
 
         self.runner, self.tokenizer = await anyio.to_thread.run_sync(self._load)
+        tool, reasoning = resolve_family(*self._family_flags, self._entry, self.tokenizer)
+        self._card = replace(self._card, tool_call_format=tool, reasoning_parser=reasoning)
+        self._tool_format = grammar_format(tool) or get_family("hermes")
         self.model = getattr(self.runner, "model", None)
         vocab_size = self.runner.vocab_size
         self.tokenizer_info = xgrammar.TokenizerInfo.from_huggingface(self.tokenizer, vocab_size=vocab_size)
@@ -230,7 +236,7 @@ class EmbeddedEngine:
             self.tokenizer_info, max_threads=self._threads, cache_enabled=False
         )
         if self.grammar_provider is None:
-            self.grammar_provider = ToolGrammarProvider(self.grammar_compiler, self._card.tool_call_format)
+            self.grammar_provider = ToolGrammarProvider(self.grammar_compiler, self._tool_format.name)
         self._card = replace(self._card, context_length=self.runner.context_length, backend=self.runner.backend)
         vocab = [bytes(token) for token in self.tokenizer_info.decoded_vocab]
         self._scheduler = Scheduler(self.runner, self._eos_ids(), self._max_batch_size, vocab)
@@ -297,6 +303,7 @@ class EmbeddedEngine:
         scheduler = self._scheduler
         if scheduler is None:
             raise EngineUnavailable("The engine is not started.")
+        check_tools_allowed(request, self._card.tool_call_format)
         # Tokenizing and compiling take up to seconds: off the event loop, so others go on.
         prompt_ids = await anyio.to_thread.run_sync(self._render, request)
         max_new_tokens = self._max_new_tokens(request, len(prompt_ids))
@@ -316,14 +323,9 @@ class EmbeddedEngine:
             counts=self._counts(request),
             top_logprobs=request.top_logprobs if request.logprobs else None,
         )
-        output = OutputProcessor(
-            request,
-            self._card.tool_call_format,
-            self._card.reasoning_parser,
-            # The prompt's end tells whether the chat template opened a think block.
-            prompt=self._decode(prompt_ids[-_PROMPT_TAIL_TOKENS:]),
-            stop_hit=lambda: sequence.text.stopped,
-        )
+        prompt_tail = self.tokenizer.decode(prompt_ids[-PROMPT_TAIL_TOKENS:])  # did it open a think block?
+        card, stop_hit = self._card, lambda: sequence.text.stopped
+        output = OutputProcessor(request, card.tool_call_format, card.reasoning_parser, prompt_tail, stop_hit)
         scheduler.submit(sequence)
         try:
             while True:

@@ -1,0 +1,105 @@
+"""The served model's family: flags, the catalog, or detection from its chat template.
+
+Order: ``--tool-call-parser`` / ``--reasoning-parser`` (SGLang's flag and parser names)
+win; then the catalog entry of a bundled model; then :func:`mcp_server.families.detect.detect`
+on the tokenizer's chat template. One start-up log line says what was chosen and how; a
+model that nothing determines logs a warning naming the flag, and its requests with tools
+are refused (:func:`check_tools_allowed`).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from mcp_server.catalog import CatalogEntry
+from mcp_server.engines.base import GenerationRequest
+from mcp_server.engines.embedded.decoding.toolcalls import FAMILIES as GRAMMAR_FORMATS
+from mcp_server.engines.embedded.decoding.toolcalls import ToolCallFormat
+from mcp_server.errors import InvalidRequest
+from mcp_server.families import check_names
+from mcp_server.families.detect import detect
+
+__all__ = ["PROMPT_TAIL_TOKENS", "check_flags", "check_tools_allowed", "grammar_format", "resolve_family"]
+
+PROMPT_TAIL_TOKENS = 32
+"""Prompt tokens decoded to see whether the generation prompt opened a think block."""
+
+logger = logging.getLogger(__name__)
+
+
+def check_flags(tool_call_parser: str | None, reasoning_parser: str | None) -> tuple[str | None, str | None]:
+    """Return the two flags when the family table knows them.
+
+    Raises:
+        InvalidRequest: (param ``tool_call_parser`` or ``reasoning_parser``) an unknown name;
+            the message lists the known ones.
+    """
+    try:
+        check_names(tool_call_parser, None)
+    except ValueError as error:
+        raise InvalidRequest(str(error), param="tool_call_parser") from None
+    try:
+        check_names(None, reasoning_parser)
+    except ValueError as error:
+        raise InvalidRequest(str(error), param="reasoning_parser") from None
+    return tool_call_parser, reasoning_parser
+
+
+def resolve_family(
+    tool_call_parser: str | None, reasoning_parser: str | None, entry: CatalogEntry | None, tokenizer: Any
+) -> tuple[str | None, str | None]:
+    """``(tool_call_parser, reasoning_parser)`` of the served model, logged once.
+
+    Raises:
+        InvalidRequest: a flag names a format the family table does not have.
+    """
+    check_flags(tool_call_parser, reasoning_parser)
+    template = getattr(tokenizer, "chat_template", None)
+    found = detect(template if isinstance(template, str) else None)
+    how = {"tool": "--tool-call-parser", "reasoning": "--reasoning-parser"}
+    tool, reasoning = tool_call_parser, reasoning_parser
+    if tool is None:
+        tool, how["tool"] = (entry.embedded_tool_call_format, "catalog") if entry and entry.embedded_tool_call_format else (found.tool_call_parser, found.how)
+    if reasoning is None:
+        reasoning, how["reasoning"] = (entry.reasoning_parser, "catalog") if entry and entry.reasoning_parser else (found.reasoning_parser, found.how)
+    if tool is None:
+        logger.warning(
+            "Tool-call format: nothing in the model's chat template determines it; requests with tools "
+            "get 400 until you pass --tool-call-parser NAME (README: Model families)."
+        )
+    else:
+        logger.info(
+            "Model family: tool calls %s (%s), reasoning %s (%s)", tool, how["tool"], reasoning or "none", how["reasoning"]
+        )
+    return tool, reasoning
+
+
+def grammar_format(tool_call_parser: str | None) -> ToolCallFormat | None:
+    """The constraint and prompt-rendering format of a family, where the grammar side has one
+    (the engine falls back to Hermes' instructions for templates without tool support)."""
+    return GRAMMAR_FORMATS.get(tool_call_parser or "")
+
+
+def check_tools_allowed(request: GenerationRequest, tool_call_parser: str | None) -> None:
+    """Refuse tools the served model's format cannot parse or constrain.
+
+    Raises:
+        InvalidRequest: (param ``tools``) no tool-call format is known for the model; (param
+            ``tool_choice``) ``required`` or a named function for a format whose constraint
+            is not built yet.
+    """
+    if not request.tools or request.tool_choice == "none":
+        return
+    if tool_call_parser is None:
+        raise InvalidRequest(
+            "The served model's tool-call format is unknown (nothing in its chat template determines it); "
+            "start the server with --tool-call-parser NAME to use tools.",
+            param="tools",
+        )
+    if request.tool_choice not in (None, "auto") and grammar_format(tool_call_parser) is None:
+        raise InvalidRequest(
+            f"tool_choice {request.tool_choice!r} needs a grammar for the {tool_call_parser!r} tool-call format, "
+            "which is not built yet; use tool_choice 'auto'.",
+            param="tool_choice",
+        )
