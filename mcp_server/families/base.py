@@ -112,8 +112,9 @@ class ToolSyntax:
         openers: markers that may begin a call block.
         scan: ``scan(text, final, tools) -> Block | None``; ``text`` begins with an opener;
             ``final`` is True at the end of the output.
-        ends_reasoning: an opener also ends an unclosed think block (the model called a
-            tool without closing its thoughts, or without thinking in a thinking prompt).
+        ends_reasoning: an opener (or a ``drop`` marker) also ends an unclosed think block
+            (the model called a tool or answered without closing its thoughts, or without
+            thinking in a thinking prompt).
         drop: markers that are neither content nor calls (section tags), removed from content.
     """
 

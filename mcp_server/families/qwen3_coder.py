@@ -24,6 +24,7 @@ __all__ = ["QWEN3_CODER"]
 
 _OPEN, _CLOSE, _FUNCTION, _FUNCTION_END = "<tool_call>", "</tool_call>", "<function=", "</function>"
 _PARAMETER = re.compile(r"<parameter=([^>\n]*)>")
+_VALUE_END = re.compile(r"</parameter>(?=\s*(?:<parameter=|</function>))|(?=\n(?:<parameter=|</function>))")
 
 
 def scan(text: str, final: bool, tools: Tools) -> Block | None:
@@ -35,11 +36,10 @@ def scan(text: str, final: bool, tools: Tools) -> Block | None:
         if _FUNCTION.startswith(text[pos:]):
             return None
         return Block((), len(_OPEN))
-    close = text.find(_FUNCTION_END, pos)
-    if close < 0:
+    read = _function(text, pos + len(_FUNCTION), tools)
+    if read is None:
         return None
-    call = _function(text[pos + len(_FUNCTION) : close], tools)
-    end = close + len(_FUNCTION_END)
+    call, end = read
     rest = text[end:].lstrip()
     if _CLOSE.startswith(rest) and rest != _CLOSE and not final:
         return None
@@ -48,23 +48,35 @@ def scan(text: str, final: bool, tools: Tools) -> Block | None:
     return Block((call,), end) if call else Block((), end)
 
 
-def _function(body: str, tools: Tools) -> Call | None:
-    name, sep, rest = body.partition(">")
-    if not sep or not name.strip():
+def _function(text: str, pos: int, tools: Tools) -> tuple[Call | None, int] | None:
+    """The call whose name starts at ``pos`` and the end of its ``</function>``; None while incomplete.
+
+    A value ends at a ``</parameter>`` that the next parameter or ``</function>`` follows, or
+    (a missing ``</parameter>``) at a line break they follow: marker text inside a value stays.
+    """
+    head = text.find(">", pos)
+    if head < 0:
         return None
-    name = name.strip()
+    name, pos = text[pos:head].strip(), head + 1
     pairs = []
-    starts = list(_PARAMETER.finditer(rest))
-    for index, match in enumerate(starts):
-        stop = starts[index + 1].start() if index + 1 < len(starts) else len(rest)
-        value = rest[match.end() : stop]
-        closing = value.rfind("</parameter>")
-        if closing >= 0:
-            value = value[:closing]
+    while True:
+        while pos < len(text) and text[pos] in " \t\r\n":
+            pos += 1
+        if text.startswith(_FUNCTION_END, pos):
+            return (Call(name, arguments_text(tools, name, pairs)) if name else None), pos + len(_FUNCTION_END)
+        match = _PARAMETER.match(text, pos)
+        if match is None:
+            if pos >= len(text) or _FUNCTION_END.startswith(text[pos:]) or "<parameter=".startswith(text[pos : pos + 11]):
+                return None
+            return None, pos  # not the XML call syntax: the block is content
+        stop = _VALUE_END.search(text, match.end())
+        if stop is None:
+            return None
+        value = text[match.end() : stop.start()]
         value = value[1:] if value.startswith("\n") else value
         value = value[:-1] if value.endswith("\n") else value
         pairs.append((match.group(1).strip(), value, None))
-    return Call(name, arguments_text(tools, name, pairs))
+        pos = stop.end()
 
 
 QWEN3_CODER = ToolSyntax("qwen3_coder", (_OPEN, _FUNCTION), scan, ends_reasoning=True)

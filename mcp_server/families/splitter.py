@@ -37,7 +37,8 @@ class Splitter:
     """Incremental splitter of one sequence's output into content, reasoning and tool calls.
 
     Args:
-        syntax: the tool-call syntax, or None (calls are content).
+        syntax: the tool-call syntax, or None (calls are content); its ``drop`` markers are
+            removed from content even when the request allows no calls.
         reasoning: the reasoning format, or None (no chain of thought).
         tools: the request's functions (name -> parameters schema); None or empty when the
             request allows no tool calls (then call markers are content).
@@ -57,7 +58,8 @@ class Splitter:
         tools: Tools | None,
         prompt_opened: bool = False,
     ):
-        self._syntax = syntax if tools is not None and syntax is not None else None
+        self._syntax = syntax
+        self._openers = syntax.openers if syntax is not None and tools is not None else ()
         self._tools = tools or {}
         self._reasoning = reasoning
         self._state = _REASONING if reasoning is not None and prompt_opened else _START
@@ -118,12 +120,12 @@ class Splitter:
             self._skip_start = False
             if stripped.startswith(fmt.start):
                 self._buf = stripped[len(fmt.start) :]
-        ends = [fmt.end] + (list(self._syntax.openers) if self._syntax and self._syntax.ends_reasoning else [])
+        ends = [fmt.end] + (list(self._openers + self._syntax.drop) if self._syntax and self._syntax.ends_reasoning else [])
         hits = [(at, marker) for marker in ends if (at := self._buf.find(marker)) >= 0]
         if hits:
             at, marker = min(hits)
             self._reason(self._buf[:at].rstrip(), events)
-            self._buf = self._buf[at + len(marker) :] if marker == fmt.end else self._buf[at:]
+            self._buf = self._buf[at + len(marker) :] if marker == fmt.end else self._buf[at:]  # an opener stays
             self._state = _CONTENT
             return True
         keep = held_back(self._buf, ends)
@@ -134,7 +136,7 @@ class Splitter:
         return False
 
     def _step_content(self, events: list[Event], final: bool) -> bool:
-        markers = list(self._syntax.openers + self._syntax.drop) if self._syntax else []
+        markers = list(self._openers + self._syntax.drop) if self._syntax else []
         hits = [(at, marker) for marker in markers if (at := self._buf.find(marker)) >= 0]
         if not hits:
             keep = 0 if final else held_back(self._buf, markers)

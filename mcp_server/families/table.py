@@ -25,6 +25,7 @@ from mcp_server.families.glm import GLM45, GLM47
 from mcp_server.families.harmony import HARMONY_REASONING
 from mcp_server.families.hermes import HERMES
 from mcp_server.families.kimi_k2 import KIMI_K2
+from mcp_server.families.kimi_k3 import KIMI_K3, KIMI_K3_REASONING
 from mcp_server.families.llama3 import LLAMA3
 from mcp_server.families.mistral import MISTRAL
 from mcp_server.families.pythonic import PYTHONIC
@@ -51,6 +52,7 @@ TOOL_CALL_PARSERS: dict[str, ToolSyntax] = {
         _replace(DSML, name="deepseekv4"),
         _replace(DSML, name="deepseekv41"),
         KIMI_K2,
+        KIMI_K3,
         GLM45,
         GLM47,
         GEMMA4,
@@ -70,6 +72,7 @@ REASONING_PARSERS: dict[str, ReasoningFormat] = {
         ReasoningFormat("kimi"),
         ReasoningFormat("mistral", start="[THINK]", end="[/THINK]"),
         ReasoningFormat("gemma4", start="<|channel>thought", end="<channel|>"),
+        KIMI_K3_REASONING,
         HARMONY_REASONING,
     )
 }
@@ -107,6 +110,7 @@ FAMILIES: tuple[Family, ...] = (
     Family("deepseek-r1", "deepseekv3", "deepseek-r1", ("<｜tool▁calls▁begin｜>", "```json", "think>"), ("<｜end▁of▁sentence｜>",), "DeepSeek R1"),
     Family("deepseek-v3", "deepseekv3", None, ("<｜tool▁calls▁begin｜>", "```json"), ("<｜end▁of▁sentence｜>",), "DeepSeek V3"),
     Family("deepseek-v31", "deepseekv31", "deepseek-v3", ("<｜tool▁calls▁begin｜>",), ("<｜end▁of▁sentence｜>",), "DeepSeek V3.1"),
+    Family("kimi-k3", "kimi_k3", "kimi_k3", ("<|open|>", "<|sep|>"), ("<|end_of_msg|>",), "Kimi K3"),
     Family("kimi-k2", "kimi_k2", "kimi", ("<|tool_calls_section_begin|>",), ("<|im_end|>",), "Kimi K2 / K2.5 / K2.6"),
     Family("glm47", "glm47", "glm45", ("</arg_key><arg_value>",), ("<|user|>", "<|observation|>"), "GLM-4.7, GLM-5"),
     Family("glm45", "glm45", "glm45", ("<arg_key>",), ("<|user|>", "<|observation|>"), "GLM-4.5, GLM-4.6"),
