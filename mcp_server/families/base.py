@@ -30,6 +30,7 @@ __all__ = [
     "ArgumentsDelta",
     "Block",
     "Call",
+    "CallTemplate",
     "CallStart",
     "Event",
     "ReasoningDelta",
@@ -104,6 +105,31 @@ class Block:
 
 
 @dataclass(frozen=True)
+class CallTemplate:
+    """How to write one call whose arguments are a JSON object: data for grammar backends
+    (which compile it into a constraint) and for rendering past calls into a prompt.
+
+    The text of a call is ``begin + ARGUMENTS_JSON + end``; in ``begin``, ``{name}`` is the
+    function name as is and ``{name_json}`` the name as a JSON string.
+
+    Attributes:
+        begin: text before the arguments.
+        end: text after the arguments.
+        trigger: the text that starts every call (what a free-text grammar watches for).
+        separator: text between two calls of one turn.
+    """
+
+    begin: str
+    end: str
+    trigger: str
+    separator: str = "\n"
+
+    def opening(self, name: str) -> str:
+        """``begin`` for function ``name``."""
+        return self.begin.replace("{name_json}", json.dumps(name, ensure_ascii=False)).replace("{name}", name)
+
+
+@dataclass(frozen=True)
 class ToolSyntax:
     """How one family writes tool calls in its output.
 
@@ -116,6 +142,8 @@ class ToolSyntax:
             (the model called a tool or answered without closing its thoughts, or without
             thinking in a thinking prompt).
         drop: markers that are neither content nor calls (section tags), removed from content.
+        template: how to write a call with JSON arguments (for constrained decoding), or
+            None when the format's arguments are not JSON (XML-style formats, pythonic).
     """
 
     name: str
@@ -123,6 +151,7 @@ class ToolSyntax:
     scan: Callable[[str, bool, Tools], Block | None]
     ends_reasoning: bool = False
     drop: tuple[str, ...] = ()
+    template: CallTemplate | None = None
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ a tool without thinking).
 
 from __future__ import annotations
 
-from mcp_server.families.base import Block, Call, Tools, ToolSyntax
+from mcp_server.families.base import Block, Call, CallTemplate, ToolSyntax, Tools
 from mcp_server.families.jsoncalls import call_of, decode
 from mcp_server.families.sections import scan_section
 
@@ -39,5 +39,19 @@ def scan(text: str, final: bool, tools: Tools) -> Block | None:
     return scan_section(text, final, _MARKERS, _read)
 
 
-DEEPSEEK_V3 = ToolSyntax("deepseekv3", (_MARKERS[0],), scan, ends_reasoning=True)
-DEEPSEEK_V31 = ToolSyntax("deepseekv31", (_MARKERS[0],), scan, ends_reasoning=True)
+DEEPSEEK_V3 = ToolSyntax(
+    "deepseekv3",
+    (_MARKERS[0],),
+    scan,
+    ends_reasoning=True,
+    template=CallTemplate(
+        _MARKERS[0] + _MARKERS[2] + "function" + _SEP + "{name}\n```json\n", "\n```" + _MARKERS[3] + _MARKERS[1], _MARKERS[0], ""
+    ),
+)
+DEEPSEEK_V31 = ToolSyntax(
+    "deepseekv31",
+    (_MARKERS[0],),
+    scan,
+    ends_reasoning=True,
+    template=CallTemplate(_MARKERS[0] + _MARKERS[2] + "{name}" + _SEP, _MARKERS[3] + _MARKERS[1], _MARKERS[0], ""),
+)

@@ -3,7 +3,7 @@ Hermes 3, Qwen 2.5, Qwen3; SGLang ``hermes`` / ``qwen25``)."""
 
 from __future__ import annotations
 
-from mcp_server.families.base import Block, Tools, ToolSyntax, balanced_end
+from mcp_server.families.base import Block, CallTemplate, ToolSyntax, Tools, balanced_end
 from mcp_server.families.jsoncalls import call_of, decode
 
 __all__ = ["HERMES"]
@@ -44,4 +44,6 @@ def _block(body: str, end: int) -> Block | None:
     return Block(tuple(c for c in calls if c is not None), end)
 
 
-HERMES = ToolSyntax("hermes", (_OPEN,), scan)
+HERMES = ToolSyntax(
+    "hermes", (_OPEN,), scan, template=CallTemplate('<tool_call>\n{"name": {name_json}, "arguments": ', "}\n</tool_call>", _OPEN)
+)

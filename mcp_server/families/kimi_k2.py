@@ -8,7 +8,7 @@ The name lives in the call id ``functions.NAME:INDEX``.
 
 from __future__ import annotations
 
-from mcp_server.families.base import Block, Call, Tools, ToolSyntax
+from mcp_server.families.base import Block, Call, CallTemplate, ToolSyntax, Tools
 from mcp_server.families.jsoncalls import call_of, decode
 from mcp_server.families.sections import scan_section
 
@@ -30,4 +30,12 @@ def scan(text: str, final: bool, tools: Tools) -> Block | None:
     return scan_section(text, final, _MARKERS, _read)
 
 
-KIMI_K2 = ToolSyntax("kimi_k2", (_MARKERS[0],), scan, ends_reasoning=True)
+KIMI_K2 = ToolSyntax(
+    "kimi_k2",
+    (_MARKERS[0],),
+    scan,
+    ends_reasoning=True,
+    template=CallTemplate(
+        _MARKERS[0] + _MARKERS[2] + "functions.{name}:0" + _ARGUMENTS, _MARKERS[3] + _MARKERS[1], _MARKERS[0], ""
+    ),
+)

@@ -8,7 +8,7 @@ object that is not a call (``{"capital": "Paris"}``) stays content.
 
 from __future__ import annotations
 
-from mcp_server.families.base import Block, Call, Tools, ToolSyntax, balanced_end
+from mcp_server.families.base import Block, Call, CallTemplate, ToolSyntax, Tools, balanced_end
 from mcp_server.families.jsoncalls import call_of, decode
 
 __all__ = ["LLAMA3"]
@@ -56,4 +56,6 @@ def _skip(text: str, pos: int) -> int:
     return pos
 
 
-LLAMA3 = ToolSyntax("llama3", (_TAG, "{"), scan)
+LLAMA3 = ToolSyntax(
+    "llama3", (_TAG, "{"), scan, template=CallTemplate('{"name": {name_json}, "parameters": ', "}", '{"name": ')
+)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from mcp_server.families.base import Block, Tools, ToolSyntax, balanced_end, held_back
+from mcp_server.families.base import Block, CallTemplate, ToolSyntax, Tools, balanced_end, held_back
 from mcp_server.families.jsoncalls import call_of, decode
 
 __all__ = ["MISTRAL"]
@@ -54,4 +54,4 @@ def scan(text: str, final: bool, tools: Tools) -> Block | None:
     return Block((call,), end) if call and name else Block((), end)
 
 
-MISTRAL = ToolSyntax("mistral", (_OPEN,), scan)
+MISTRAL = ToolSyntax("mistral", (_OPEN,), scan, template=CallTemplate(_OPEN + "{name}" + _ARGS, "", _OPEN, ""))

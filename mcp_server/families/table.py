@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from dataclasses import replace as _replace
 
-from mcp_server.families.base import ReasoningFormat, ToolSyntax
+from mcp_server.families.base import CallTemplate, ReasoningFormat, ToolSyntax
 from mcp_server.families.deepseek import DEEPSEEK_V3, DEEPSEEK_V31
 from mcp_server.families.dsml import DSML
 from mcp_server.families.gemma4 import GEMMA4
@@ -36,7 +36,14 @@ __all__ = ["FAMILIES", "HARMONY", "REASONING_PARSERS", "TOOL_CALL_PARSERS", "Fam
 HARMONY = "gpt-oss"
 """The one format whose reasoning and calls are channels of one syntax (its own splitter)."""
 
-_HARMONY_TOOLS = ToolSyntax(HARMONY, ("<|channel|>", " to=functions."), lambda text, final, tools: None)
+_HARMONY_TOOLS = ToolSyntax(
+    HARMONY,
+    (),  # parsed by HarmonySplitter
+    lambda text, final, tools: None,
+    template=CallTemplate(
+        "<|channel|>commentary to=functions.{name} <|constrain|>json<|message|>", "<|end|>", "<|channel|>commentary to=", "<|start|>assistant"
+    ),
+)
 
 TOOL_CALL_PARSERS: dict[str, ToolSyntax] = {
     syntax.name: syntax

@@ -236,7 +236,7 @@ class EmbeddedEngine:
             self.tokenizer_info, max_threads=self._threads, cache_enabled=False
         )
         if self.grammar_provider is None:
-            self.grammar_provider = ToolGrammarProvider(self.grammar_compiler, self._tool_format.name)
+            self.grammar_provider = ToolGrammarProvider(self.grammar_compiler, self._tool_format)
         self._card = replace(self._card, context_length=self.runner.context_length, backend=self.runner.backend)
         vocab = [bytes(token) for token in self.tokenizer_info.decoded_vocab]
         self._scheduler = Scheduler(self.runner, self._eos_ids(), self._max_batch_size, vocab)

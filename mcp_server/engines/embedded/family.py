@@ -10,6 +10,7 @@ are refused (:func:`check_tools_allowed`).
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 
 from mcp_server.catalog import CatalogEntry
@@ -17,7 +18,7 @@ from mcp_server.engines.base import GenerationRequest
 from mcp_server.engines.embedded.decoding.toolcalls import FAMILIES as GRAMMAR_FORMATS
 from mcp_server.engines.embedded.decoding.toolcalls import ToolCallFormat
 from mcp_server.errors import InvalidRequest
-from mcp_server.families import check_names
+from mcp_server.families import TOOL_CALL_PARSERS, check_names
 from mcp_server.families.detect import detect
 
 __all__ = ["PROMPT_TAIL_TOKENS", "check_flags", "check_tools_allowed", "grammar_format", "resolve_family"]
@@ -75,10 +76,33 @@ def resolve_family(
     return tool, reasoning
 
 
+_INSTRUCTIONS = """# Tools
+
+You may call one or more functions to assist with the user query. The functions:
+{tools}
+
+To call a function, write exactly: EXAMPLE"""
+"""System-prompt block for formats from the family table, for templates without tool support."""
+
+
 def grammar_format(tool_call_parser: str | None) -> ToolCallFormat | None:
-    """The constraint and prompt-rendering format of a family, where the grammar side has one
-    (the engine falls back to Hermes' instructions for templates without tool support)."""
-    return GRAMMAR_FORMATS.get(tool_call_parser or "")
+    """The constraint and prompt-rendering format of a family: the grammar registry's own
+    (``hermes``, ``llama3``, with their families' instructions), else one built from the family
+    table's call template (JSON-argument formats); None when the format has no template
+    (the engine then falls back to Hermes' for rendering, and refuses ``required``/named)."""
+    if tool_call_parser in GRAMMAR_FORMATS:
+        return GRAMMAR_FORMATS[tool_call_parser]
+    syntax = TOOL_CALL_PARSERS.get(tool_call_parser or "")
+    template = syntax.template if syntax else None
+    if template is None or tool_call_parser is None:
+        return None
+    fmt = ToolCallFormat(
+        name=tool_call_parser, prefix="", arguments_key="", suffix="", trigger=template.trigger, instructions="",
+        result_role="user", result_open="<tool_response>\n", result_close="\n</tool_response>",
+        begin=template.begin, end=template.end, separator=template.separator,
+    )
+    example = fmt.call_text("FUNCTION_NAME", '{"argument": "value"}').replace("{", "{{").replace("}", "}}")
+    return replace(fmt, instructions=_INSTRUCTIONS.replace("EXAMPLE", example))
 
 
 def check_tools_allowed(request: GenerationRequest, tool_call_parser: str | None) -> None:
