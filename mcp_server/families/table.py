@@ -112,8 +112,8 @@ class Family:
 FAMILIES: tuple[Family, ...] = (
     # Most specific signatures first: detection takes the first row whose signatures all match.
     Family("gpt-oss", HARMONY, HARMONY, ("<|channel|>", "<|message|>"), ("<|call|>", "<|return|>"), "gpt-oss-20b/120b"),
-    Family("deepseek-v4", "deepseekv4", "deepseek-v3", ("｜DSML｜", "tool_calls"), ("<｜end▁of▁sentence｜>",), "DeepSeek V4"),
-    Family("deepseek-v32", "deepseekv32", "deepseek-v3", ("｜DSML｜",), ("<｜end▁of▁sentence｜>",), "DeepSeek V3.2"),
+    Family("deepseek-v32", "deepseekv32", "deepseek-v3", ("｜DSML｜", "function_calls"), ("<｜end▁of▁sentence｜>",), "DeepSeek V3.2"),
+    Family("deepseek-v4", "deepseekv4", "deepseek-v3", ("｜DSML｜",), ("<｜end▁of▁sentence｜>",), "DeepSeek V4 / V4.1"),
     Family("deepseek-r1", "deepseekv3", "deepseek-r1", ("<｜tool▁calls▁begin｜>", "```json", "think>"), ("<｜end▁of▁sentence｜>",), "DeepSeek R1"),
     Family("deepseek-v3", "deepseekv3", None, ("<｜tool▁calls▁begin｜>", "```json"), ("<｜end▁of▁sentence｜>",), "DeepSeek V3"),
     Family("deepseek-v31", "deepseekv31", "deepseek-v3", ("<｜tool▁calls▁begin｜>",), ("<｜end▁of▁sentence｜>",), "DeepSeek V3.1"),
