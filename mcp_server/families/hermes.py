@@ -14,24 +14,27 @@ _OPEN, _CLOSE = "<tool_call>", "</tool_call>"
 def scan(text: str, final: bool, tools: Tools) -> Block | None:
     """One ``<tool_call>`` block; its body is one JSON object (or a list of them)."""
     start = len(text) - len(text[len(_OPEN) :].lstrip())
-    if start < len(text) and text[start] == "{":
+    if start == len(text):
+        return None
+    if text[start] == "{":
         # The object's own end, so that "</tool_call>" inside a JSON string is text.
         end = balanced_end(text, start)
         if end is None:
-            return None
+            return None  # at the end of the output: a cut call, dropped
         rest = text[end:].lstrip()
-        if not rest.startswith(_CLOSE) and _CLOSE.startswith(rest) and not final:
-            return None
-        close = end + len(text[end:]) - len(rest)
+        close = len(text) - len(rest)
         if rest.startswith(_CLOSE):
             return _block(text[start:end], close + len(_CLOSE)) or Block((), close + len(_CLOSE))
-        if final and not rest:
-            return _block(text[start:end], end)
+        if _CLOSE.startswith(rest) and not final:
+            return None
+        if final and not rest:  # stopped right before </tool_call>
+            return _block(text[start:end], end) or Block((), len(_OPEN))
+        return Block((), len(_OPEN))  # not a call: the tag is text
+    if text[start] != "[":
+        return Block((), len(_OPEN))
     close = text.find(_CLOSE)
     if close < 0:
-        body = text[len(_OPEN) :]
-        # Cut off after a complete object (the model stopped at </tool_call>'s token): a call.
-        return _block(body, len(text)) if final and decode(body.strip()) is not ... else None
+        return None
     return _block(text[len(_OPEN) : close], close + len(_CLOSE)) or Block((), close + len(_CLOSE))
 
 

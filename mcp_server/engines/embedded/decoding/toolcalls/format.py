@@ -1,7 +1,7 @@
 """One tool-call text format: ``prefix + {"name": N, "<key>": ARGS} + suffix``.
 
 A :class:`ToolCallFormat` is data (a registry entry); from it come the xgrammar constraint
-(:meth:`ToolCallFormat.constraint`), the parsers (:mod:`mcp_server.engines.embedded.decoding.toolcalls.parser`) and the
+(:meth:`ToolCallFormat.constraint`) and the
 prompt rendering (:mod:`mcp_server.engines.embedded.decoding.toolcalls.render`), so every family shares one implementation.
 
 Tool-choice semantics follow OpenAI's Chat Completions reference (``tool_choice``,
