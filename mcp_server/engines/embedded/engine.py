@@ -35,7 +35,8 @@ from mcp_server.engines.embedded.decoding.toolcalls import (
     GrammarProvider as ToolGrammarProvider,
 )
 from mcp_server.engines.embedded.decoding.toolcalls import get_family, render_messages
-from mcp_server.engines.embedded.family import PROMPT_TAIL_TOKENS, check_flags, check_tools_allowed, grammar_format, resolve_family
+from mcp_server.engines.embedded.family import PROMPT_TAIL_TOKENS, check_flags, check_tools_allowed, grammar_format
+from mcp_server.engines.embedded.family import keeps_special_tokens, resolve_family
 from mcp_server.engines.embedded.model_files import default_gguf_path, load_tokenizer
 from mcp_server.engines.embedded.output import OutputProcessor
 from mcp_server.engines.embedded.prompt import render_prompt
@@ -316,16 +317,15 @@ class EmbeddedEngine:
             prompt_ids=prompt_ids,
             max_new_tokens=max_new_tokens,
             sampling=request.sampling,
-            text=TextStream(self._decode, request.stop),
+            text=TextStream(partial(self._decode, special=keeps_special_tokens(request, self._card)), request.stop),
             emit=partial(asyncio.get_running_loop().call_soon_threadsafe, queue.put_nowait),
             generator=_generator(request.sampling.seed),
             matcher=matcher,
             counts=self._counts(request),
             top_logprobs=request.top_logprobs if request.logprobs else None,
         )
-        prompt_tail = self.tokenizer.decode(prompt_ids[-PROMPT_TAIL_TOKENS:])  # did it open a think block?
-        card, stop_hit = self._card, lambda: sequence.text.stopped
-        output = OutputProcessor(request, card.tool_call_format, card.reasoning_parser, prompt_tail, stop_hit)
+        card, prompt_tail = self._card, self.tokenizer.decode(prompt_ids[-PROMPT_TAIL_TOKENS:])  # opened <think>?
+        output = OutputProcessor(request, card.tool_call_format, card.reasoning_parser, prompt_tail, lambda: sequence.text.stopped)
         scheduler.submit(sequence)
         try:
             while True:
@@ -381,8 +381,8 @@ class EmbeddedEngine:
             return None
         return torch.zeros(self.runner.vocab_size)
 
-    def _decode(self, token_ids: list[int]) -> str:
-        return self.tokenizer.decode(token_ids, skip_special_tokens=True)
+    def _decode(self, token_ids: list[int], special: bool = False) -> str:
+        return self.tokenizer.decode(token_ids, skip_special_tokens=not special)
 
     def _eos_ids(self) -> set[int]:
         ids = set(self.runner.eos_ids)

@@ -13,7 +13,7 @@ import logging
 from dataclasses import replace
 from typing import Any
 
-from mcp_server.catalog import CatalogEntry
+from mcp_server.catalog import CatalogEntry, ModelCard
 from mcp_server.engines.base import GenerationRequest
 from mcp_server.engines.embedded.decoding.toolcalls import FAMILIES as GRAMMAR_FORMATS
 from mcp_server.engines.embedded.decoding.toolcalls import ToolCallFormat
@@ -21,7 +21,14 @@ from mcp_server.errors import InvalidRequest
 from mcp_server.families import TOOL_CALL_PARSERS, check_names
 from mcp_server.families.detect import detect
 
-__all__ = ["PROMPT_TAIL_TOKENS", "check_flags", "check_tools_allowed", "grammar_format", "resolve_family"]
+__all__ = [
+    "PROMPT_TAIL_TOKENS",
+    "check_flags",
+    "check_tools_allowed",
+    "grammar_format",
+    "keeps_special_tokens",
+    "resolve_family",
+]
 
 PROMPT_TAIL_TOKENS = 32
 """Prompt tokens decoded to see whether the generation prompt opened a think block."""
@@ -103,6 +110,16 @@ def grammar_format(tool_call_parser: str | None) -> ToolCallFormat | None:
     )
     example = fmt.call_text("FUNCTION_NAME", '{"argument": "value"}').replace("{", "{{").replace("}", "}}")
     return replace(fmt, instructions=_INSTRUCTIONS.replace("EXAMPLE", example))
+
+
+def keeps_special_tokens(request: GenerationRequest, card: ModelCard) -> bool:
+    """Whether a sequence's text must keep special tokens: many families write their call and
+    reasoning markers as special tokens (``[TOOL_CALLS]``, ``<|python_tag|>``, harmony's
+    ``<|channel|>``), which plain decoding drops. As vLLM does, they are kept when the output
+    goes through a tool-call parser (a request with tools) or a reasoning parser; end-of-turn
+    tokens never reach the text."""
+    calls = bool(request.tools) and request.tool_choice != "none" and card.tool_call_format is not None
+    return calls or card.reasoning_parser is not None
 
 
 def check_tools_allowed(request: GenerationRequest, tool_call_parser: str | None) -> None:
