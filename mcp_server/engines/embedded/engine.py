@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -34,11 +34,12 @@ from mcp_server.engines.embedded.decoding import check_catalog
 from mcp_server.engines.embedded.decoding.toolcalls import (
     GrammarProvider as ToolGrammarProvider,
 )
-from mcp_server.engines.embedded.decoding.toolcalls import get_family, render_messages
-from mcp_server.engines.embedded.family import PROMPT_TAIL_TOKENS, check_flags, check_tools_allowed, grammar_format
-from mcp_server.engines.embedded.family import keeps_special_tokens, resolve_family
-from mcp_server.engines.embedded.model_files import default_gguf_path, load_tokenizer
+from mcp_server.engines.embedded.decoding.toolcalls import render_messages
+from mcp_server.engines.embedded.family import PROMPT_TAIL_TOKENS, ServedFamily, check_tools_allowed, keeps_special_tokens
+from mcp_server.engines.embedded.model_check import check_model_path
+from mcp_server.engines.embedded.model_files import load_tokenizer
 from mcp_server.engines.embedded.output import OutputProcessor
+from mcp_server.engines.embedded.progress import Progress
 from mcp_server.engines.embedded.prompt import render_prompt
 from mcp_server.engines.embedded.runners import (
     ModelRunner,
@@ -55,6 +56,7 @@ from mcp_server.engines.embedded.runners.llamacpp import (
     DEFAULT_MAX_BATCH_SIZE as LLAMACPP_MAX_BATCH_SIZE,
 )
 from mcp_server.engines.embedded.runners.repack import REPACK_MODES
+from mcp_server.engines.embedded.sampling import seeded_generator
 from mcp_server.engines.embedded.scheduler import Scheduler, Sequence
 from mcp_server.engines.embedded.textstream import TextStream
 from mcp_server.errors import EngineUnavailable, InvalidRequest, ServiceError
@@ -76,8 +78,10 @@ class EmbeddedEngine:
     Args:
         model_path: a GGUF file, a local Hugging Face model directory, or None for the
             bundled SmolLM2-135M-Instruct GGUF.
-        served_model_name: the model id clients use; defaults to
-            ``HuggingFaceTB/SmolLM2-135M-Instruct`` for the bundled model, else ``model_path``.
+        served_model_name: the model id clients use, or several (the first is the main id,
+            the others aliases, each listed and routable); defaults to
+            ``HuggingFaceTB/SmolLM2-135M-Instruct`` for the bundled model, else the GGUF's
+            ``general.name`` or the file's stem (:func:`.model_check.check_model_path`).
         dtype: weight dtype, ``auto`` (default: bf16 where the CPU has bf16 instructions,
             else fp32; see :func:`.model_files.resolve_dtype`), ``bfloat16``, ``float32`` or ``float16``.
         max_batch_size: most sequences decoded together; more wait for a free slot.
@@ -104,8 +108,13 @@ class EmbeddedEngine:
             ``q8_0`` or ``f16``.
         repack: llama.cpp runner: weight repacking for AMX, ``auto``, ``on`` or ``off``
             (:func:`.runners.repack.resolve_repack`).
+        chat_template: a Jinja file or a known template's name, replacing the model's own.
+        tool_call_parser, reasoning_parser: the model's formats (family-table names, SGLang's);
+            None: the catalog's, else detected from the chat template (:class:`.family.ServedFamily`).
 
     Raises:
+        ModelPathError: ``model_path`` or ``chat_template`` cannot be served
+            (:func:`.model_check.check_model_path`: checked here, before anything loads).
         InvalidRequest: ``max_batch_size`` or ``threads`` below 1 (param
             ``max_running_requests``, ``threads``), an unknown or impossible runner
             (param ``runner``), or a KV cache type or repacking mode that is unknown or
@@ -125,7 +134,7 @@ class EmbeddedEngine:
     def __init__(
         self,
         model_path: str | None = None,
-        served_model_name: str | None = None,
+        served_model_name: str | Sequence[str] | None = None,
         dtype: str = "auto",
         max_batch_size: int | None = None,
         context_length: int | None = None,
@@ -138,6 +147,7 @@ class EmbeddedEngine:
         prefix_cache: bool = True,
         kv_cache_dtype: str = "auto",
         repack: str = "auto",
+        chat_template: str | None = None,
         tool_call_parser: str | None = None,
         reasoning_parser: str | None = None,
     ):
@@ -145,7 +155,8 @@ class EmbeddedEngine:
             raise InvalidRequest("max_running_requests must be at least 1.", param="max_running_requests")
         if threads is not None and threads < 1:
             raise InvalidRequest("threads must be at least 1.", param="threads")
-        self._model_path = model_path
+        checked = check_model_path(model_path, chat_template)
+        self._model_path, self._path, self._chat_template = model_path, checked.path, checked.chat_template
         self._dtype = dtype
         self._runner_name = resolve_runner(runner, model_path, device)
         self._max_batch_size = max_batch_size or (LLAMACPP_MAX_BATCH_SIZE if self._runner_name == "llamacpp" else 16)
@@ -159,17 +170,17 @@ class EmbeddedEngine:
         check_llamacpp_option(self._runner_name, "kv_cache_dtype", kv_cache_dtype, ("auto", *KV_CACHE_DTYPES))
         self._kv_cache_dtype = DEFAULT_KV_CACHE_DTYPE if kv_cache_dtype == "auto" else kv_cache_dtype
         self._repack = check_llamacpp_option(self._runner_name, "repack", repack, REPACK_MODES)
+        names = (served_model_name,) if isinstance(served_model_name, str) else tuple(dict.fromkeys(served_model_name or ()))
+        self._ids = names or (checked.name,)
         check_catalog(load_catalog())
         entry = default_entry() if model_path is None else find_entry(model_path)
+        self._family = ServedFamily(tool_call_parser, reasoning_parser, entry)
         self._card = ModelCard(
-            id=served_model_name or (entry.id if model_path is None else model_path),
+            id=self._ids[0],
             context_length=context_length or ModelCard.context_length,
-            # The family is settled in start(), from the flags, the catalog or the chat template.
-            tool_call_format=tool_call_parser or (entry.embedded_tool_call_format if entry else None),
-            reasoning_parser=reasoning_parser or (entry.reasoning_parser if entry else None),
+            tool_call_format=self._family.tool_call_parser,  # settled in start(): flag, catalog, chat template
+            reasoning_parser=self._family.reasoning_parser,
         )
-        self._family_flags, self._entry = check_flags(tool_call_parser, reasoning_parser), entry
-        self._tool_format = grammar_format(self._card.tool_call_format) or get_family("hermes")
         self._scheduler: Scheduler | None = None
         self.runner: ModelRunner | None = None
         self.model: Any = None
@@ -195,14 +206,24 @@ class EmbeddedEngine:
             prefix_cache=not settings.disable_prefix_cache,
             kv_cache_dtype=settings.kv_cache_dtype,
             repack=settings.repack,
+            chat_template=settings.chat_template,
             tool_call_parser=settings.tool_call_parser,
             reasoning_parser=settings.reasoning_parser,
         )
 
     @property
     def models(self) -> list[ModelCard]:
-        """The served model; its ``context_length`` is the model's own once started."""
-        return [self._card]
+        """The served model, once per id (aliases); its ``context_length`` is the model's own once started."""
+        return [replace(self._card, id=model_id) for model_id in self._ids]
+
+    def describe(self) -> dict[str, str]:
+        """The engine's settings for the start-up summary: runner, threads, context, KV cache, grammar backend."""
+        kv_cache = self._kv_cache_dtype if self._runner_name == "llamacpp" else str(self._card.backend).split("-")[1]
+        return {
+            "runner": self._runner_name, "threads": str(self._threads),
+            "context": f"{self.context_length} tokens x {self._max_batch_size} sequences",
+            "KV cache": kv_cache, "grammar backend": "xgrammar",
+        }  # fmt: skip
 
     @property
     def context_length(self) -> int:
@@ -215,59 +236,44 @@ class EmbeddedEngine:
         return self._scheduler.running if self._scheduler else 0
 
     async def start(self) -> None:
-        """Load the model and start the scheduler thread; a second call does nothing.
+        """Load the model and start the scheduler thread (off the event loop); a second call does nothing.
 
         Raises:
             EngineUnavailable: the model cannot be found or loaded.
         """
-        if self._scheduler is not None:
-            return
+        if self._scheduler is None:
+            await anyio.to_thread.run_sync(self._start)
+
+    def _start(self) -> None:
         import xgrammar
 
-        self.runner, self.tokenizer = await anyio.to_thread.run_sync(self._load)
-        tool, reasoning = resolve_family(*self._family_flags, self._entry, self.tokenizer)
-        self._card = replace(self._card, tool_call_format=tool, reasoning_parser=reasoning)
-        self._tool_format = grammar_format(tool) or get_family("hermes")
+        self.runner, self.tokenizer = self._load()
+        if self._chat_template is not None:
+            self.tokenizer.chat_template = self._chat_template
+        self._card = self._family.settle(self._card, self.tokenizer)
         self.model = getattr(self.runner, "model", None)
         vocab_size = self.runner.vocab_size
-        self.tokenizer_info = xgrammar.TokenizerInfo.from_huggingface(self.tokenizer, vocab_size=vocab_size)
+        with Progress(f"Indexing the vocabulary ({vocab_size:,} tokens) for grammar-constrained decoding"):
+            self.tokenizer_info = xgrammar.TokenizerInfo.from_huggingface(self.tokenizer, vocab_size=vocab_size)
+            vocab = [bytes(token) for token in self.tokenizer_info.decoded_vocab]
         # The provider's GrammarCache is the one cache (bounded by count and bytes); xgrammar's
         # own would grow without bound and keep grammars whose compilation timed out.
-        self.grammar_compiler = xgrammar.GrammarCompiler(
-            self.tokenizer_info, max_threads=self._threads, cache_enabled=False
-        )
+        self.grammar_compiler = xgrammar.GrammarCompiler(self.tokenizer_info, max_threads=self._threads, cache_enabled=False)
         if self.grammar_provider is None:
-            self.grammar_provider = ToolGrammarProvider(self.grammar_compiler, self._tool_format)
+            self.grammar_provider = ToolGrammarProvider(self.grammar_compiler, self._family.tool_format)
         self._card = replace(self._card, context_length=self.runner.context_length, backend=self.runner.backend)
-        vocab = [bytes(token) for token in self.tokenizer_info.decoded_vocab]
         self._scheduler = Scheduler(self.runner, self._eos_ids(), self._max_batch_size, vocab)
         self._scheduler.start()
-        deterministic = self._runner_name == "llamacpp" or self._deterministic
-        logger.info(
-            "Serving %s on the %s runner: context %d tokens per sequence, batch up to %d%s, %d threads",
-            self._card.id,
-            self._runner_name,
-            self.context_length,
-            self._max_batch_size,
-            " (batch-invariant)" if deterministic else "",
-            self._threads,
-        )
 
     def _load(self) -> tuple[ModelRunner, Any]:
         """Build the runner and the Hugging Face tokenizer (blocking; run in a worker thread)."""
         if self._runner_name == "llamacpp":
-            path = default_gguf_path() if self._model_path is None else Path(self._model_path).expanduser()
-            tokenizer = load_tokenizer(self._model_path, Path(self._cache_dir) if self._cache_dir else None)
+            cache_dir = Path(self._cache_dir) if self._cache_dir else None
+            tokenizer = load_tokenizer(self._model_path, cache_dir)
             try:
                 runner = LlamaCppRunner(
-                    path,
-                    self._max_batch_size,
-                    self._context_length,
-                    self._threads,
-                    self._prefix_cache,
-                    self._kv_cache_dtype,
-                    self._repack,
-                    Path(self._cache_dir) if self._cache_dir else None,
+                    self._path, self._max_batch_size, self._context_length, self._threads, self._prefix_cache,
+                    self._kv_cache_dtype, self._repack, cache_dir,
                 )
             except RuntimeError as exc:
                 raise EngineUnavailable(str(exc)) from exc
@@ -319,7 +325,7 @@ class EmbeddedEngine:
             sampling=request.sampling,
             text=TextStream(partial(self._decode, special=keeps_special_tokens(request, self._card)), request.stop),
             emit=partial(asyncio.get_running_loop().call_soon_threadsafe, queue.put_nowait),
-            generator=_generator(request.sampling.seed),
+            generator=seeded_generator(request.sampling.seed),
             matcher=matcher,
             counts=self._counts(request),
             top_logprobs=request.top_logprobs if request.logprobs else None,
@@ -340,7 +346,7 @@ class EmbeddedEngine:
 
     def _render(self, request: GenerationRequest) -> list[int]:
         tools = request.tools if request.tool_choice != "none" else None
-        return render_prompt(self.tokenizer, render_messages(self._tool_format, request.messages, tools))
+        return render_prompt(self.tokenizer, render_messages(self._family.tool_format, request.messages, tools))
 
     def _max_new_tokens(self, request: GenerationRequest, prompt_tokens: int) -> int:
         left = self.context_length - prompt_tokens
@@ -390,11 +396,3 @@ class EmbeddedEngine:
             ids.add(self.tokenizer.eos_token_id)
         return ids
 
-
-def _generator(seed: int | None) -> torch.Generator:
-    generator = torch.Generator()
-    if seed is None:
-        generator.seed()
-    else:
-        generator.manual_seed(seed)
-    return generator

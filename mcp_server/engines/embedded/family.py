@@ -23,6 +23,7 @@ from mcp_server.families.detect import detect
 
 __all__ = [
     "PROMPT_TAIL_TOKENS",
+    "ServedFamily",
     "check_flags",
     "check_tools_allowed",
     "grammar_format",
@@ -34,6 +35,39 @@ PROMPT_TAIL_TOKENS = 32
 """Prompt tokens decoded to see whether the generation prompt opened a think block."""
 
 logger = logging.getLogger(__name__)
+
+
+class ServedFamily:
+    """The served model's formats, as the engine uses them.
+
+    Args:
+        tool_call_parser: the ``--tool-call-parser`` flag, or None.
+        reasoning_parser: the ``--reasoning-parser`` flag, or None.
+        entry: the model's catalog entry, or None.
+
+    Raises:
+        InvalidRequest: a flag names a format the family table does not have.
+
+    Attributes:
+        tool_call_parser: the tool-call format (flag or catalog until :meth:`settle`), or None.
+        reasoning_parser: the reasoning format, or None.
+    """
+
+    def __init__(self, tool_call_parser: str | None, reasoning_parser: str | None, entry: CatalogEntry | None):
+        self._flags, self._entry = check_flags(tool_call_parser, reasoning_parser), entry
+        self.tool_call_parser = tool_call_parser or (entry.embedded_tool_call_format if entry else None)
+        self.reasoning_parser = reasoning_parser or (entry.reasoning_parser if entry else None)
+
+    def settle(self, card: ModelCard, tokenizer: Any) -> ModelCard:
+        """Decide from the flags, the catalog and the tokenizer's chat template (logged); return
+        ``card`` with ``tool_call_format`` and ``reasoning_parser`` set."""
+        self.tool_call_parser, self.reasoning_parser = resolve_family(*self._flags, self._entry, tokenizer)
+        return replace(card, tool_call_format=self.tool_call_parser, reasoning_parser=self.reasoning_parser)
+
+    @property
+    def tool_format(self) -> ToolCallFormat:
+        """The constraint and prompt-rendering format (Hermes' where the family has none)."""
+        return grammar_format(self.tool_call_parser) or GRAMMAR_FORMATS["hermes"]
 
 
 def check_flags(tool_call_parser: str | None, reasoning_parser: str | None) -> tuple[str | None, str | None]:
