@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from mcp.server.lowlevel import Server
@@ -18,8 +19,8 @@ from starlette.routing import Route
 
 from mcp_server.capability.loader import MCP_PATH, Capability, load_capability
 from mcp_server.capability.schemas import PROJECT_ROOT
-from mcp_server.engines import create_engine
 from mcp_server.engines.base import Engine
+from mcp_server.engines.router import ModelRouter
 from mcp_server.gateway import Gateway, GatewayMiddleware
 from mcp_server.generate.skill import SkillCatalog
 from mcp_server.service import ChatService
@@ -31,6 +32,7 @@ from mcp_server.surfaces.mcp import (
 )
 from mcp_server.surfaces.mcp_security import transport_security
 from mcp_server.surfaces.rest import error_response, http_exception_handler, rest_routes
+from mcp_server.surfaces.sglang_worker import worker_routes
 
 __all__ = ["Runtime", "build_runtime", "create_app", "run_mcp_stdio"]
 
@@ -39,35 +41,47 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Runtime:
-    """The parts every surface shares: capability, engine, chat service, gateway, MCP server."""
+    """The parts every surface shares: capability, engine (one per model, behind the router),
+    chat service, gateway, MCP server."""
 
     capability: Capability
-    engine: Engine
+    engine: ModelRouter
     service: ChatService
     gateway: Gateway
     mcp_server: Server
 
 
-def build_runtime(settings: Settings, engine: Engine | None = None) -> Runtime:
-    """Load and validate the capability, then build engine, service, gateway and MCP server.
+def build_runtime(
+    settings: Settings, engine: Engine | None = None, models: Sequence[Settings] | None = None
+) -> Runtime:
+    """Load and validate the capability, then build engines, service, gateway and MCP server.
 
     The capability is checked first: a broken file raises before any engine is built.
     The gateway opens its database when ``settings.data_dir`` is set.
 
+    Args:
+        settings: the server's settings.
+        engine: an engine to serve instead of the ones ``models`` name.
+        models: one settings per served model (:class:`mcp_server.deployment.Deployment`);
+            None serves the one model ``settings`` describes.
+
     Raises:
         CapabilityError: the capability file is invalid; the message names the path.
-        InvalidRequest: ``settings.engine`` names no known engine.
+        InvalidRequest: a model's ``engine`` names no known engine, or two models share an id.
     """
     capability = load_capability(settings.capability)
-    engine = engine if engine is not None else create_engine(settings)
-    service = ChatService(engine)
+    if engine is None:
+        router = ModelRouter.from_settings(models or (settings,))
+    else:
+        router = engine if isinstance(engine, ModelRouter) else ModelRouter([(settings, engine)])
+    service = ChatService(router)
     gateway = Gateway.build(service, settings, capability.api_paths)
-    return Runtime(capability, engine, service, gateway, build_server(gateway, capability, PROJECT_ROOT))
+    return Runtime(capability, router, service, gateway, build_server(gateway, capability, PROJECT_ROOT))
 
 
-async def run_mcp_stdio(settings: Settings) -> None:
-    """Start the engine and serve MCP over stdin/stdout until the client disconnects."""
-    runtime = build_runtime(settings)
+async def run_mcp_stdio(settings: Settings, models: Sequence[Settings] | None = None) -> None:
+    """Start the engines and serve MCP over stdin/stdout until the client disconnects."""
+    runtime = build_runtime(settings, models=models)
     await runtime.engine.start()
     try:
         await run_stdio(runtime.mcp_server)
@@ -76,8 +90,11 @@ async def run_mcp_stdio(settings: Settings) -> None:
         runtime.gateway.close()
 
 
-def create_app(settings: Settings, *, engine: Engine | None = None) -> Starlette:
-    """Build the ASGI app: REST ``/v1``, MCP at ``/mcp``, health, metrics, OpenAPI and skills.
+def create_app(
+    settings: Settings, *, engine: Engine | None = None, models: Sequence[Settings] | None = None
+) -> Starlette:
+    """Build the ASGI app: REST ``/v1``, MCP at ``/mcp``, health, metrics, OpenAPI, skills and
+    the SGLang worker endpoints (:mod:`mcp_server.surfaces.sglang_worker`).
 
     The capability is loaded and validated first: a broken file raises before anything
     is built. The engine starts (loads the model) in the app's lifespan. Every request
@@ -85,8 +102,9 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> Starlette
 
     Args:
         settings: runtime settings.
-        engine: an engine to serve instead of the one ``settings`` names (it is still
-            started and closed by the app).
+        engine: an engine to serve instead of the ones ``settings`` and ``models`` name
+            (it is still started and closed by the app).
+        models: one settings per served model; None serves the one ``settings`` describes.
 
     Returns:
         A Starlette app.
@@ -94,7 +112,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> Starlette
     Raises:
         CapabilityError: the capability file is invalid; the message names the path.
     """
-    runtime = build_runtime(settings, engine)
+    runtime = build_runtime(settings, engine, models)
     engine = runtime.engine
     session_manager, mcp_app = streamable_http_session_manager(
         runtime.mcp_server, settings.mcp_max_sessions_per_client, transport_security(settings)
@@ -102,6 +120,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> Starlette
     routes = rest_routes(
         runtime.gateway, runtime.capability.rest_paths, SkillCatalog(runtime.capability), settings.shutdown_grace
     )
+    routes += worker_routes(runtime.engine, runtime.gateway.authenticate)
     routes.append(Route(MCP_PATH, mcp_app))
 
     @contextlib.asynccontextmanager

@@ -14,8 +14,11 @@ import signal
 import sys
 from pathlib import Path
 
+from dataclasses import replace
+
 from mcp_server import __version__
-from mcp_server.errors import ServiceError
+from mcp_server.deployment import Deployment, from_model_paths, load_deployment
+from mcp_server.errors import InvalidRequest, ServiceError
 from mcp_server.gateway.cli import add_keys_parser, run_keys
 from mcp_server.settings import ENV_PREFIX, Flag, Settings, flags
 
@@ -39,6 +42,12 @@ def _add_settings_flags(parser: argparse.ArgumentParser, serve: bool) -> None:
         if flag.switch:
             group.add_argument(option, dest=name, action="store_true", default=default, help=f"{flag.help} ({env})")
             continue
+        if flag.repeatable:  # None when not given, so the variable's value is not appended to
+            group.add_argument(
+                option, dest=name, action="append", default=None, choices=flag.choices, help=f"{flag.help} ({env})",
+                type=_argparse_type(flag),
+            )
+            continue
         group.add_argument(
             option, dest=name, default=default, choices=flag.choices, help=f"{flag.help} ({env})",
             type=_argparse_type(flag),
@@ -58,15 +67,40 @@ def _argparse_type(flag: Flag):
     return convert
 
 
-def _settings(args: argparse.Namespace) -> Settings:
-    """The settings the parsed flags describe; the named SGLang flags join ``sglang_args``."""
-    values = {name: getattr(args, name) for name, *_ in flags(serve=hasattr(args, "port"))}
+def _deployment(args: argparse.Namespace) -> Deployment:
+    """The deployment the parsed flags describe: a ``--config`` file, repeated ``--model-path``
+    flags, or the one model of the other flags. The named SGLang flags join ``sglang_args``.
+
+    Raises:
+        InvalidRequest: the deployment file is invalid, or ``--config`` and ``--model-path`` are
+            both given (param ``config``).
+    """
+    table = list(flags(serve=hasattr(args, "port")))
+    values = {name: getattr(args, name) for name, *_ in table}
+    given = frozenset(name for name, _, _, default in table if values[name] is not None and values[name] != default)
+    model_paths = values["model_path"]
+    values["model_path"] = model_paths[0] if model_paths else next(d for n, _, _, d in table if n == "model_path")
     named = [(flag, getattr(args, flag[2:].replace("-", "_"))) for flag in _SGLANG_FLAGS]
     values["sglang_args"] = tuple(a for flag, value in named if value for a in (flag, str(value))) + tuple(
         values["sglang_args"]
     )
-    values["api_key"] = _api_key(values["api_key"], values["api_key_file"])
-    return Settings(**values)
+    settings = Settings(**values)
+    if settings.config is not None:
+        if model_paths:
+            raise InvalidRequest("Give the models in the deployment file or by --model-path, not both.", param="config")
+        deployment = load_deployment(settings.config, settings, given)
+    else:
+        deployment = from_model_paths(model_paths or [], settings)
+    server = deployment.server
+    api_key = _api_key(server.api_key, server.api_key_file)
+    return Deployment(
+        replace(server, api_key=api_key), tuple(replace(model, api_key=api_key) for model in deployment.models)
+    )
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    """The server-wide settings the parsed flags describe (with the first model's per-model ones)."""
+    return _deployment(args).server
 
 
 def _api_key(key: str | None, key_file: Path | None) -> str | None:
@@ -107,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _serve(settings: Settings) -> None:
+def _serve(deployment: Deployment) -> None:
     import uvicorn
 
     from mcp_server.app import create_app
@@ -119,7 +153,8 @@ def _serve(settings: Settings) -> None:
     # into this same handler.
     stop_requested: list[int] = []
     signal.signal(signal.SIGTERM, lambda signum, frame: stop_requested.append(signum))
-    app = create_app(settings)
+    settings = deployment.server
+    app = create_app(settings, models=deployment.models)
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=int(settings.shutdown_grace) + 1,
@@ -133,12 +168,12 @@ def _serve(settings: Settings) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
-def _serve_stdio(settings: Settings) -> None:
+def _serve_stdio(deployment: Deployment) -> None:
     import anyio
 
     from mcp_server.app import run_mcp_stdio
 
-    anyio.run(run_mcp_stdio, settings)
+    anyio.run(run_mcp_stdio, deployment.server, deployment.models)
 
 
 def _generate(check: bool) -> int:
@@ -167,11 +202,11 @@ def main(argv: list[str] | None = None) -> int:
             return _generate(args.check)
         if args.command == "keys":
             return run_keys(args)
-        settings = _settings(args)
+        deployment = _deployment(args)
         if args.command == "serve":
-            _serve(settings)
+            _serve(deployment)
         else:
-            _serve_stdio(settings)
+            _serve_stdio(deployment)
     except ServiceError as exc:
         print(f"chatcap: error: {exc.message}" + (f" (at {exc.param})" if exc.param else ""), file=sys.stderr)
         return 2

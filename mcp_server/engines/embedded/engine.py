@@ -29,21 +29,17 @@ import anyio
 import torch
 
 from mcp_server.catalog import ModelCard, default_entry, find_entry, load_catalog
-from mcp_server.engines.base import GenerationDelta, GenerationRequest
+from mcp_server.engines.base import EngineLoad, GenerationDelta, GenerationRequest, ModelInfo
 from mcp_server.engines.embedded.decoding import check_catalog
 from mcp_server.engines.embedded.decoding.toolcalls import (
     GrammarProvider as ToolGrammarProvider,
 )
 from mcp_server.engines.embedded.decoding.toolcalls import get_family, render_messages
+from mcp_server.engines.embedded.model_facts import model_info
 from mcp_server.engines.embedded.model_files import default_gguf_path, load_tokenizer
 from mcp_server.engines.embedded.output import OutputProcessor
 from mcp_server.engines.embedded.prompt import render_prompt
-from mcp_server.engines.embedded.runners import (
-    ModelRunner,
-    check_llamacpp_option,
-    resolve_runner,
-    resolve_threads,
-)
+from mcp_server.engines.embedded.runners import ModelRunner, check_llamacpp_option, resolve_runner, resolve_threads
 from mcp_server.engines.embedded.runners.llamacpp import (
     DEFAULT_KV_CACHE_DTYPE,
     KV_CACHE_DTYPES,
@@ -206,6 +202,19 @@ class EmbeddedEngine:
     def running(self) -> int:
         """Sequences waiting for a slot or being decoded."""
         return self._scheduler.running if self._scheduler else 0
+
+    def load(self) -> EngineLoad:
+        """The scheduler's load (:meth:`.scheduler.Scheduler.load`); nothing before :meth:`start`."""
+        return self._scheduler.load() if self._scheduler else EngineLoad()
+
+    async def flush_cache(self) -> bool:
+        """Drop the cached prompt prefixes while nothing runs (:meth:`.scheduler.Scheduler.flush_cache`)."""
+        scheduler = self._scheduler
+        return scheduler is not None and await anyio.to_thread.run_sync(scheduler.flush_cache)
+
+    def model_info(self) -> ModelInfo:
+        """Where the weights come from and the architecture they declare (:func:`.model_facts.model_info`)."""
+        return model_info(self._model_path)
 
     async def start(self) -> None:
         """Load the model and start the scheduler thread; a second call does nothing.

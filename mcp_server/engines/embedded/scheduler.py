@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from mcp_server.engines.base import (
+    EngineLoad,
     FinishReason,
     GenerationDelta,
     SamplingParams,
@@ -107,6 +108,8 @@ class Scheduler:
         self._stopping = False
         self._unfinished = 0
         self._rows: list[Sequence] = []
+        self._flush: threading.Event | None = None
+        self._flushed = False
         self._thread = threading.Thread(target=self._run, name="chatcap-scheduler", daemon=True)
 
     @property
@@ -117,6 +120,32 @@ class Scheduler:
         one when it leaves the batch.
         """
         return self._unfinished
+
+    def load(self) -> EngineLoad:
+        """The sequences submitted and not finished, the waiting ones, and the tokens they hold."""
+        with self._wakeup:
+            waiting = list(self._pending)
+            rows = list(self._rows)
+            unfinished = self._unfinished
+        tokens = sum(len(s.prompt_ids) + s.completion_tokens for s in (*rows, *waiting) if not s.finished)
+        return EngineLoad(unfinished, len(waiting), tokens)
+
+    def flush_cache(self, timeout: float = 10.0) -> bool:
+        """Drop every cached prompt prefix, as SGLang's ``/flush_cache``: only while idle.
+
+        Blocks until the scheduler thread has done it (call it off the event loop).
+
+        Returns:
+            True when the cache was flushed; False when sequences are running or waiting
+            (nothing is dropped), or the thread did not get to it within ``timeout`` seconds.
+        """
+        done = threading.Event()
+        with self._wakeup:
+            if self._unfinished or self._stopping:
+                return False
+            self._flush, self._flushed = done, False
+            self._wakeup.notify()
+        return done.wait(timeout) and self._flushed
 
     def start(self) -> None:
         """Start the scheduler thread."""
@@ -164,10 +193,16 @@ class Scheduler:
     def _wait_for_work(self) -> list[Sequence] | None:
         """Block until there is something to do; return the sequences to admit, None to stop."""
         with self._wakeup:
-            while not (self._stopping or self._rows or self._pending):
+            while not (self._stopping or self._rows or self._pending or self._flush):
                 self._wakeup.wait()
             if self._stopping:
                 return None
+            if self._flush is not None:
+                flush, self._flush = self._flush, None
+                self._flushed = not (self._rows or self._pending)
+                if self._flushed:
+                    self._runner.clear()
+                flush.set()
             free = self._max_batch_size - len(self._rows)
             return [self._pending.popleft() for _ in range(min(free, len(self._pending)))]
 
