@@ -193,6 +193,8 @@ def test_a_busy_model_does_not_stall_the_other(two_models, two_client):
     waiting.start()
     load = wait_for_load(two_models.base_url, lambda load: load["num_waiting_reqs"] >= 1)
     assert load["num_reqs"] >= 2 and load["num_tokens"] > 0
+    busy = httpx.post(f"{two_models.base_url}/flush_cache", timeout=30)
+    assert busy.status_code == 400 and "running" in busy.text  # SGLang flushes only while idle
     reply = two_client.chat.completions.create(model=MODEL, messages=PROMPT, max_tokens=8, temperature=0)
     assert reply.choices[0].message.content
     still = httpx.get(f"{two_models.base_url}/get_load", timeout=10).json()[0]

@@ -108,8 +108,7 @@ class Scheduler:
         self._stopping = False
         self._unfinished = 0
         self._rows: list[Sequence] = []
-        self._flush: threading.Event | None = None
-        self._flushed = False
+        self._flushes: list[tuple[threading.Event, list[bool]]] = []  # (done, [flushed]) per caller
         self._thread = threading.Thread(target=self._run, name="chatcap-scheduler", daemon=True)
 
     @property
@@ -139,13 +138,13 @@ class Scheduler:
             True when the cache was flushed; False when sequences are running or waiting
             (nothing is dropped), or the thread did not get to it within ``timeout`` seconds.
         """
-        done = threading.Event()
+        done, flushed = threading.Event(), [False]
         with self._wakeup:
             if self._unfinished or self._stopping:
                 return False
-            self._flush, self._flushed = done, False
+            self._flushes.append((done, flushed))
             self._wakeup.notify()
-        return done.wait(timeout) and self._flushed
+        return done.wait(timeout) and flushed[0]
 
     def start(self) -> None:
         """Start the scheduler thread."""
@@ -193,16 +192,18 @@ class Scheduler:
     def _wait_for_work(self) -> list[Sequence] | None:
         """Block until there is something to do; return the sequences to admit, None to stop."""
         with self._wakeup:
-            while not (self._stopping or self._rows or self._pending or self._flush):
+            while not (self._stopping or self._rows or self._pending or self._flushes):
                 self._wakeup.wait()
             if self._stopping:
                 return None
-            if self._flush is not None:
-                flush, self._flush = self._flush, None
-                self._flushed = not (self._rows or self._pending)
-                if self._flushed:
+            if self._flushes:
+                idle = not (self._rows or self._pending)
+                if idle:
                     self._runner.clear()
-                flush.set()
+                for done, flushed in self._flushes:
+                    flushed[0] = idle
+                    done.set()
+                self._flushes.clear()
             free = self._max_batch_size - len(self._rows)
             return [self._pending.popleft() for _ in range(min(free, len(self._pending)))]
 
