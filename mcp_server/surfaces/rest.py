@@ -23,7 +23,7 @@ from mcp_server.gateway import Gateway, request_key
 from mcp_server.gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from mcp_server.generate.skill import SkillCatalog
 from mcp_server.protocol.request import parse_request
-from mcp_server.surfaces.sse import sse_events
+from mcp_server.surfaces.sse import coalesce, sse_events
 
 __all__ = ["error_response", "http_exception_handler", "rest_routes"]
 
@@ -117,7 +117,7 @@ def rest_routes(gateway: Gateway, paths: dict[str, str], skills: SkillCatalog, s
             finally:
                 await chunks.aclose()
 
-        return EventSourceResponse(sse_events(replay()), ping=15, shutdown_grace_period=shutdown_grace)
+        return EventSourceResponse(coalesce(sse_events(replay())), ping=15, shutdown_grace_period=shutdown_grace)
 
     async def list_models(request: Request) -> Response:
         return JSONResponse(gateway.service.list_models())
