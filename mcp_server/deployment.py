@@ -80,8 +80,8 @@ def _property(kind: Any, flag: Flag) -> dict[str, Any]:
         schema = {"type": "integer"}
     elif kind is float:
         schema = {"type": "number"}
-    elif origin is tuple and typing.get_args(kind)[-1] is Ellipsis:
-        schema = {"type": "array", "items": {"type": "string"}}
+    elif origin is tuple and typing.get_args(kind)[-1] is Ellipsis:  # a list, or its flag's text
+        schema = {"type": ["array", "string"], "items": {"type": "string"}}
     elif origin is tuple:
         size = len(typing.get_args(kind))
         schema = {"type": "array", "items": {"type": "number", "minimum": 0}, "minItems": size, "maxItems": size}
@@ -141,7 +141,8 @@ def deployment_schema() -> dict[str, Any]:
 
 
 def _value(name: str, raw: Any) -> Any:
-    """A schema-valid file value as the Settings field holds it (paths, tuples)."""
+    """A schema-valid file value as the Settings field holds it (paths, tuples; a list field
+    given as text is read as its flag reads it: ``"a,b"`` names, ``"--tp-size 8"`` arguments)."""
     if raw is None:
         return None
     kind = typing.get_type_hints(Settings)[name]
@@ -149,6 +150,8 @@ def _value(name: str, raw: Any) -> Any:
         return Path(raw).expanduser()
     if isinstance(raw, list):
         return tuple(float(x) for x in raw) if name == "price" else tuple(str(x) for x in raw)
+    if typing.get_origin(kind) is tuple:
+        return dict(_flags())[name].value(raw)
     if isinstance(raw, int) and not isinstance(raw, bool) and float in typing.get_args(kind) + (kind,):
         return float(raw)
     return raw
@@ -215,16 +218,15 @@ def _checked(deployment: Deployment, param: str, where: str = "") -> Deployment:
     """Refuse two models whose ids (served name, else model path) are known and equal."""
     seen: dict[str, int] = {}
     for index, model in enumerate(deployment.models):
-        name = model.served_model_name or model.model_path
-        if model.engine == "embedded" and name is None:
-            name = "<bundled model>"
-        if name is None:
-            continue
-        if name in seen:
-            raise InvalidRequest(
-                f"{where}Two models would be served as '{name}' (models {seen[name]} and {index}): give each "
-                "its own served_model_name.",
-                param=param.format(index),
-            )
-        seen[name] = index
+        names = model.served_model_name or ((model.model_path,) if model.model_path else ())
+        if model.engine == "embedded" and not names:
+            names = ("<bundled model>",)
+        for name in names:
+            if name in seen:
+                raise InvalidRequest(
+                    f"{where}Two models would be served as '{name}' (models {seen[name]} and {index}): give each "
+                    "its own served_model_name.",
+                    param=param.format(index),
+                )
+            seen[name] = index
     return deployment

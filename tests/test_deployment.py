@@ -86,7 +86,7 @@ def test_precedence_file_then_command_line_then_the_model_entry(tmp_path, monkey
     assert (server.port, server.log_level, server.threads, server.price) == (9100, "warning", 2, (1.0, 2.0))
     assert (first.model_path, first.threads, first.max_running_requests) == (None, 2, 4)
     assert second.model_path == str(tmp_path / "second.gguf")  # relative to the file
-    assert (second.served_model_name, second.threads, second.max_running_requests) == ("b", 1, 4)
+    assert (second.served_model_name, second.threads, second.max_running_requests) == (("b",), 1, 4)
     assert second.sglang_args == ("--x",) and second.port == 9100
 
 

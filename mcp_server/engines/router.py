@@ -107,6 +107,17 @@ class ModelRouter:
                 counts[cards[0].id] = running if isinstance(running, int) else served.in_flight
         return counts
 
+    def describe(self) -> dict[str, str]:
+        """The start-up summary's settings: the one engine's own, or each engine's under its first model id."""
+        if len(self.served) == 1:
+            return self.served[0].engine.describe()
+        return {
+            f"[{served.engine.models[0].id if served.engine.models else index}]": ", ".join(
+                f"{name} {value}" for name, value in served.engine.describe().items()
+            )
+            for index, served in enumerate(self.served)
+        }
+
     def served_engine(self, model_id: str) -> ServedEngine:
         """The engine serving ``model_id``.
 
