@@ -90,7 +90,8 @@ def _property(kind: Any, flag: Flag) -> dict[str, Any]:
     if flag.choices:
         schema["enum"] = list(flag.choices)
     if nullable:
-        schema["type"] = [schema["type"], "null"]
+        types = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
+        schema["type"] = [*types, "null"]
         if "enum" in schema:
             schema["enum"].append(None)
     return {"description": flag.help, **schema}
