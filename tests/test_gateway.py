@@ -212,7 +212,7 @@ def test_completed_and_cut_short_requests_are_charged_for_what_was_generated(sto
     assert store.get(key.id).balance_micros == 1_000_000 - rows[0]["cost_micros"] - rows[1]["cost_micros"]
     assert gateway.ledger.audit() == {} and gateway.in_flight == 0
     metrics = gateway.metrics.render().decode()
-    assert 'chatcap_generations_total{outcome="cancelled"} 1.0' in metrics
+    assert 'chatcap_generations_total{model="m",outcome="cancelled"} 1.0' in metrics
 
 
 def test_no_credit_is_402_before_any_generation(store):

@@ -93,10 +93,11 @@ def auth(keys, name: str) -> dict[str, str]:
 
 
 def metric(server: LiveServer, name: str) -> float:
+    """The value of a metric, added up over its labels (``model``)."""
     text = httpx.get(f"{server.base_url}/metrics", timeout=10).text
-    match = re.search(rf"^{name} (\S+)$", text, re.M)
-    assert match, f"{name} missing from /metrics"
-    return float(match.group(1))
+    values = re.findall(rf"^{name}(?:\{{[^}}]*\}})? (\S+)$", text, re.M)
+    assert f"# TYPE {name} " in text, f"{name} missing from /metrics"
+    return sum(map(float, values))
 
 
 def wait_idle(server: LiveServer, timeout: float = 120) -> float:

@@ -15,6 +15,8 @@ from mcp_server.catalog import ModelCard
 
 __all__ = [
     "Engine",
+    "EngineLoad",
+    "ModelInfo",
     "GenerationDelta",
     "GenerationRequest",
     "SamplingParams",
@@ -157,6 +159,46 @@ class GenerationDelta:
     tool_calls: tuple[ToolCallDelta, ...] = ()
     logprobs: tuple[TokenLogprob, ...] = ()
     cached_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class EngineLoad:
+    """How busy an engine is, in SGLang's ``/get_load`` terms.
+
+    Attributes:
+        num_reqs: sequences submitted and not finished (running plus waiting).
+        num_waiting_reqs: of those, the ones waiting for a batch slot.
+        num_tokens: tokens the running and waiting sequences hold (prompt plus generated).
+    """
+
+    num_reqs: int = 0
+    num_waiting_reqs: int = 0
+    num_tokens: int = 0
+
+    def __add__(self, other: EngineLoad) -> EngineLoad:
+        return EngineLoad(
+            self.num_reqs + other.num_reqs,
+            self.num_waiting_reqs + other.num_waiting_reqs,
+            self.num_tokens + other.num_tokens,
+        )
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Where a served model comes from, in SGLang's ``/model_info`` terms.
+
+    Attributes:
+        model_path: the weights (a GGUF file, a directory, or a Hugging Face repository id).
+        tokenizer_path: where the tokenizer comes from.
+        model_type: the architecture family (GGUF ``general.architecture``, or the
+            ``model_type`` of a Hugging Face ``config.json``), None where unknown.
+        architectures: the Hugging Face model classes (``config.json``), () where unknown.
+    """
+
+    model_path: str
+    tokenizer_path: str
+    model_type: str | None = None
+    architectures: tuple[str, ...] = ()
 
 
 @runtime_checkable

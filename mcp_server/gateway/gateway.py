@@ -140,9 +140,12 @@ class Gateway:
         if self.store is not None:
             self.store.db.close()
 
-    def _running(self) -> int:
+    def _running(self) -> dict[str, int]:
+        by_model = getattr(self.service.engine, "running_by_model", None)
+        if by_model is not None:
+            return by_model()
         running = getattr(self.service.engine, "running", None)
-        return running if isinstance(running, int) else self.in_flight
+        return {self.service.engine.models[0].id: running if isinstance(running, int) else self.in_flight}
 
     async def authenticate(self, authorization: str | None) -> KeyRecord | None:
         """Resolve an ``Authorization`` header to the caller's key.
@@ -247,8 +250,8 @@ class Gateway:
         meter = _Meter(card.id, time.monotonic())
         delivered = (0, 0, 0)
         self.in_flight += 1
-        self.metrics.in_flight.inc()
-        self.metrics.queue_depth.inc()
+        self.metrics.in_flight.labels(card.id).inc()
+        self.metrics.queue_depth.labels(card.id).inc()
         status: Status = "cancelled"
         error_code: str | None = None
         chunks = self.service.stream(request, card, progress, on_usage=meter.update)
@@ -256,7 +259,7 @@ class Gateway:
             while (chunk := await self._next_chunk(chunks)) is not None:
                 if meter.completion_id is None:
                     meter.completion_id = chunk["id"]
-                    self.metrics.queue_depth.dec()
+                    self.metrics.queue_depth.labels(card.id).dec()
                     self.metrics.time_to_first_token.labels(card.id).observe(time.monotonic() - meter.started)
                 yield chunk
                 if streamed:
@@ -314,10 +317,10 @@ class Gateway:
             self.rate_limiter.record_tokens(key, meter.prompt_tokens + meter.completion_tokens)
             metrics = self.metrics
             if meter.completion_id is None:
-                metrics.queue_depth.dec()
-            metrics.in_flight.dec()
+                metrics.queue_depth.labels(meter.model).dec()
+            metrics.in_flight.labels(meter.model).dec()
             self.in_flight -= 1
-            metrics.generations.labels(status).inc()
+            metrics.generations.labels(meter.model, status).inc()
             metrics.prompt_tokens.labels(meter.model).inc(meter.prompt_tokens)
             metrics.cached_prompt_tokens.labels(meter.model).inc(meter.cached_tokens)
             metrics.completion_tokens.labels(meter.model).inc(meter.completion_tokens)

@@ -48,7 +48,7 @@ from mcp_server.surfaces.mcp_resources import TEMPLATES, ResourceCatalog
 from mcp_server.surfaces.mcp_security import OneHostOneOrigin
 from mcp_server.surfaces.mcp_sessions import SESSION_IDLE_TIMEOUT, SessionQuota
 
-__all__ = ["build_server", "run_stdio", "streamable_http_session_manager"]
+__all__ = ["build_server", "run_stdio", "served_models_enum", "streamable_http_session_manager"]
 
 logger = logging.getLogger(__name__)
 
@@ -171,7 +171,8 @@ def build_server(gateway: Gateway, capability: Capability, root: Path) -> Server
                 await ctx.session.send_log_message(level, data, logger="chatcap", related_request_id=ctx.request_id)
 
     async def on_list_tools(ctx, params) -> types.ListToolsResult:
-        return types.ListToolsResult(tools=[types.Tool.model_validate(t) for t in tools.values()])
+        served = [card.id for card in gateway.service.engine.models]
+        return types.ListToolsResult(tools=[types.Tool.model_validate(served_models_enum(t, served)) for t in tools.values()])
 
     async def on_call_tool(ctx, params: types.CallToolRequestParams) -> types.CallToolResult:
         tool = tools.get(params.name)
@@ -206,8 +207,10 @@ def build_server(gateway: Gateway, capability: Capability, root: Path) -> Server
 
     async def on_set_logging_level(ctx, params: types.SetLevelRequestParams) -> types.EmptyResult:
         log_levels[ctx.session] = params.level
-        models = [m.id for m in gateway.service.engine.models]
-        await log(ctx, "info", {"event": "model_loaded", "models": models, "engine": type(gateway.service.engine).__name__})
+        engine = gateway.service.engine
+        models = [m.id for m in engine.models]
+        engines = sorted({type(s.engine).__name__ for s in getattr(engine, "served", ())}) or [type(engine).__name__]
+        await log(ctx, "info", {"event": "model_loaded", "models": models, "engine": ", ".join(engines)})
         return types.EmptyResult()
 
     with warnings.catch_warnings(category=MCPDeprecationWarning, action="ignore"):
@@ -226,6 +229,19 @@ def build_server(gateway: Gateway, capability: Capability, root: Path) -> Server
             on_completion=on_completion,
             on_set_logging_level=on_set_logging_level,
         )
+
+
+def served_models_enum(tool: dict[str, Any], served: list[str]) -> dict[str, Any]:
+    """``tool`` with its ``model`` argument limited to the served ids (``enum``), as this server
+    publishes it; the generated file has no such list, since what is served is known at run time.
+
+    A call naming another id still reaches the service, whose 404 lists the served models.
+    """
+    properties = tool["inputSchema"].get("properties", {})
+    if "model" not in properties:
+        return tool
+    model = {**properties["model"], "enum": served}
+    return {**tool, "inputSchema": {**tool["inputSchema"], "properties": {**properties, "model": model}}}
 
 
 def streamable_http_session_manager(

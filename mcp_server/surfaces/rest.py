@@ -23,7 +23,7 @@ from mcp_server.gateway import Gateway, request_key, request_tenant
 from mcp_server.gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from mcp_server.generate.skill import SkillCatalog
 from mcp_server.protocol.request import parse_request
-from mcp_server.surfaces.sse import sse_events
+from mcp_server.surfaces.sse import coalesce, sse_events
 
 __all__ = ["error_response", "http_exception_handler", "rest_routes"]
 
@@ -122,7 +122,7 @@ def rest_routes(gateway: Gateway, paths: dict[str, str], skills: SkillCatalog, s
 
         # The gateway cuts the generation at the grace (an error event, then [DONE]); the
         # response's own cut comes a second later, for those events to go out.
-        return EventSourceResponse(sse_events(replay()), ping=15, shutdown_grace_period=shutdown_grace + 1)
+        return EventSourceResponse(coalesce(sse_events(replay())), ping=15, shutdown_grace_period=shutdown_grace + 1)
 
     async def list_models(request: Request) -> Response:
         return JSONResponse(gateway.service.list_models())

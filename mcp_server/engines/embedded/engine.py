@@ -37,6 +37,7 @@ from mcp_server.engines.embedded.decoding.toolcalls import (
 from mcp_server.engines.embedded.decoding.toolcalls import render_messages
 from mcp_server.engines.embedded.family import PROMPT_TAIL_TOKENS, ServedFamily, check_tools_allowed, keeps_special_tokens
 from mcp_server.engines.embedded.model_check import check_model_path
+from mcp_server.engines.embedded.model_facts import WorkerFacts
 from mcp_server.engines.embedded.model_files import load_tokenizer
 from mcp_server.engines.embedded.output import OutputProcessor
 from mcp_server.engines.embedded.policy import Limits, cache_scope
@@ -62,7 +63,7 @@ GrammarProvider = Callable[[GenerationRequest, Any], Any]
 """``(request, tokenizer) -> xgrammar.CompiledGrammar | None``; may raise InvalidRequest."""
 
 
-class EmbeddedEngine:
+class EmbeddedEngine(WorkerFacts):
     """An :class:`~mcp_server.engines.base.Engine` that runs a model in this process.
 
     Args:

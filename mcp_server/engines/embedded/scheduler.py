@@ -25,7 +25,7 @@ from dataclasses import replace
 
 import torch
 
-from mcp_server.engines.base import FinishReason, GenerationDelta, TokenLogprob
+from mcp_server.engines.base import EngineLoad, FinishReason, GenerationDelta, TokenLogprob
 from mcp_server.engines.embedded.policy import FairQueue, Limits
 from mcp_server.engines.embedded.runners import ModelRunner
 from mcp_server.engines.embedded.sampling import (
@@ -79,6 +79,7 @@ class Scheduler:
         self._queue = FairQueue(limits.per_tenant, limits.preempt)  # waiting: seen by the thread, no slot
         self._prefilling: list[Sequence] = []  # a slot, prompt not all computed
         self._rows: list[Sequence] = []  # decoding
+        self._flushes: list[tuple[threading.Event, list[bool]]] = []  # (done, [flushed]) per caller
         self._thread = threading.Thread(target=self._run, name="chatcap-scheduler", daemon=True)
 
     @property
@@ -89,6 +90,32 @@ class Scheduler:
         one when it leaves the batch.
         """
         return self._unfinished
+
+    def load(self) -> EngineLoad:
+        """The sequences submitted and not finished, the waiting ones, and the tokens they hold."""
+        with self._wakeup:
+            waiting = [*self._pending, *self._queue.waiting]
+            running = [*self._rows, *self._prefilling]
+            unfinished = self._unfinished
+        tokens = sum(len(s.prompt_ids) + s.completion_tokens for s in (*running, *waiting) if not s.finished)
+        return EngineLoad(unfinished, len(waiting), tokens)
+
+    def flush_cache(self, timeout: float = 10.0) -> bool:
+        """Drop every cached prompt prefix, as SGLang's ``/flush_cache``: only while idle.
+
+        Blocks until the scheduler thread has done it (call it off the event loop).
+
+        Returns:
+            True when the cache was flushed; False when sequences are running or waiting
+            (nothing is dropped), or the thread did not get to it within ``timeout`` seconds.
+        """
+        done, flushed = threading.Event(), [False]
+        with self._wakeup:
+            if self._unfinished or self._stopping:
+                return False
+            self._flushes.append((done, flushed))
+            self._wakeup.notify()
+        return done.wait(timeout) and flushed[0]
 
     def start(self) -> None:
         """Start the scheduler thread."""
@@ -142,11 +169,23 @@ class Scheduler:
     def _wait_for_work(self) -> bool:
         """Block until there is something to do and take in the new sequences; False to stop."""
         with self._wakeup:
-            while not (self._stopping or self._rows or self._prefilling or self._queue.waiting or self._pending):
+            while not (self._stopping or self._busy() or self._flushes):
                 self._wakeup.wait()
+            if self._flushes:
+                idle = not self._busy()
+                if idle:
+                    self._runner.clear()
+                for done, flushed in self._flushes:
+                    flushed[0] = idle
+                    done.set()
+                self._flushes.clear()
             self._queue.waiting.extend(self._pending)
             self._pending.clear()
             return not self._stopping
+
+    def _busy(self) -> bool:
+        """Whether any sequence is waiting, prefilling or decoding (call with the lock held)."""
+        return bool(self._rows or self._prefilling or self._queue.waiting or self._pending)
 
     def _drop_cancelled(self) -> None:
         """Retire the waiting and prefilling sequences nobody listens to (rows leave in :meth:`_decode`)."""
