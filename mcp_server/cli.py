@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings_flags(stdio, serve=False)
     generate = commands.add_parser("generate", help="write the generated tools and skill")
     generate.add_argument("--check", action="store_true", help="exit 1 if a committed artifact is stale")
-    add_keys_parser(commands, os.environ.get(f"{ENV_PREFIX}DATA_DIR"))
+    add_keys_parser(commands, os.environ.get(f"{ENV_PREFIX}DATA_DIR"), os.environ.get(f"{ENV_PREFIX}DATABASE_URL"))
     return parser
 
 

@@ -13,7 +13,7 @@ The tree::
     └── EngineUnavailable (503, server_error)         - the runtime is down or overloaded
 
 The envelope is OpenAI's ``{"error": {"message", "type", "param", "code"}}``; the status
-codes are those of the published API this project implements (400, 401, 402, 404, 413, 429, 500, 503).
+codes are those of the published API this project implements (400, 401, 402, 404, 409, 413, 429, 500, 503).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ __all__ = [
     "ModelNotFound",
     "PayloadTooLarge",
     "RateLimited",
+    "RequestConflict",
     "ServiceError",
 ]
 
@@ -107,6 +108,14 @@ class InsufficientQuota(ServiceError):
     status_code = 402
     error_type = "insufficient_quota"
     default_code = "insufficient_quota"
+
+
+class RequestConflict(ServiceError):
+    """A request with the same idempotency key is still running (HTTP 409, as OpenAI and Stripe answer)."""
+
+    status_code = 409
+    error_type = "invalid_request_error"
+    default_code = "idempotency_conflict"
 
 
 class PayloadTooLarge(ServiceError):

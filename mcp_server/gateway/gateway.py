@@ -5,20 +5,24 @@ caller's ``key``) and read models from its ``service``. Around every generation 
 
 1. checks the request's size limits and image inputs (400, :mod:`.request_limits`);
 2. applies the key's RPM/TPM limits (429, :mod:`.limits`);
-3. reserves the request's maximum cost (402 when no credit is left, :mod:`.ledger`);
+3. reserves the request's maximum cost (402 when no credit is left, :mod:`.ledger`), or
+   finds the stored answer of an earlier request with the same idempotency key
+   (:mod:`.idempotency`: 409 while that one runs);
 4. runs the service, timing the first chunk and counting tokens as they come;
 5. when the generation ends in any way (completed, failed, or closed by a client that
    went away), writes its ledger row and charges its key in one transaction, shielded
    from cancellation, before the caller sees the end of the stream.
 
-Without a data directory there is no key store or ledger: the gateway only checks
-limits, the single ``--api-key``, and keeps metrics.
+Without a data directory or ``--database-url`` there is no key store or ledger: the
+gateway only checks limits, the single ``--api-key``, and keeps metrics.
 """
 
 from __future__ import annotations
 
 import functools
 import hmac
+import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
@@ -29,12 +33,14 @@ import anyio
 from mcp_server.catalog import ModelCard, Price, find_entry
 from mcp_server.errors import AuthenticationError, ServiceError
 from mcp_server.gateway.db import Database
+from mcp_server.gateway.idempotency import replay_chunks
 from mcp_server.gateway.keys import KeyRecord, KeyStore
 from mcp_server.gateway.ledger import Ledger, Reservation, Status, Usage, cost_micros
 from mcp_server.gateway.limits import RateLimiter
+from mcp_server.gateway.redis_limits import RedisRateLimiter
 from mcp_server.gateway.metrics import Metrics
 from mcp_server.gateway.request_limits import RequestLimits
-from mcp_server.protocol.chunks import drain
+from mcp_server.protocol.chunks import drain, usage
 from mcp_server.protocol.request import ChatRequest
 from mcp_server.service import ChatService, ProgressCallback
 from mcp_server.settings import Settings
@@ -42,6 +48,7 @@ from mcp_server.settings import Settings
 __all__ = ["Gateway"]
 
 _FREE = Price(0.0, 0.0)
+logger = logging.getLogger("chatcap.gateway")
 
 
 @dataclass
@@ -54,6 +61,8 @@ class _Meter:
     completion_tokens: int = 0
     cached_tokens: int = 0
     completion_id: str | None = None
+    chunks: list[dict[str, Any]] | None = None
+    """The chunks sent, kept only for an idempotent request (its answer is stored)."""
 
     def update(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> None:
         self.prompt_tokens, self.completion_tokens, self.cached_tokens = prompt_tokens, completion_tokens, cached_tokens
@@ -68,10 +77,11 @@ class Gateway:
         api_paths: the paths that reach the inference API (the capability's
             ``api_paths``): they need a key, and the HTTP metrics count them by name.
         store: the key store, or None to run without keys and ledger.
+        ledger: the ledger on the store's database (default: one with a fresh replica id).
         api_key: the single ``--api-key`` (unmetered), or None.
         price: a price for every served model, overriding the catalog's; None reads
             the catalog (models it does not know are free).
-        rate_limiter: per-key RPM/TPM limits.
+        rate_limiter: per-key RPM/TPM limits (:class:`RateLimiter` or :class:`RedisRateLimiter`).
         allow_unauthenticated: let every caller in once all keys of the store are revoked
             (without it, a store that has held keys stays closed).
     """
@@ -83,16 +93,17 @@ class Gateway:
         api_paths: frozenset[str],
         *,
         store: KeyStore | None = None,
+        ledger: Ledger | None = None,
         api_key: str | None = None,
         price: Price | None = None,
-        rate_limiter: RateLimiter | None = None,
+        rate_limiter: RateLimiter | RedisRateLimiter | None = None,
         allow_unauthenticated: bool = False,
     ):
         self.service = service
         self.limits = limits
         self.api_paths = api_paths
         self.store = store
-        self.ledger = Ledger(store.db) if store is not None else None
+        self.ledger = ledger or (Ledger(store.db) if store is not None else None)
         self.api_key = api_key
         self.price = price
         self.rate_limiter = rate_limiter or RateLimiter()
@@ -102,15 +113,28 @@ class Gateway:
 
     @classmethod
     def build(cls, service: ChatService, settings: Settings, api_paths: frozenset[str]) -> Gateway:
-        """The gateway ``settings`` describe; opens the database when ``data_dir`` is set."""
-        store = KeyStore(Database.open(settings.data_dir)) if settings.data_dir is not None else None
+        """The gateway ``settings`` describe: opens the database when ``database_url`` or
+        ``data_dir`` is set (and starts the ledger's keeper thread), and shares the rate
+        limits through Redis when ``redis_url`` is set.
+
+        Raises:
+            ValueError: a bad ``--database-url`` or ``--redis-url``.
+            sqlalchemy.exc.DBAPIError: the database cannot be reached.
+        """
+        store = ledger = None
+        if settings.database_url or settings.data_dir is not None:
+            store = KeyStore(Database.open(settings.data_dir, url=settings.database_url))
+            ledger = Ledger(store.db, ttl=settings.reservation_ttl)
+            ledger.start_keeper()
         return cls(
             service,
             RequestLimits(max_body_bytes=settings.max_request_bytes),
             api_paths,
             store=store,
+            ledger=ledger,
             api_key=settings.api_key,
             price=Price(*settings.price) if settings.price is not None else None,
+            rate_limiter=RedisRateLimiter(settings.redis_url) if settings.redis_url else None,
             allow_unauthenticated=settings.allow_unauthenticated,
         )
 
@@ -124,7 +148,11 @@ class Gateway:
         return frozenset("/" + path.strip("/").split("/")[0] for path in self.api_paths)
 
     def close(self) -> None:
-        """Close the database (after the last request has settled)."""
+        """Stop the ledger's keeper, close the rate-limit store and the database (after the
+        last request has settled)."""
+        if self.ledger is not None:
+            self.ledger.close()
+        self.rate_limiter.close()
         if self.store is not None:
             self.store.db.close()
 
@@ -170,14 +198,17 @@ class Gateway:
         return self.store.has_keys()
 
     async def complete(
-        self, request: ChatRequest, progress: ProgressCallback | None = None, *, key: KeyRecord | None = None
+        self, request: ChatRequest, progress: ProgressCallback | None = None, *, key: KeyRecord | None = None,
+        idempotency_key: str | None = None,
     ) -> dict[str, Any]:
         """Run a request to the end and return an OpenAI ``chat.completion`` dict: the
         :meth:`stream` (usage included), drained. Raises as :meth:`stream`."""
-        return await drain(self.stream(replace(request, include_usage=True), progress, key=key))
+        request = replace(request, include_usage=True)
+        return await drain(self.stream(request, progress, key=key, idempotency_key=idempotency_key))
 
     async def stream(
-        self, request: ChatRequest, progress: ProgressCallback | None = None, *, key: KeyRecord | None = None
+        self, request: ChatRequest, progress: ProgressCallback | None = None, *, key: KeyRecord | None = None,
+        idempotency_key: str | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
         """As :meth:`ChatService.stream`, admitted, metered and billed.
 
@@ -185,6 +216,7 @@ class Gateway:
             request: the parsed request.
             progress: passed to the service.
             key: the caller's key (from :meth:`authenticate`), or None.
+            idempotency_key: the request's ``Idempotency-Key`` (:mod:`.idempotency`), or None.
 
         Raises:
             InvalidRequest: a size limit is exceeded, or an image goes to a model without
@@ -192,14 +224,21 @@ class Gateway:
             ModelNotFound: the model is not served.
             RateLimited: the key's RPM or TPM limit is reached.
             InsufficientQuota: the key has no credit left.
+            RequestConflict: a request with the same idempotency key is running.
             ServiceError: whatever the service raises, after the request is settled.
         """
         self.limits.check(request)
         card = self.service.prepare(request)  # the client's faults are refused before admission
         price = self.price or _catalog_price(card.id)
-        self.rate_limiter.admit(key)
-        hold = await self._reserve(key, _max_cost(request, card, price))
+        await self.rate_limiter.admit(key)
+        hold = await self._reserve(key, _max_cost(request, card, price), idempotency_key)
+        if hold is not None and hold.replay is not None:
+            for chunk in replay_chunks(json.loads(hold.replay), request.include_usage):
+                yield chunk
+            return
         meter = _Meter(card.id, time.monotonic())
+        if hold is not None and hold.idempotency_key is not None:
+            meter.chunks = []
         self.in_flight += 1
         self.metrics.in_flight.inc()
         self.metrics.queue_depth.inc()
@@ -211,6 +250,8 @@ class Gateway:
                     meter.completion_id = chunk["id"]
                     self.metrics.queue_depth.dec()
                     self.metrics.time_to_first_token.labels(card.id).observe(time.monotonic() - meter.started)
+                if meter.chunks is not None:
+                    meter.chunks.append(chunk)
                 yield chunk
             status = "completed"
         except ServiceError as exc:
@@ -223,10 +264,10 @@ class Gateway:
             with anyio.CancelScope(shield=True):
                 await self._settle(key, hold, meter, price, status, error_code)
 
-    async def _reserve(self, key: KeyRecord | None, amount: int) -> Reservation | None:
+    async def _reserve(self, key: KeyRecord | None, amount: int, idempotency_key: str | None) -> Reservation | None:
         if self.ledger is None:
             return None
-        return await anyio.to_thread.run_sync(self.ledger.reserve, key, amount)
+        return await anyio.to_thread.run_sync(self.ledger.reserve, key, amount, idempotency_key)
 
     async def _settle(
         self, key: KeyRecord | None, hold: Reservation | None, meter: _Meter, price: Price,
@@ -235,10 +276,14 @@ class Gateway:
         """Write the ledger row and charge the key, then count tokens, limits and metrics."""
         cost = cost_micros(price, meter.prompt_tokens, meter.completion_tokens)
         if self.ledger is not None and hold is not None:
-            usage = Usage(meter.model, meter.prompt_tokens, meter.completion_tokens, cost, status,
-                          meter.completion_id, error_code)
-            await anyio.to_thread.run_sync(self.ledger.settle, hold, usage)
-        self.rate_limiter.record_tokens(key, meter.prompt_tokens + meter.completion_tokens)
+            used = Usage(meter.model, meter.prompt_tokens, meter.completion_tokens, cost, status,
+                         meter.completion_id, error_code)
+            response = await _answer(meter) if status == "completed" and meter.chunks else None
+            await anyio.to_thread.run_sync(self.ledger.settle, hold, used, response)
+        try:
+            await self.rate_limiter.record_tokens(key, meter.prompt_tokens + meter.completion_tokens)
+        except ServiceError as exc:  # the answer is delivered and billed; the window misses it
+            logger.warning("TPM not recorded for key %s: %s", key.id if key else None, exc.message)
         metrics = self.metrics
         if meter.completion_id is None:
             metrics.queue_depth.dec()
@@ -249,6 +294,18 @@ class Gateway:
         metrics.cached_prompt_tokens.labels(meter.model).inc(meter.cached_tokens)
         metrics.completion_tokens.labels(meter.model).inc(meter.completion_tokens)
         metrics.latency.labels(meter.model).observe(time.monotonic() - meter.started)
+
+
+async def _answer(meter: _Meter) -> str:
+    """A completed request's answer as stored for replays: its chunks drained, with usage."""
+
+    async def chunks():
+        for chunk in meter.chunks:
+            yield chunk
+
+    completion = await drain(chunks())
+    completion["usage"] = usage(meter.prompt_tokens, meter.completion_tokens, meter.cached_tokens)
+    return json.dumps(completion, separators=(",", ":"))
 
 
 def _catalog_price(model_id: str) -> Price:
