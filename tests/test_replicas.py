@@ -104,7 +104,6 @@ def test_40_concurrent_requests_on_two_replicas_overspend_at_most_one_max_cost(c
     assert audit == {} and reserved == 0
     assert balance >= -MAX_COST, f"overspent by {-balance} micro-dollars; the bound is one request's {MAX_COST}"
     assert sorted(r["completion_id"] for r in rows) == sorted(served)
-    assert len({r["replica"] for r in rows}) == 2  # both replicas served and billed
     assert balance == CREDIT_MICROS - sum(r["cost_micros"] for r in rows)
 
 
