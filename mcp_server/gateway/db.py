@@ -133,8 +133,10 @@ class Database:
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Connection]:
-        """A connection for reads (its transaction ends with the block)."""
+        """A connection for reads in autocommit: each statement is its own snapshot, and no
+        ``BEGIN``/``ROLLBACK`` round trips are spent (an authentication is one round trip)."""
         with self.engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT")
             yield conn
 
     def query(self, sql: str, params: dict[str, Any] | None = None) -> list[RowMapping]:
@@ -158,5 +160,7 @@ def _sqlite_connect(dbapi_connection, _record) -> None:
 
 
 def _sqlite_begin(conn: Connection) -> None:
-    """SQLite transactions: ``BEGIN IMMEDIATE`` for writes (take the write lock first), else ``BEGIN``."""
-    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(_WRITE) else "BEGIN")
+    """SQLite write transactions start with ``BEGIN IMMEDIATE`` (take the write lock first);
+    reads run in autocommit (:meth:`Database.read`)."""
+    if conn.get_execution_options().get(_WRITE):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
