@@ -119,6 +119,29 @@ def test_rpm_is_exact_across_replicas(cluster):
     assert statuses == [200] * 5 + [429] * 7
 
 
+def test_a_retry_on_the_other_replica_is_answered_and_billed_once(cluster):
+    location, keys, replicas = cluster
+    headers = {**_auth(keys, "crash"), "Idempotency-Key": "retry-1"}
+    crash_id, _ = keys["crash"]
+
+    async def retried():
+        async with httpx.AsyncClient(timeout=300) as http:
+            first = await _post(http, replicas[0], headers)
+            again = await _post(http, replicas[1], headers)
+            bad = await _post(http, replicas[1], {**headers, "Idempotency-Key": "two words"})
+            async with http.stream("POST", f"{replicas[1].base_url}/v1/chat/completions", headers=headers,
+                                   json={"messages": PROMPT, "max_tokens": MAX_TOKENS, "stream": True}) as stream:
+                events = [line async for line in stream.aiter_lines() if line.startswith("data: ")]
+            return first, again, bad, events
+
+    first, again, bad, events = asyncio.run(retried())
+    assert first.status_code == again.status_code == 200 and again.json() == first.json()
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "Idempotency-Key"
+    assert events[-1] == "data: [DONE]" and first.json()["id"] in events[0]
+    _, rows, audit, _ = _books(location, crash_id)
+    assert audit == {} and [r["completion_id"] for r in rows] == [first.json()["id"]]
+
+
 def test_a_sigkilled_replicas_hold_expires_and_nothing_is_lost(cluster):
     location, keys, replicas = cluster
     doomed, survivor = replicas
@@ -139,6 +162,7 @@ def test_a_sigkilled_replicas_hold_expires_and_nothing_is_lost(cluster):
                         break
             return done.json()["id"]
 
+    earlier = {r["completion_id"] for r in _books(location, key_id)[1]}
     completed_id = asyncio.run(kill_mid_stream())
     doomed.process.wait(30)
     _, _, audit, reserved = _books(location, key_id)
@@ -149,8 +173,8 @@ def test_a_sigkilled_replicas_hold_expires_and_nothing_is_lost(cluster):
         time.sleep(0.5)
         _, _, audit, reserved = _books(location, key_id)
     balance, rows, audit, _ = _books(location, key_id)
-    assert audit == {} and [r["completion_id"] for r in rows] == [completed_id]
-    assert balance == 10_000_000 - rows[0]["cost_micros"]
+    assert audit == {} and {r["completion_id"] for r in rows} == earlier | {completed_id}
+    assert balance == 10_000_000 - sum(r["cost_micros"] for r in rows)
     answer = asyncio.run(_once(survivor, headers))
     assert answer.status_code == 200
     assert _books(location, key_id)[2] == {}

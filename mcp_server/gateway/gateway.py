@@ -29,9 +29,10 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import anyio
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from mcp_server.catalog import ModelCard, Price, find_entry
-from mcp_server.errors import AuthenticationError, ServiceError
+from mcp_server.errors import AuthenticationError, EngineUnavailable, ServiceError
 from mcp_server.gateway.db import Database
 from mcp_server.gateway.idempotency import replay_chunks
 from mcp_server.gateway.keys import KeyRecord, KeyStore
@@ -179,12 +180,12 @@ class Gateway:
             return None
         store = self.store
         if token and store is not None:
-            key = await anyio.to_thread.run_sync(store.authenticate, token)
+            key = await _in_thread(store.authenticate, token)
             if key is not None and key.active:
                 return key
             if key is not None:
                 raise AuthenticationError(f"The API key {key.id} has been revoked.")
-        required = self.api_key is not None or (store is not None and await anyio.to_thread.run_sync(self._closed))
+        required = self.api_key is not None or (store is not None and await _in_thread(self._closed))
         if not required:
             return None
         if not token:
@@ -267,7 +268,7 @@ class Gateway:
     async def _reserve(self, key: KeyRecord | None, amount: int, idempotency_key: str | None) -> Reservation | None:
         if self.ledger is None:
             return None
-        return await anyio.to_thread.run_sync(self.ledger.reserve, key, amount, idempotency_key)
+        return await _in_thread(self.ledger.reserve, key, amount, idempotency_key)
 
     async def _settle(
         self, key: KeyRecord | None, hold: Reservation | None, meter: _Meter, price: Price,
@@ -294,6 +295,21 @@ class Gateway:
         metrics.cached_prompt_tokens.labels(meter.model).inc(meter.cached_tokens)
         metrics.completion_tokens.labels(meter.model).inc(meter.completion_tokens)
         metrics.latency.labels(meter.model).observe(time.monotonic() - meter.started)
+
+
+async def _in_thread(function, *args):
+    """Run a database call in a worker thread; a database that does not answer is 503.
+
+    Raises:
+        EngineUnavailable: the database connection failed (code ``database_unavailable``).
+    """
+    try:
+        return await anyio.to_thread.run_sync(function, *args)
+    except (OperationalError, InterfaceError) as exc:
+        logger.error("the gateway database did not answer: %s", exc.orig)
+        raise EngineUnavailable(
+            "The gateway database did not answer; try again shortly.", code="database_unavailable"
+        ) from None
 
 
 async def _answer(meter: _Meter) -> str:

@@ -60,7 +60,7 @@ from decimal import Decimal
 from typing import Literal
 
 from sqlalchemy import delete, func, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from mcp_server.catalog import Price
 from mcp_server.errors import InsufficientQuota, RequestConflict
@@ -72,6 +72,7 @@ __all__ = ["Ledger", "Reservation", "Status", "Usage", "cost_micros", "replica_i
 
 Status = Literal["completed", "cancelled", "failed"]
 logger = logging.getLogger("chatcap.gateway")
+_SETTLE_TRIES = 5
 
 
 def cost_micros(price: Price, prompt_tokens: int, completion_tokens: int) -> int:
@@ -229,11 +230,31 @@ class Ledger:
             response: the answer as JSON text, kept for idempotent replays (completed
                 requests with an idempotency key only).
 
-        Settling a reservation a second time does nothing.
+        Settling a reservation a second time does nothing. A transaction the database
+        aborts (a lost connection, a deadlock) is tried again, up to 5 times over about 1.5 s.
+
+        Raises:
+            sqlalchemy.exc.OperationalError: the database refused all the tries.
         """
         if hold.settled or hold.replay is not None:
             return
         latency_ms = round((time.monotonic() - hold.started) * 1000)
+        for attempt in range(_SETTLE_TRIES):
+            try:
+                self._settle(hold, usage, response, latency_ms)
+                break
+            except IntegrityError:
+                if attempt == 0:
+                    raise
+                break  # an earlier try committed before its connection was lost
+            except OperationalError as exc:
+                if attempt == _SETTLE_TRIES - 1:
+                    raise
+                logger.warning("settling %s failed (%s); trying again", hold.id, type(exc.orig).__name__)
+                time.sleep(0.1 * 2**attempt)
+        hold.settled = True
+
+    def _settle(self, hold: Reservation, usage: Usage, response: str | None, latency_ms: int) -> None:
         with self.db.transaction() as conn:
             if hold.key_id is not None:
                 released = conn.execute(
@@ -251,7 +272,6 @@ class Ledger:
                 idempotency_key=hold.idempotency_key,
                 response=response if usage.status == "completed" and hold.idempotency_key else None,
             ))
-        hold.settled = True
 
     def renew(self) -> int:
         """Push this replica's holds ``ttl`` seconds ahead; returns how many it holds."""
