@@ -14,10 +14,11 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from sqlalchemy import create_engine
 
 from mcp_server.catalog import Price
 from mcp_server.cli import main
-from mcp_server.errors import InsufficientQuota, InvalidRequest, RateLimited, RequestConflict
+from mcp_server.errors import EngineUnavailable, InsufficientQuota, InvalidRequest, RateLimited, RequestConflict
 from mcp_server.gateway import Gateway, KeyStore, Ledger, RequestLimits, idempotency_key
 from mcp_server.gateway.db import DB_FILE, Database
 from mcp_server.gateway.ledger import Usage
@@ -262,3 +263,21 @@ def test_redis_windows_are_shared_by_replicas_and_exact(redis_server, tmp_path):
     for limiter in limiters:
         limiter.close()
     store.db.close()
+
+
+def test_an_unreachable_database_or_redis_is_503_not_500(tmp_path):
+    from tests.live_server import free_port
+
+    closed = free_port()  # nothing listens there
+    db = Database.open(tmp_path)
+    key, secret = KeyStore(db).create("kim", credit_usd="1", rpm=5)
+    gateway = Gateway(ChatService(FakeEngine()), RequestLimits(), API_PATHS, store=KeyStore(db), price=PRICE)
+    db.engine.dispose()
+    db.engine = create_engine(f"postgresql+psycopg://postgres@127.0.0.1:{closed}/none")
+    with pytest.raises(EngineUnavailable) as hit:
+        asyncio.run(gateway.authenticate(f"Bearer {secret}"))
+    assert hit.value.status_code == 503 and hit.value.code == "database_unavailable"
+    limiter = RedisRateLimiter(f"redis://127.0.0.1:{closed}/0")
+    with pytest.raises(EngineUnavailable, match="Redis"):
+        asyncio.run(limiter.admit(key))
+    limiter.close()
