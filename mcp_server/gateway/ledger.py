@@ -183,7 +183,7 @@ class Ledger:
             return hold
         now = self._clock()
         try:
-            with self.db.transaction() as conn:
+            with self.db.transaction(durable=False) as conn:  # a crash forgets a hold anyway
                 conn.execute(insert(reservations).values(
                     id=hold.id, key_id=key.id, amount_micros=amount_micros, replica=self.replica,
                     idempotency_key=hold.idempotency_key, created_at=now, expires_at=now + self.ttl,
@@ -275,7 +275,7 @@ class Ledger:
 
     def renew(self) -> int:
         """Push this replica's holds ``ttl`` seconds ahead; returns how many it holds."""
-        with self.db.transaction() as conn:
+        with self.db.transaction(durable=False) as conn:
             return conn.execute(
                 update(reservations).where(reservations.c.replica == self.replica)
                 .values(expires_at=self._clock() + self.ttl)
