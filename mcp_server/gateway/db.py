@@ -26,6 +26,7 @@ PostgreSQL re-checks on the locked row, so they stay atomic across any number of
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,9 @@ class Database:
 
     def __init__(self, engine: Engine):
         self.engine = engine
+        # SQLite has one writer; threads of this process queue here rather than in SQLite's
+        # busy handler, which sleeps in steps of milliseconds. Other processes still wait there.
+        self._writer = threading.Lock() if engine.dialect.name == "sqlite" else contextlib.nullcontext()
 
     @property
     def dialect(self) -> str:
@@ -133,7 +137,7 @@ class Database:
                 half of it; the next durable commit makes it durable too). For what a crash
                 may lose anyway: a reservation. PostgreSQL commits every transaction durably.
         """
-        with self.engine.connect() as conn:
+        with self._writer, self.engine.connect() as conn:
             conn.execution_options(**{_WRITE: True})
             sqlite = conn.connection.dbapi_connection if not durable and self.dialect == "sqlite" else None
             if sqlite is not None:  # on the driver's connection: SQLAlchemy would open a transaction
