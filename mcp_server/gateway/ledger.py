@@ -59,7 +59,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Literal
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import BigInteger, Double, delete, func, insert, literal, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from mcp_server.catalog import Price
@@ -181,36 +181,11 @@ class Ledger:
                            idempotency_key if key else None)
         if key is None:
             return hold
-        now = self._clock()
         try:
-            with self.db.transaction(durable=False) as conn:  # a crash forgets a hold anyway
-                conn.execute(insert(reservations).values(
-                    id=hold.id, key_id=key.id, amount_micros=amount_micros, replica=self.replica,
-                    idempotency_key=hold.idempotency_key, created_at=now, expires_at=now + self.ttl,
-                ))
-                if hold.idempotency_key is not None:
-                    stored = conn.execute(
-                        select(ledger.c.response).where(
-                            ledger.c.key_id == key.id, ledger.c.idempotency_key == hold.idempotency_key,
-                            ledger.c.status == "completed", ledger.c.response.is_not(None),
-                        ).limit(1)
-                    ).scalar()
-                    if stored is not None:
-                        raise _Replay(stored)
-                held = conn.execute(
-                    update(keys)
-                    .where(keys.c.id == key.id, keys.c.balance_micros - keys.c.reserved_micros > 0)
-                    .values(reserved_micros=keys.c.reserved_micros + amount_micros)
-                    .returning(keys.c.id)
-                ).first()
-                if held is None:
-                    available = conn.execute(
-                        select(keys.c.balance_micros - keys.c.reserved_micros).where(keys.c.id == key.id)
-                    ).scalar_one()
-                    raise InsufficientQuota(
-                        f"You exceeded your current quota: key {key.id} has ${micros_to_usd(available)} "
-                        "of credit available. Top it up with `chatcap keys top-up`."
-                    )
+            if self.db.dialect == "postgresql" and hold.idempotency_key is None:
+                self._hold_in_one_statement(hold)
+            else:
+                self._hold(hold)
         except _Replay as replay:
             hold.replay, hold.amount_micros = replay.response, 0
         except IntegrityError:
@@ -220,6 +195,41 @@ class Ledger:
                 param="Idempotency-Key",
             ) from None
         return hold
+
+    def _hold(self, hold: Reservation) -> None:
+        """Admission as a transaction: insert the hold, look for a stored answer, take the credit."""
+        now = self._clock()
+        with self.db.transaction(durable=False) as conn:  # a crash forgets a hold anyway
+            conn.execute(insert(reservations).values(
+                id=hold.id, key_id=hold.key_id, amount_micros=hold.amount_micros, replica=self.replica,
+                idempotency_key=hold.idempotency_key, created_at=now, expires_at=now + self.ttl,
+            ))
+            if hold.idempotency_key is not None:
+                stored = conn.execute(
+                    select(ledger.c.response).where(
+                        ledger.c.key_id == hold.key_id, ledger.c.idempotency_key == hold.idempotency_key,
+                        ledger.c.status == "completed", ledger.c.response.is_not(None),
+                    ).limit(1)
+                ).scalar()
+                if stored is not None:
+                    raise _Replay(stored)
+            held = conn.execute(_take_credit(hold)).first()
+            if held is None:
+                _refuse(conn, hold.key_id)
+
+    def _hold_in_one_statement(self, hold: Reservation) -> None:
+        """Admission on PostgreSQL as one statement in autocommit (one round trip):
+        ``WITH held AS (UPDATE keys ... RETURNING id) INSERT INTO reservations SELECT ... FROM held``."""
+        now = self._clock()
+        held = _take_credit(hold).cte("held")
+        values = select(literal(hold.id), held.c.id, literal(hold.amount_micros, BigInteger), literal(self.replica),
+                        literal(now, Double), literal(now + self.ttl, Double))
+        statement = insert(reservations).from_select(
+            ["id", "key_id", "amount_micros", "replica", "created_at", "expires_at"], values
+        ).add_cte(held).returning(reservations.c.id)
+        with self.db.read() as conn:
+            if conn.execute(statement).first() is None:
+                _refuse(conn, hold.key_id)
 
     def settle(self, hold: Reservation, usage: Usage, response: str | None = None) -> None:
         """Release the hold, write the request's row and charge its key, in one transaction.
@@ -255,23 +265,29 @@ class Ledger:
         hold.settled = True
 
     def _settle(self, hold: Reservation, usage: Usage, response: str | None, latency_ms: int) -> None:
+        row = insert(ledger).values(
+            id=hold.id, key_id=hold.key_id, completion_id=usage.completion_id, model=usage.model,
+            prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
+            cost_micros=usage.cost_micros, latency_ms=latency_ms, status=usage.status,
+            error_code=usage.error_code, created_at=self._clock(), replica=self.replica,
+            idempotency_key=hold.idempotency_key,
+            response=response if usage.status == "completed" and hold.idempotency_key else None,
+        )
+        release = delete(reservations).where(reservations.c.id == hold.id).returning(reservations.c.amount_micros)
+        if self.db.dialect == "postgresql":  # one statement in autocommit: one round trip
+            if hold.key_id is not None:
+                released = release.cte("released")
+                charged = _charge(hold.key_id, usage.cost_micros,
+                                  func.coalesce(select(released.c.amount_micros).scalar_subquery(), 0))
+                row = row.add_cte(released).add_cte(charged.returning(keys.c.id).cte("charged"))
+            with self.db.read() as conn:
+                conn.execute(row)
+            return
         with self.db.transaction() as conn:
             if hold.key_id is not None:
-                released = conn.execute(
-                    delete(reservations).where(reservations.c.id == hold.id).returning(reservations.c.amount_micros)
-                ).scalar()  # None: the hold lapsed and a keeper released it
-                conn.execute(update(keys).where(keys.c.id == hold.key_id).values(
-                    balance_micros=keys.c.balance_micros - usage.cost_micros,
-                    reserved_micros=keys.c.reserved_micros - (released or 0),
-                ))
-            conn.execute(insert(ledger).values(
-                id=hold.id, key_id=hold.key_id, completion_id=usage.completion_id, model=usage.model,
-                prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
-                cost_micros=usage.cost_micros, latency_ms=latency_ms, status=usage.status,
-                error_code=usage.error_code, created_at=self._clock(), replica=self.replica,
-                idempotency_key=hold.idempotency_key,
-                response=response if usage.status == "completed" and hold.idempotency_key else None,
-            ))
+                released = conn.execute(release).scalar()  # None: the hold lapsed and a keeper released it
+                conn.execute(_charge(hold.key_id, usage.cost_micros, released or 0))
+            conn.execute(row)
 
     def renew(self) -> int:
         """Push this replica's holds ``ttl`` seconds ahead; returns how many it holds."""
@@ -351,3 +367,33 @@ class Ledger:
             if reserved != held:
                 found[f"{key_id} reserved"] = (reserved, int(held))
         return found
+
+
+def _take_credit(hold: Reservation):
+    """``UPDATE keys`` adding the hold to ``reserved_micros`` while the key has credit available."""
+    return (update(keys)
+            .where(keys.c.id == hold.key_id, keys.c.balance_micros - keys.c.reserved_micros > 0)
+            .values(reserved_micros=keys.c.reserved_micros + hold.amount_micros)
+            .returning(keys.c.id))
+
+
+def _charge(key_id: str, cost_micros: int, released):
+    """``UPDATE keys`` subtracting a settled request's cost and its released hold."""
+    return update(keys).where(keys.c.id == key_id).values(
+        balance_micros=keys.c.balance_micros - cost_micros, reserved_micros=keys.c.reserved_micros - released,
+    )
+
+
+def _refuse(conn, key_id: str) -> None:
+    """Raise the 402 for a key whose available credit is not above zero.
+
+    Raises:
+        InsufficientQuota: always; the message gives the available credit, never the key.
+    """
+    available = conn.execute(
+        select(keys.c.balance_micros - keys.c.reserved_micros).where(keys.c.id == key_id)
+    ).scalar_one()
+    raise InsufficientQuota(
+        f"You exceeded your current quota: key {key_id} has ${micros_to_usd(available)} "
+        "of credit available. Top it up with `chatcap keys top-up`."
+    )
