@@ -18,12 +18,12 @@ The billing rule:
    of prompt plus ``n * max_tokens`` completion tokens (the context when ``max_tokens`` is
    unset). Check and hold are one statement on the key's row (``UPDATE keys SET
    reserved_micros = reserved_micros + :cost WHERE id = :key AND balance_micros -
-   reserved_micros > 0 RETURNING ...``) in the transaction that inserts the request's row in
-   ``reservations``, so every replica on the database sees every other's holds.
+   reserved_micros > 0 RETURNING ...``) with the ``INSERT`` of the request's ``reservations``
+   row (PostgreSQL: one ``WITH`` statement), so every replica sees every other's holds.
 2. **Settlement.** When the request ends (completed, failed, or cancelled by its client)
-   one transaction deletes its reservation, inserts its ledger row, subtracts its real cost
-   from the balance and its hold from ``reserved_micros``. A request cut short pays for the
-   tokens it got.
+   one transaction (PostgreSQL: one statement) deletes its reservation, inserts its ledger
+   row, subtracts its real cost from the balance and its hold from ``reserved_micros``. A
+   request cut short pays for the tokens it got.
 3. **Consequences.** The last request admitted saw available credit > 0 and costs at most
    its reservation, so a balance never goes below minus one request's maximum cost,
    whatever the number of replicas. Every reservation is its own row, keyed by the request
