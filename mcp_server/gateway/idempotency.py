@@ -20,11 +20,13 @@ Keys are 1 to 255 printable ASCII characters.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from mcp_server.errors import InvalidRequest
+from mcp_server.protocol.chunks import drain
 
-__all__ = ["HEADERS", "MAX_LENGTH", "idempotency_key", "replay_chunks"]
+__all__ = ["HEADERS", "MAX_LENGTH", "idempotency_key", "replay_chunks", "stored_answer"]
 
 HEADERS = (b"idempotency-key", b"x-request-id")
 MAX_LENGTH = 255
@@ -80,3 +82,16 @@ def replay_chunks(completion: dict[str, Any], include_usage: bool) -> list[dict[
     if include_usage:
         chunks.append({**meta, "choices": [], "usage": completion["usage"]})
     return chunks
+
+
+async def stored_answer(chunks: list[dict[str, Any]], usage: dict[str, Any]) -> str:
+    """A completed request's answer as the ledger keeps it for replays: the chunks it sent,
+    drained into one ``chat.completion``, with its ``usage`` (compact JSON text)."""
+
+    async def sent():
+        for chunk in chunks:
+            yield chunk
+
+    completion = await drain(sent())
+    completion["usage"] = usage
+    return json.dumps(completion, separators=(",", ":"))
