@@ -180,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument(
         "--check", action="store_true", help="exit 1 if a committed artifact is stale (default: write them)"
     )
-    add_keys_parser(commands, os.environ.get(f"{ENV_PREFIX}DATA_DIR"))
+    add_keys_parser(commands, os.environ.get(f"{ENV_PREFIX}DATA_DIR"), os.environ.get(f"{ENV_PREFIX}DATABASE_URL"))
     return parser
 
 

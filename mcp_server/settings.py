@@ -32,6 +32,18 @@ def _price(text: str) -> tuple[float, float]:
     return prompt, completion
 
 
+def _positive(text: str) -> float:
+    """A number of seconds above zero.
+
+    Raises:
+        ValueError: not a number, or not above zero.
+    """
+    value = float(text)
+    if not value > 0:
+        raise ValueError(f"must be above 0, not {text}")
+    return value
+
+
 def _names(text: str) -> tuple[str, ...]:
     """``"a, b"`` -> ``("a", "b")``."""
     return tuple(name.strip() for name in text.split(",") if name.strip())
@@ -146,6 +158,12 @@ class Settings:
         log_level: the logging level name.
         data_dir: the gateway's directory (API keys, credit, usage ledger); None runs
             without keys or ledger.
+        database_url: the gateway's database instead of ``<data_dir>/chatcap.db``: a
+            ``postgresql://`` URL (psycopg 3), shared by every replica; None uses ``data_dir``.
+        redis_url: share the RPM/TPM windows between replicas through this Redis; None keeps
+            them in each process (a limit then multiplies by the number of replicas).
+        reservation_ttl: seconds a running request's credit hold outlives the last renewal
+            by its replica (renewed every third of it), so a dead replica's holds are freed.
         allow_unauthenticated: once every key in ``data_dir`` is revoked, let callers in
             without a key (by default a data directory that has held keys stays closed).
         mcp_max_sessions_per_client: open MCP sessions (streamable HTTP) one API key, or one
@@ -240,6 +258,17 @@ class Settings:
     )
     log_level: str = _flag("info", "logging level", scope="server")
     data_dir: Path | None = _flag(None, "API keys and usage ledger live here (default: none, so no keys and no ledger)", parse=Path, group="gateway")
+    database_url: str | None = _flag(
+        None, "keys, credit and ledger in this database (postgresql://...) instead of the data dir's "
+        "(default: none; the value is not shown, it may hold a password)", group="gateway",
+    )
+    redis_url: str | None = _flag(
+        None, "share RPM/TPM windows between replicas through this Redis "
+        "(default: none, each process counts alone; the value is not shown)", group="gateway",
+    )
+    reservation_ttl: float = _flag(
+        30.0, "seconds a request's credit hold outlives its replica's last renewal", parse=_positive, group="gateway"
+    )
     allow_unauthenticated: bool = _flag(
         False, "let callers in without a key once every key in --data-dir is revoked", switch=True, group="gateway"
     )

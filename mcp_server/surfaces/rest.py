@@ -19,7 +19,7 @@ from starlette.routing import Route
 
 from mcp_server.capability.schemas import openapi_document
 from mcp_server.errors import InvalidRequest, ServiceError
-from mcp_server.gateway import Gateway, request_key, request_tenant
+from mcp_server.gateway import Gateway, idempotency_key, request_key, request_tenant
 from mcp_server.gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from mcp_server.generate.skill import SkillCatalog
 from mcp_server.protocol.request import parse_request
@@ -106,10 +106,10 @@ def rest_routes(gateway: Gateway, paths: dict[str, str], skills: SkillCatalog, s
 
     async def create_chat_completion(request: Request) -> Response:
         chat = parse_request(await _json_body(request))
-        key, tenant = request_key(request), request_tenant(request)
+        key, tenant, once = request_key(request), request_tenant(request), idempotency_key(request.headers.raw)
         if not chat.stream:
-            return JSONResponse(await gateway.complete(chat, key=key, tenant=tenant))
-        chunks = gateway.stream(chat, key=key, tenant=tenant)
+            return JSONResponse(await gateway.complete(chat, key=key, tenant=tenant, idempotency_key=once))
+        chunks = gateway.stream(chat, key=key, tenant=tenant, idempotency_key=once)
         first = await anext(chunks)  # raises before any byte is sent
 
         async def replay():
