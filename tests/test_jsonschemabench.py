@@ -19,8 +19,13 @@ spec.loader.exec_module(bench)
 
 
 @pytest.fixture(scope="module")
-def stats(tokenizer):
-    return bench.evaluate(bench.XGrammarBackend(tokenizer), tokenizer, sorted(bench.DATA.glob("*.json")))
+def stats(tokenizer, xgrammar_backend):
+    return bench.evaluate(xgrammar_backend, tokenizer, sorted(bench.DATA.glob("*.json")))
+
+
+@pytest.fixture(scope="module")
+def llguidance_stats(tokenizer, llguidance_backend):
+    return bench.evaluate(llguidance_backend, tokenizer, sorted(bench.DATA.glob("*.json")))
 
 
 def test_every_schema_compiles_or_is_rejected(stats):

@@ -1,4 +1,4 @@
-"""The embedded engine: llama.cpp or transformers, plus xgrammar, in this process, with continuous batching.
+"""The embedded engine: llama.cpp or transformers, plus a grammar backend, in this process, with continuous batching.
 
 Usage::
 
@@ -11,7 +11,8 @@ Usage::
 The model runs on one scheduler thread (:mod:`.scheduler`) through a runner
 (:mod:`.runners`: llama.cpp for GGUF files on the CPU, torch otherwise); ``generate``
 prepares the sequence (tokenizing and grammar compiling on worker threads, off the event
-loop) and waits for its deltas. The engine needs anyio's
+loop) and waits for its deltas. On the llama.cpp runner nothing imports torch (sampling is
+numpy, :mod:`.sampling`; the default grammar backend is llguidance). The engine needs anyio's
 asyncio backend (the thread hands results over with ``loop.call_soon_threadsafe``).
 """
 
@@ -26,11 +27,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import torch
+import numpy as np
 
 from mcp_server.catalog import ModelCard, default_entry, find_entry, load_catalog
 from mcp_server.engines.base import GenerationDelta, GenerationRequest
 from mcp_server.engines.embedded.decoding import check_catalog
+from mcp_server.engines.embedded.decoding.backends import DEFAULT_GRAMMAR_BACKEND, GRAMMAR_BACKENDS, make_backend
 from mcp_server.engines.embedded.decoding.toolcalls import (
     GrammarProvider as ToolGrammarProvider,
 )
@@ -53,6 +55,7 @@ from mcp_server.engines.embedded.runners.llamacpp import (
     DEFAULT_MAX_BATCH_SIZE as LLAMACPP_MAX_BATCH_SIZE,
 )
 from mcp_server.engines.embedded.runners.repack import REPACK_MODES
+from mcp_server.engines.embedded.sampling import new_generator
 from mcp_server.engines.embedded.scheduler import Scheduler, Sequence
 from mcp_server.engines.embedded.textstream import TextStream
 from mcp_server.errors import EngineUnavailable, InvalidRequest, ServiceError
@@ -65,7 +68,7 @@ __all__ = ["EmbeddedEngine", "GrammarProvider"]
 logger = logging.getLogger(__name__)
 
 GrammarProvider = Callable[[GenerationRequest, Any], Any]
-"""``(request, tokenizer) -> xgrammar.CompiledGrammar | None``; may raise InvalidRequest."""
+"""``(request, tokenizer) -> compiled grammar of the engine's grammar backend | None``; may raise InvalidRequest."""
 
 
 class EmbeddedEngine:
@@ -102,22 +105,23 @@ class EmbeddedEngine:
             ``q8_0`` or ``f16``.
         repack: llama.cpp runner: weight repacking for AMX, ``auto``, ``on`` or ``off``
             (:func:`.runners.repack.resolve_repack`).
+        grammar_backend: ``llguidance`` (default) or ``xgrammar`` (SGLang's
+            ``--grammar-backend``; :mod:`.decoding.backends`).
 
     Raises:
         InvalidRequest: ``max_batch_size`` or ``threads`` below 1 (param
             ``max_running_requests``, ``threads``), an unknown or impossible runner
             (param ``runner``), or a KV cache type or repacking mode that is unknown or
-            given to the torch runner (param ``kv_cache_dtype``, ``repack``).
+            given to the torch runner (param ``kv_cache_dtype``, ``repack``), an unknown
+            grammar backend (param ``grammar_backend``).
 
     Attributes:
         runner: the :class:`.runners.ModelRunner` (None before :meth:`start`).
         model: the transformers model on the torch runner, else None.
         tokenizer: its tokenizer (None before :meth:`start`).
-        tokenizer_info: the ``xgrammar.TokenizerInfo`` for the model's vocabulary.
-        grammar_compiler: a shared ``xgrammar.GrammarCompiler`` (its own cache is off; the
-            grammar provider caches).
+        grammar_backend: the :class:`.decoding.backends.GrammarBackend` (None before :meth:`start`).
         grammar_provider: the grammar provider; may be set after construction, e.g. once
-            :meth:`start` has built ``grammar_compiler``.
+            :meth:`start` has built ``grammar_backend``.
     """
 
     def __init__(
@@ -136,6 +140,7 @@ class EmbeddedEngine:
         prefix_cache: bool = True,
         kv_cache_dtype: str = "auto",
         repack: str = "auto",
+        grammar_backend: str = DEFAULT_GRAMMAR_BACKEND,
     ):
         if max_batch_size is not None and max_batch_size < 1:
             raise InvalidRequest("max_running_requests must be at least 1.", param="max_running_requests")
@@ -155,6 +160,12 @@ class EmbeddedEngine:
         check_llamacpp_option(self._runner_name, "kv_cache_dtype", kv_cache_dtype, ("auto", *KV_CACHE_DTYPES))
         self._kv_cache_dtype = DEFAULT_KV_CACHE_DTYPE if kv_cache_dtype == "auto" else kv_cache_dtype
         self._repack = check_llamacpp_option(self._runner_name, "repack", repack, REPACK_MODES)
+        if grammar_backend not in GRAMMAR_BACKENDS:
+            raise InvalidRequest(
+                f"Unknown grammar backend {grammar_backend!r}; valid: {', '.join(GRAMMAR_BACKENDS)}.",
+                param="grammar_backend",
+            )
+        self._grammar_backend_name = grammar_backend
         check_catalog(load_catalog())
         entry = default_entry() if model_path is None else find_entry(model_path)
         self._card = ModelCard(
@@ -169,8 +180,7 @@ class EmbeddedEngine:
         self.runner: ModelRunner | None = None
         self.model: Any = None
         self.tokenizer: Any = None
-        self.tokenizer_info: Any = None
-        self.grammar_compiler: Any = None
+        self.grammar_backend: Any = None
 
     @classmethod
     def from_settings(cls, settings: Settings, grammar_provider: GrammarProvider | None = None) -> EmbeddedEngine:
@@ -190,6 +200,7 @@ class EmbeddedEngine:
             prefix_cache=not settings.disable_prefix_cache,
             kv_cache_dtype=settings.kv_cache_dtype,
             repack=settings.repack,
+            grammar_backend=settings.grammar_backend,
         )
 
     @property
@@ -215,22 +226,20 @@ class EmbeddedEngine:
         """
         if self._scheduler is not None:
             return
-        import xgrammar
-
         self.runner, self.tokenizer = await anyio.to_thread.run_sync(self._load)
         self.model = getattr(self.runner, "model", None)
-        vocab_size = self.runner.vocab_size
-        self.tokenizer_info = xgrammar.TokenizerInfo.from_huggingface(self.tokenizer, vocab_size=vocab_size)
-        # The provider's GrammarCache is the one cache (bounded by count and bytes); xgrammar's
-        # own would grow without bound and keep grammars whose compilation timed out.
-        self.grammar_compiler = xgrammar.GrammarCompiler(
-            self.tokenizer_info, max_threads=self._threads, cache_enabled=False
+        self.grammar_backend = await anyio.to_thread.run_sync(
+            make_backend,
+            self._grammar_backend_name,
+            self.tokenizer,
+            self.runner.vocab_size,
+            self._eos_ids(),
+            self._threads,
         )
         if self.grammar_provider is None:
-            self.grammar_provider = ToolGrammarProvider(self.grammar_compiler, self._card.tool_call_format)
+            self.grammar_provider = ToolGrammarProvider(self.grammar_backend, self._card.tool_call_format)
         self._card = replace(self._card, context_length=self.runner.context_length, backend=self.runner.backend)
-        vocab = [bytes(token) for token in self.tokenizer_info.decoded_vocab]
-        self._scheduler = Scheduler(self.runner, self._eos_ids(), self._max_batch_size, vocab)
+        self._scheduler = Scheduler(self.runner, self._eos_ids(), self._max_batch_size, self.grammar_backend.vocab)
         self._scheduler.start()
         deterministic = self._runner_name == "llamacpp" or self._deterministic
         logger.info(
@@ -308,7 +317,7 @@ class EmbeddedEngine:
             sampling=request.sampling,
             text=TextStream(self._decode, request.stop),
             emit=partial(asyncio.get_running_loop().call_soon_threadsafe, queue.put_nowait),
-            generator=_generator(request.sampling.seed),
+            generator=new_generator(request.sampling.seed),
             matcher=matcher,
             counts=self._counts(request),
             top_logprobs=request.top_logprobs if request.logprobs else None,
@@ -361,15 +370,13 @@ class EmbeddedEngine:
         compiled = self.grammar_provider(request, self.tokenizer)
         if compiled is None:
             return None
-        import xgrammar
+        return self.grammar_backend.matcher(compiled)
 
-        return xgrammar.GrammarMatcher(compiled)
-
-    def _counts(self, request: GenerationRequest) -> torch.Tensor | None:
+    def _counts(self, request: GenerationRequest) -> np.ndarray | None:
         sampling = request.sampling
         if sampling.presence_penalty == 0 and sampling.frequency_penalty == 0:
             return None
-        return torch.zeros(self.runner.vocab_size)
+        return np.zeros(self.runner.vocab_size, dtype=np.float32)
 
     def _decode(self, token_ids: list[int]) -> str:
         return self.tokenizer.decode(token_ids, skip_special_tokens=True)
@@ -379,12 +386,3 @@ class EmbeddedEngine:
         if self.tokenizer.eos_token_id is not None:
             ids.add(self.tokenizer.eos_token_id)
         return ids
-
-
-def _generator(seed: int | None) -> torch.Generator:
-    generator = torch.Generator()
-    if seed is None:
-        generator.seed()
-    else:
-        generator.manual_seed(seed)
-    return generator

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
-import torch
+import numpy as np
 
 from mcp_server.engines.base import (
     FinishReason,
@@ -26,8 +26,10 @@ from mcp_server.engines.base import (
     SamplingParams,
     TokenLogprob,
 )
+from mcp_server.engines.embedded.decoding.backends import allocate_bitmask, fill_masks
 from mcp_server.engines.embedded.runners import ModelRunner
 from mcp_server.engines.embedded.sampling import (
+    apply_bitmask,
     apply_penalties,
     draw_uniforms,
     sample,
@@ -52,8 +54,8 @@ class Sequence:
         text: detokenizer and stop-string filter.
         emit: thread-safe callback taking a :class:`GenerationDelta` or a
             :class:`ServiceError`; called from the scheduler thread.
-        generator: this sequence's random source.
-        matcher: an ``xgrammar.GrammarMatcher`` constraining the output, or None.
+        generator: this sequence's random source (:func:`.sampling.new_generator`).
+        matcher: a :class:`.decoding.backends.GrammarMatcher` constraining the output, or None.
         counts: float32 ``[V]`` generated-token counts when a penalty is set, else None.
         top_logprobs: when the request asked for ``logprobs``, how many alternatives
             (0..20) to report with each token's log-probability; None when it did not.
@@ -70,9 +72,9 @@ class Sequence:
     sampling: SamplingParams
     text: TextStream
     emit: Callable[[GenerationDelta | ServiceError], None]
-    generator: torch.Generator
+    generator: np.random.Generator
     matcher: Any = None
-    counts: torch.Tensor | None = None
+    counts: np.ndarray | None = None
     top_logprobs: int | None = None
     completion_tokens: int = 0
     last_token: int = -1
@@ -90,7 +92,7 @@ class Scheduler:
             ``max_batch_size`` sequences. Only this thread calls it once started.
         eos_ids: token ids that end a sequence with finish_reason ``stop``.
         max_batch_size: most sequences decoded together; others wait their turn.
-        vocab: each token id's raw bytes (``xgrammar.TokenizerInfo.decoded_vocab``), for
+        vocab: each token id's raw bytes (the grammar backend's ``vocab``), for
             log-probability entries; ids beyond it read as ``b""``.
     """
 
@@ -149,17 +151,16 @@ class Scheduler:
         self._runner.clear()
 
     def _run(self) -> None:
-        with torch.inference_mode():
-            while (admitted := self._wait_for_work()) is not None:
-                for sequence in admitted:
-                    self._admit(sequence)
-                try:
-                    self._decode()
-                except Exception:
-                    logger.exception("Decode step failed for %d sequences", len(self._rows))
-                    self._fail(self._rows, EngineUnavailable("The model failed while generating."))
-                    self._rows = []
-                    self._runner.clear()
+        while (admitted := self._wait_for_work()) is not None:
+            for sequence in admitted:
+                self._admit(sequence)
+            try:
+                self._decode()
+            except Exception:
+                logger.exception("Decode step failed for %d sequences", len(self._rows))
+                self._fail(self._rows, EngineUnavailable("The model failed while generating."))
+                self._rows = []
+                self._runner.clear()
 
     def _wait_for_work(self) -> list[Sequence] | None:
         """Block until there is something to do; return the sequences to admit, None to stop."""
@@ -219,7 +220,7 @@ class Scheduler:
                     self._runner.release(seq.slot)
             self._rows = [self._rows[i] for i in rows]
 
-    def _choose(self, rows: list[Sequence], logits: torch.Tensor) -> tuple[list[int], list[TokenLogprob | None]]:
+    def _choose(self, rows: list[Sequence], logits: np.ndarray) -> tuple[list[int], list[TokenLogprob | None]]:
         """Apply penalties and grammars to ``logits`` (``[B, V]``, in place) and pick tokens.
 
         Returns:
@@ -231,28 +232,30 @@ class Scheduler:
             subset = logits[penalized]
             apply_penalties(
                 subset,
-                torch.stack([rows[i].counts for i in penalized]),
-                torch.tensor([rows[i].sampling.presence_penalty for i in penalized]),
-                torch.tensor([rows[i].sampling.frequency_penalty for i in penalized]),
+                np.stack([rows[i].counts for i in penalized]),
+                np.array([rows[i].sampling.presence_penalty for i in penalized], dtype=np.float32),
+                np.array([rows[i].sampling.frequency_penalty for i in penalized], dtype=np.float32),
             )
             logits[penalized] = subset
         constrained = [i for i, seq in enumerate(rows) if seq.matcher is not None]
         if constrained:
-            import xgrammar
-
-            bitmask = xgrammar.allocate_token_bitmask(len(rows), self._vocab_size)
-            for i in constrained:
-                rows[i].matcher.fill_next_token_bitmask(bitmask, i)
-            xgrammar.apply_token_bitmask_inplace(logits, bitmask, indices=constrained)
+            bitmask = allocate_bitmask(len(constrained), self._vocab_size)
+            fill_masks([(rows[i].matcher, k) for k, i in enumerate(constrained)], bitmask)
+            if len(constrained) == len(rows):
+                apply_bitmask(logits, bitmask)
+            else:
+                subset = logits[constrained]
+                apply_bitmask(subset, bitmask)
+                logits[constrained] = subset
         params = [seq.sampling for seq in rows]
         sampled = [seq.generator for seq in rows if seq.sampling.temperature > 0]
-        uniforms = torch.zeros(len(rows))
+        uniforms = np.zeros(len(rows))
         if sampled:
             uniforms[[i for i, p in enumerate(params) if p.temperature > 0]] = draw_uniforms(sampled)
         tokens = sample(logits, params, uniforms)
         return tokens.tolist(), self._logprobs(rows, logits, tokens)
 
-    def _logprobs(self, rows: list[Sequence], logits: torch.Tensor, tokens: torch.Tensor) -> list[TokenLogprob | None]:
+    def _logprobs(self, rows: list[Sequence], logits: np.ndarray, tokens: np.ndarray) -> list[TokenLogprob | None]:
         """The log-probability entries of the rows that asked, from the logits they were drawn from.
 
         See :func:`.sampling.token_logprobs`: the penalized, grammar-masked logits over the
@@ -265,7 +268,7 @@ class Scheduler:
         if not asked:
             return entries
         k = max(rows[i].top_logprobs for i in asked)
-        temperatures = torch.tensor([rows[i].sampling.temperature for i in asked])
+        temperatures = np.array([rows[i].sampling.temperature for i in asked], dtype=np.float32)
         chosen, values, ids = token_logprobs(logits[asked], temperatures, tokens[asked], k)
         for j, i in enumerate(asked):
             n = rows[i].top_logprobs
@@ -291,7 +294,7 @@ class Scheduler:
         sequence.last_token = token
         if sequence.counts is not None:
             sequence.counts[token] += 1
-        if sequence.matcher is not None and not sequence.matcher.accept_token(token):
+        if sequence.matcher is not None and not sequence.matcher.accept(token):
             logger.error("The grammar rejected token %d it had allowed", token)
             self._fail([sequence], ServiceError("Constrained decoding produced a token its grammar rejects."))
             return True

@@ -1,14 +1,16 @@
-"""``response_format`` and JSON Schemas -> xgrammar grammars, plus the final output check.
+"""``response_format`` and JSON Schemas -> grammars, plus the final output check.
 
-The engine constrains decoding with an xgrammar grammar so that output is valid by
+The engine constrains decoding with a grammar (:mod:`.backends`) so that output is valid by
 construction. This module owns the JSON Schema side of that:
 
-* :func:`check_schema` rejects schemas whose meaning the grammar engine (xgrammar 0.2.9)
-  cannot enforce, naming the keyword and its JSON Pointer in the schema;
+* :func:`check_meta_schema` checks a schema against its meta-schema (both backends);
+* :func:`check_schema` rejects schemas whose meaning xgrammar 0.2.9 (the ``xgrammar``
+  backend) cannot enforce, naming the keyword and its JSON Pointer in the schema (the
+  ``llguidance`` backend reports the keywords it cannot enforce itself);
 * :func:`compile_response_format` turns an OpenAI ``response_format`` into a compiled
-  grammar (cached in a bounded :class:`~.grammar_cache.GrammarCache`);
-* :func:`schema_ebnf` gives the same grammar as EBNF text, for embedding tool arguments
-  in a structural tag (see :mod:`mcp_server.engines.embedded.decoding.toolcalls`);
+  grammar of the chosen backend (cached in a bounded :class:`~.grammar_cache.GrammarCache`);
+* :func:`schema_ebnf` gives the same grammar as xgrammar EBNF text, for embedding tool
+  arguments in an xgrammar structural tag (:mod:`.backends.xgrammar_backend`);
 * :func:`validate_output` re-checks finished output with ``jsonschema``, so a sequence that
   stops without matching its schema is never reported as a success.
 
@@ -54,11 +56,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import jsonschema
-import xgrammar
 
 from mcp_server.errors import InvalidRequest, ServiceError
 
 if TYPE_CHECKING:
+    from mcp_server.engines.embedded.decoding.backends import GrammarBackend
     from mcp_server.engines.embedded.decoding.grammar_cache import GrammarCache
 
 __all__ = [
@@ -66,6 +68,8 @@ __all__ = [
     "SCHEMA_PARAM",
     "SUPPORTED_FORMATS",
     "UNSUPPORTED",
+    "XGRAMMAR_OPTIONS",
+    "check_meta_schema",
     "check_schema",
     "compile_response_format",
     "reject_on_failure",
@@ -100,7 +104,8 @@ _SCHEMA_MAPS = ("properties", "$defs", "definitions")
 _SCHEMA_LISTS = ("prefixItems", "anyOf", "oneOf", "allOf")
 _SCHEMA_VALUES = ("additionalProperties", "items")
 _LOOKAROUND = re.compile(r"\(\?<?[=!]")
-_OPTIONS = {"any_whitespace": False, "separators": JSON_SEPARATORS, "strict_mode": True}
+XGRAMMAR_OPTIONS = {"any_whitespace": False, "separators": JSON_SEPARATORS, "strict_mode": True}
+"""xgrammar's JSON Schema options: compact output, and no properties or items the schema does not declare."""
 _XGRAMMAR_LOCATION = re.compile(r"^\[[^\]]*\]\s*\S+:\d+:\s*")
 
 
@@ -117,12 +122,21 @@ def check_schema(schema: Any, param: str = SCHEMA_PARAM) -> None:
     Raises:
         InvalidRequest: naming the keyword and its JSON Pointer in the schema.
     """
+    check_meta_schema(schema, param)
+    _check_node(schema, "", schema, param)
+
+
+def check_meta_schema(schema: Any, param: str = SCHEMA_PARAM) -> None:
+    """Check a JSON Schema against its meta-schema (``$schema``, default 2020-12).
+
+    Raises:
+        InvalidRequest: naming the JSON Pointer of the first violation.
+    """
     try:
         jsonschema.validators.validator_for(schema).check_schema(schema)
     except jsonschema.SchemaError as exc:
         pointer = "".join(f"/{p}" for p in exc.path)
         raise InvalidRequest(f"invalid JSON Schema at '{pointer or '/'}': {exc.message}", param=param) from None
-    _check_node(schema, "", schema, param)
 
 
 def schema_ebnf(schema: Any, param: str) -> str:
@@ -138,14 +152,16 @@ def schema_ebnf(schema: Any, param: str) -> str:
     Raises:
         InvalidRequest: the schema is unsupported or does not compile.
     """
+    import xgrammar
+
     check_schema(schema, param)
-    return str(reject_on_failure(lambda: xgrammar.Grammar.from_json_schema(_dumps(schema), **_OPTIONS), param))
+    return str(reject_on_failure(lambda: xgrammar.Grammar.from_json_schema(_dumps(schema), **XGRAMMAR_OPTIONS), param))
 
 
 def compile_response_format(
-    compiler: xgrammar.GrammarCompiler, response_format: dict[str, Any] | None, cache: GrammarCache
-) -> xgrammar.CompiledGrammar | None:
-    """Compile an OpenAI ``response_format`` into a grammar.
+    backend: GrammarBackend, response_format: dict[str, Any] | None, cache: GrammarCache
+) -> Any:
+    """Compile an OpenAI ``response_format`` into a grammar of ``backend`` (None for text).
 
     ``text`` or None: no grammar. ``json_object``: any JSON object. ``json_schema``: the
     schema in ``json_schema.schema`` (missing: any JSON value); ``json_schema.strict`` changes
@@ -165,11 +181,7 @@ def compile_response_format(
     else:
         raise InvalidRequest(f"unknown response_format type {kind!r}", param="response_format.type")
 
-    def build() -> xgrammar.CompiledGrammar:
-        check_schema(schema)
-        return reject_on_failure(lambda: compiler.compile_json_schema(_dumps(schema), **_OPTIONS), SCHEMA_PARAM)
-
-    return cache.get(_dumps(schema), build)
+    return cache.get(_dumps(schema), lambda: backend.compile_json_schema(schema, SCHEMA_PARAM))
 
 
 def validate_output(text: str, response_format: dict[str, Any] | None) -> ServiceError | None:
@@ -206,10 +218,10 @@ def _dumps(value: Any) -> str:
 
 
 def reject_on_failure(convert: Callable[[], Any], param: str) -> Any:
-    """Run an xgrammar conversion or compilation and return its result.
+    """Run a grammar conversion or compilation and return its result.
 
     Raises:
-        InvalidRequest: with ``param``, when xgrammar raises (its location prefix removed).
+        InvalidRequest: with ``param``, when it raises (xgrammar's location prefix removed).
     """
     try:
         return convert()
@@ -284,6 +296,8 @@ def _check_ref(ref: str, root: Any, reject: Callable[[str, str], None]) -> None:
 
 def _check_pattern(pattern: str, reject: Callable[[str, str], None]) -> None:
     """Reject regexes xgrammar ignores in part (lookaround) or cannot convert."""
+    import xgrammar
+
     if _LOOKAROUND.search(pattern):
         reject("pattern", f"{pattern!r} uses lookaround, which is not supported")
     try:

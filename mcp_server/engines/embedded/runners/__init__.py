@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 from typing import Protocol
 
-import torch
+import numpy as np
 
 from mcp_server.errors import InvalidRequest
 
@@ -48,7 +48,7 @@ class ModelRunner(Protocol):
     eos_ids: frozenset[int]
     backend: str
 
-    def prefill(self, prompt_ids: list[int]) -> tuple[int, int, torch.Tensor]:
+    def prefill(self, prompt_ids: list[int]) -> tuple[int, int, np.ndarray]:
         """Read a prompt into a new sequence's cache.
 
         Args:
@@ -59,11 +59,11 @@ class ModelRunner(Protocol):
             :meth:`decode` and :meth:`release`), how many leading prompt tokens were
             found in a cache instead of computed (OpenAI's ``cached_tokens``; 0 for a
             runner without a prefix cache), and the float32 ``[V]`` logits of the last
-            position, on the CPU, owned by the caller.
+            position, a numpy array owned by the caller.
         """
         ...
 
-    def decode(self, slots: list[int], tokens: list[int]) -> torch.Tensor:
+    def decode(self, slots: list[int], tokens: list[int]) -> np.ndarray:
         """Append one token to each sequence in ``slots`` and return the next logits.
 
         Args:
@@ -72,7 +72,7 @@ class ModelRunner(Protocol):
             tokens: the token appended to each, same order.
 
         Returns:
-            float32 ``[len(slots), V]`` CPU logits, owned by the caller.
+            float32 ``[len(slots), V]`` numpy logits, owned by the caller.
         """
         ...
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from mcp_server.engines.embedded.kv_batch import DecodeBatch, use_rowwise_attention
@@ -70,16 +71,18 @@ class TorchRunner:
         self._released: set[int] = set()
         self._next_slot = 0
 
-    def prefill(self, prompt_ids: list[int]) -> tuple[int, int, torch.Tensor]:
+    @torch.inference_mode()
+    def prefill(self, prompt_ids: list[int]) -> tuple[int, int, np.ndarray]:
         """Prefill one prompt alone, with no prefix cache (0 cached tokens); see :class:`.ModelRunner`."""
         self._pin_threads()
         prompt = torch.tensor([prompt_ids], device=self.model.device)
         out = self.model(input_ids=prompt, use_cache=True, logits_to_keep=1)
         slot, self._next_slot = self._next_slot, self._next_slot + 1
         self._fresh[slot] = out.cache
-        return slot, 0, out.logits[0, -1].float().cpu()
+        return slot, 0, out.logits[0, -1].float().cpu().numpy()
 
-    def decode(self, slots: list[int], tokens: list[int]) -> torch.Tensor:
+    @torch.inference_mode()
+    def decode(self, slots: list[int], tokens: list[int]) -> np.ndarray:
         """One step for ``slots``; see :class:`.ModelRunner`.
 
         Raises:
@@ -96,13 +99,15 @@ class TorchRunner:
             self._order.append(slot)
         if self._order != slots:
             raise RuntimeError(f"Rows {slots} do not follow the batch order {self._order}")
-        return self._batch.forward(self.model, torch.tensor(tokens))
+        return self._batch.forward(self.model, torch.tensor(tokens)).float().cpu().numpy()
 
+    @torch.inference_mode()
     def release(self, slot: int) -> None:
         """Drop a sequence; a batched row leaves the cache at the next :meth:`decode`."""
         if self._fresh.pop(slot, None) is None:
             self._released.add(slot)
 
+    @torch.inference_mode()
     def clear(self) -> None:
         """Drop every sequence."""
         self._batch.clear()
