@@ -49,3 +49,12 @@ def test_invalid_instances_never_pass_both_checks(stats):
           f"caught by final check {total.invalid_caught_by_final_check}")  # fmt: skip
     assert total.invalid_rejected_by_grammar + total.invalid_caught_by_final_check == total.invalid == 84
     assert total.invalid_rejected_by_grammar == 84
+
+
+def test_llguidance_refuses_fewer_and_never_lets_an_invalid_instance_through(stats, llguidance_stats):
+    total, xgr = llguidance_stats["ALL"], stats["ALL"]
+    print(f"\nllguidance: compiled {total.compiled}/{total.schemas}, valid accepted {total.valid_accepted}/{total.valid}, "
+          f"invalid rejected {total.invalid_rejected_by_grammar}, caught {total.invalid_caught_by_final_check}")  # fmt: skip
+    assert total.rejected < xgr.rejected
+    assert total.invalid_let_through == 0
+    assert total.valid_accepted == total.valid  # it follows declared order but allows what the schema allows

@@ -44,6 +44,7 @@ from mcp_server.engines.embedded.runners import (
     ModelRunner,
     check_llamacpp_option,
     resolve_runner,
+    return_freed_memory,
     resolve_threads,
 )
 from mcp_server.engines.embedded.runners.llamacpp import (
@@ -238,6 +239,7 @@ class EmbeddedEngine:
         )
         if self.grammar_provider is None:
             self.grammar_provider = ToolGrammarProvider(self.grammar_backend, self._card.tool_call_format)
+        return_freed_memory()
         self._card = replace(self._card, context_length=self.runner.context_length, backend=self.runner.backend)
         self._scheduler = Scheduler(self.runner, self._eos_ids(), self._max_batch_size, self.grammar_backend.vocab)
         self._scheduler.start()
@@ -386,3 +388,4 @@ class EmbeddedEngine:
         if self.tokenizer.eos_token_id is not None:
             ids.add(self.tokenizer.eos_token_id)
         return ids
+
