@@ -35,7 +35,7 @@ On CPUs with AMX the weights are repacked for its tile units (:mod:`.repack`): a
 costs about a third of the plain kernels' at any batch size.
 
 Tokenization stays with the Hugging Face tokenizer (the chat template's ids are fed to
-llama.cpp as they are), so prompts, detokenization and xgrammar's vocabulary are the
+llama.cpp as they are), so prompts, detokenization and the grammar vocabulary are the
 same for both runners.
 """
 
@@ -60,10 +60,10 @@ DEFAULT_CONTEXT_LENGTH = 2048
 """Tokens per sequence when ``--context-length`` is not given: 8 x 2048 tokens of KV cache,
 196 MB at q8_0 (about 12 KB per token for SmolLM2-135M), 363 MB at f16 (23 KB).
 
-Measured resident memory of a process on this runner (SmolLM2-135M Q4_1): ~294 MB for
-Python with transformers' tokenizer and the web stack (before chatcap 0.2 also torch, 193 MB, imported by xgrammar), 46 MB
-of tokenizer, 92 MB of mapped weights (124 MB of copies when repacked for AMX), ~25 MB of
-compute buffer, plus the KV cache."""
+Measured resident memory of a process on this runner (SmolLM2-135M Q4_1, AMX, by stage in
+``benchmarks/bench_serving.py``): ~100 MB for Python, the web stack and transformers'
+tokenizer module (no torch), ~60 MB of tokenizer and llguidance token table, 92 MB of mapped
+weights (124 MB of copies when repacked for AMX), ~25 MB of compute buffer, plus the KV cache."""
 
 KV_CACHE_DTYPES = ("q8_0", "f16")
 """KV cache element types (llama.cpp's ``--cache-type-k/v``), for ``--kv-cache-dtype``."""

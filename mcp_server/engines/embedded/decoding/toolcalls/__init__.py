@@ -2,7 +2,7 @@
 
 The registry is the one table :data:`FAMILIES`; each entry is a
 :class:`~mcp_server.engines.embedded.decoding.toolcalls.format.ToolCallFormat` and provides ``constraint(tools,
-tool_choice, parallel_tool_calls)``; :func:`parse`, :class:`StreamParser` and
+tool_choice, parallel_tool_calls, check_parameters)``; :func:`parse`, :class:`StreamParser` and
 :func:`render_messages` take the entry. :class:`GrammarProvider` is what the engine calls to
 get a request's grammar.
 
