@@ -43,6 +43,7 @@ from mcp_server.engines.embedded.prompt import render_prompt
 from mcp_server.engines.embedded.runners import (
     ModelRunner,
     check_llamacpp_option,
+    limit_malloc_arenas,
     resolve_runner,
     return_freed_memory,
     resolve_threads,
@@ -227,6 +228,7 @@ class EmbeddedEngine:
         """
         if self._scheduler is not None:
             return
+        limit_malloc_arenas()
         self.runner, self.tokenizer = await anyio.to_thread.run_sync(self._load)
         self.model = getattr(self.runner, "model", None)
         self.grammar_backend = await anyio.to_thread.run_sync(
@@ -259,6 +261,7 @@ class EmbeddedEngine:
         if self._runner_name == "llamacpp":
             path = default_gguf_path() if self._model_path is None else Path(self._model_path).expanduser()
             tokenizer = load_tokenizer(self._model_path, Path(self._cache_dir) if self._cache_dir else None)
+            return_freed_memory()  # parsing it left garbage; hand it back before the weights arrive
             try:
                 runner = LlamaCppRunner(
                     path,

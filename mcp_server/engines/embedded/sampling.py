@@ -103,7 +103,8 @@ def _sample_row(logits: np.ndarray, p: SamplingParams, uniform: float) -> int:
     """
     scaled = logits.astype(np.float64) / p.temperature
     k = min(p.top_k or 0, scaled.shape[-1])  # 0 or past the vocabulary: no cut
-    pool = np.argpartition(-scaled, k - 1)[:k] if 0 < k < scaled.shape[-1] else np.flatnonzero(scaled > -np.inf)
+    pool = np.argpartition(-scaled, k - 1)[:k] if 0 < k < scaled.shape[-1] else np.arange(scaled.shape[-1])
+    pool = pool[scaled[pool] > -np.inf]  # banned tokens never enter the walk
     peak = scaled[pool].max()
     weights = np.exp(scaled[pool] - peak)
     total = weights.sum()

@@ -31,6 +31,7 @@ __all__ = [
     "ModelRunner",
     "check_llamacpp_option",
     "default_threads",
+    "limit_malloc_arenas",
     "resolve_runner",
     "resolve_threads",
     "return_freed_memory",
@@ -181,6 +182,19 @@ def check_llamacpp_option(runner: str, param: str, value: str, choices: tuple[st
     if value != "auto" and runner != "llamacpp":
         raise InvalidRequest(f"--{param.replace('_', '-')} applies to the llamacpp runner only.", param=param)
     return value
+
+
+def limit_malloc_arenas(arenas: int = 2) -> None:
+    """Cap glibc's malloc arenas (``mallopt(M_ARENA_MAX)``, as ``MALLOC_ARENA_MAX`` does).
+
+    glibc gives each thread that allocates its own arena of up to 64 MB, and the engine's
+    worker threads (tokenizing, compiling) each leave one partly resident. Call it before
+    those threads start. Does nothing where the C library has no ``mallopt``.
+    """
+    try:
+        ctypes.CDLL(None).mallopt(-8, arenas)  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass
 
 
 def return_freed_memory() -> None:

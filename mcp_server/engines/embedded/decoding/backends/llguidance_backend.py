@@ -100,7 +100,7 @@ class LLGuidanceBackend:
         # Built from the tokenizer's JSON once, to read each token's bytes and which are special;
         # the one kept holds only that table (and calls back into ``tokenizer`` to encode):
         # 27 MB less than keeping llguidance's own copy of the Hugging Face tokenizer.
-        full = llguidance.hf.from_tokenizer(tokenizer, n_vocab=vocab_size, eos_token=sorted(self._eos_ids))
+        full = llguidance.hf.from_tokenizer(tokenizer, n_vocab=vocab_size, eos_token=sorted(self._eos_ids), slices=[])
         self.vocab = [full.decode_bytes([i]) for i in range(vocab_size)]
         special = [i for i in range(vocab_size) if full.is_special_token(i)]
         del full
