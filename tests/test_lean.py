@@ -99,3 +99,19 @@ def test_compilations_past_the_limit_are_stopped_and_free_their_slot_core_and_me
     cache = GrammarCache(compile_timeout=10.0, sizeof=llguidance_backend.size_bytes)
     for schema in HEAVY:
         assert compile_response_format(llguidance_backend, formats(schema), cache) is not None
+
+
+def test_keywords_a_backend_cannot_enforce_are_refused_naming_the_keyword(grammar_backend):
+    import pytest
+
+    from mcp_server.errors import InvalidRequest
+
+    param = "response_format.json_schema.schema"
+    for schema, keyword in (
+        ({"type": "object", "not": {"required": ["a"]}}, "not"),
+        ({"type": "array", "items": {"type": "integer"}, "uniqueItems": True}, "uniqueItems"),
+        ({"type": "string", "format": "idn-hostname"}, "format"),
+    ):
+        with pytest.raises(InvalidRequest) as caught:
+            grammar_backend.compile_json_schema(schema, param)
+        assert f"'{keyword}'" in caught.value.message and caught.value.param == param

@@ -40,6 +40,11 @@ JSON_OPTIONS = {"whitespace_flexible": False, "item_separator": ",", "key_separa
 """llguidance's JSON options: compact output (the same text the xgrammar backend emits)."""
 
 _UNIMPLEMENTED = re.compile(r"Unimplemented keys: \[([^\]]*)\]")
+_KEYWORD = re.compile(
+    r"\b(oneOf|anyOf|allOf|not|if|then|else|dependencies|dependentSchemas|dependentRequired|patternProperties"
+    r"|propertyNames|contains|uniqueItems|unevaluatedProperties|unevaluatedItems|multipleOf|pattern|format"
+    r"|minLength|maxLength|minItems|maxItems|additionalProperties|\$ref)\b"
+)
 
 
 class LLGuidanceMatcher:
@@ -225,12 +230,16 @@ def _dumps(value: Any) -> str:
 
 
 def _refusal(error: str, param: str) -> InvalidRequest:
-    """A 400 for an llguidance error; a keyword it does not implement is named first."""
+    """A 400 for an llguidance error, naming the keyword: one it reports as unimplemented, else
+    the first JSON Schema keyword its message mentions (``Unknown format`` names ``format``)."""
     first = error.strip().splitlines()[0] if error.strip() else "unknown error"
+    keyword = None
     if match := _UNIMPLEMENTED.search(error):
-        keywords = [k.strip().strip('"') for k in match.group(1).split(",") if k.strip()]
-        if keywords:
-            return InvalidRequest(
-                f"JSON Schema keyword '{keywords[0]}' is not supported by constrained decoding ({first})", param=param
-            )
+        keyword = next((k.strip().strip('"') for k in match.group(1).split(",") if k.strip()), None)
+    if keyword is None and (mentioned := _KEYWORD.search(first)):
+        keyword = mentioned.group(1)
+    if keyword is None and "Unknown format" in first:
+        keyword = "format"
+    if keyword is not None:
+        return InvalidRequest(f"JSON Schema keyword '{keyword}' is not supported by constrained decoding ({first})", param=param)
     return InvalidRequest(f"JSON Schema cannot be compiled to a grammar: {first}", param=param)
