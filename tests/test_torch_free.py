@@ -10,7 +10,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 SERVE_ONE = r"""
-import json, sys
+import json, sys, time
 from starlette.testclient import TestClient
 from mcp_server.app import create_app
 from mcp_server.settings import Settings
@@ -19,6 +19,9 @@ schema = {"type": "object", "properties": {"color": {"enum": ["red", "green"]}},
 weather = {"type": "function", "function": {"name": "get_weather",
            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
 with TestClient(create_app(Settings(runner="llamacpp"))) as client:
+    deadline = time.monotonic() + 240  # the model loads in the background; /health says when it is ready
+    while client.get("/health").status_code != 200 and time.monotonic() < deadline:
+        time.sleep(0.2)
     answers = [
         client.post("/v1/chat/completions", json={
             "messages": [{"role": "user", "content": "A color?"}], "max_tokens": 16, "temperature": 0.7, "seed": 1,
