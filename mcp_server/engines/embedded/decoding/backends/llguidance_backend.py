@@ -31,7 +31,7 @@ import llguidance.hf
 import llguidance.numpy
 import numpy as np
 
-from mcp_server.engines.embedded.decoding.constraints import check_meta_schema
+from mcp_server.engines.embedded.decoding.constraints import check_schema
 from mcp_server.errors import InvalidRequest
 
 __all__ = ["JSON_OPTIONS", "LLGuidanceBackend", "LLGuidanceMatcher", "structural_tag_lark"]
@@ -120,7 +120,7 @@ class LLGuidanceBackend:
 
     def compile_json_schema(self, schema: Any, param: str) -> llguidance.LLMatcher:
         """See :class:`.GrammarBackend`."""
-        check_meta_schema(schema, param)
+        check_schema(schema, param, xgrammar_rules=False)
         try:
             grammar = llguidance.LLMatcher.grammar_from_json_schema(_dumps(schema), defaults=JSON_OPTIONS)
         except ValueError as exc:
