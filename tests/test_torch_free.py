@@ -18,7 +18,7 @@ from mcp_server.settings import Settings
 schema = {"type": "object", "properties": {"color": {"enum": ["red", "green"]}}, "required": ["color"]}
 weather = {"type": "function", "function": {"name": "get_weather",
            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
-with TestClient(create_app(Settings(runner="llamacpp"))) as client:
+with TestClient(create_app(Settings(runner="llamacpp")), base_url="http://127.0.0.1:8000") as client:
     deadline = time.monotonic() + 240  # the model loads in the background; /health says when it is ready
     while client.get("/health").status_code != 200 and time.monotonic() < deadline:
         time.sleep(0.2)
