@@ -123,13 +123,16 @@ def test_required_tool_calls_name_a_given_tool_with_valid_arguments(server):
         pair = [tools[i], tools[(i + 1) % len(tools)]]
         offered = {tool["function"]["name"]: tool for tool in pair}
         choice = completion.choices[0]
-        assert choice.message.tool_calls, choice
-        for call in choice.message.tool_calls:
+        if choice.finish_reason == "length":
+            # max_tokens cut: the complete calls only, never a partial one or its markup (README)
+            assert "<tool_call>" not in (choice.message.content or ""), choice
+        else:
+            assert choice.message.tool_calls, choice
+        for call in choice.message.tool_calls or ():
             assert call.function.name in offered
             assert call.id.startswith("call_") and call.type == "function"
-            if choice.finish_reason == "tool_calls":
-                jsonschema.validate(json.loads(call.function.arguments), offered[call.function.name]["function"]["parameters"])
-                finished_calls += 1
+            jsonschema.validate(json.loads(call.function.arguments), offered[call.function.name]["function"]["parameters"])
+            finished_calls += 1
     finishes = Counter(c.choices[0].finish_reason for c in completions)
     print(f"\n{len(tools)} tool requests: {finished_calls} complete calls, finish reasons {dict(finishes)}")
     assert finished_calls >= 5

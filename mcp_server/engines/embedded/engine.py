@@ -36,19 +36,15 @@ from mcp_server.engines.embedded.decoding.backends import DEFAULT_GRAMMAR_BACKEN
 from mcp_server.engines.embedded.decoding.toolcalls import (
     GrammarProvider as ToolGrammarProvider,
 )
-from mcp_server.engines.embedded.decoding.toolcalls import get_family, render_messages
+from mcp_server.engines.embedded.decoding.toolcalls import render_messages
+from mcp_server.engines.embedded.family import PROMPT_TAIL_TOKENS, ServedFamily, check_tools_allowed, keeps_special_tokens
 from mcp_server.engines.embedded.model_check import check_model_path
 from mcp_server.engines.embedded.model_files import load_tokenizer
 from mcp_server.engines.embedded.output import OutputProcessor
 from mcp_server.engines.embedded.progress import Progress
 from mcp_server.engines.embedded.prompt import render_prompt
-from mcp_server.engines.embedded.runners import (
-    ModelRunner,
-    check_llamacpp_option,
-    limit_malloc_arenas,
-    resolve_runner,
-    return_freed_memory,
-    resolve_threads,
+from mcp_server.engines.embedded.runners import (  # fmt: skip
+    ModelRunner, check_llamacpp_option, limit_malloc_arenas, resolve_runner, resolve_threads, return_freed_memory,
 )
 from mcp_server.engines.embedded.runners.llamacpp import (
     DEFAULT_KV_CACHE_DTYPE,
@@ -114,6 +110,8 @@ class EmbeddedEngine:
         grammar_backend: ``llguidance`` (default) or ``xgrammar`` (SGLang's
             ``--grammar-backend``; :mod:`.decoding.backends`).
         chat_template: a Jinja file or a known template's name, replacing the model's own.
+        tool_call_parser, reasoning_parser: the model's formats (family-table names, SGLang's);
+            None: the catalog's, else detected from the chat template (:class:`.family.ServedFamily`).
 
     Raises:
         ModelPathError: ``model_path`` or ``chat_template`` cannot be served
@@ -151,6 +149,8 @@ class EmbeddedEngine:
         repack: str = "auto",
         grammar_backend: str = DEFAULT_GRAMMAR_BACKEND,
         chat_template: str | None = None,
+        tool_call_parser: str | None = None,
+        reasoning_parser: str | None = None,
     ):
         if max_batch_size is not None and max_batch_size < 1:
             raise InvalidRequest("max_running_requests must be at least 1.", param="max_running_requests")
@@ -172,23 +172,20 @@ class EmbeddedEngine:
         self._kv_cache_dtype = DEFAULT_KV_CACHE_DTYPE if kv_cache_dtype == "auto" else kv_cache_dtype
         self._repack = check_llamacpp_option(self._runner_name, "repack", repack, REPACK_MODES)
         if grammar_backend not in GRAMMAR_BACKENDS:
-            raise InvalidRequest(
-                f"Unknown grammar backend {grammar_backend!r}; valid: {', '.join(GRAMMAR_BACKENDS)}.",
-                param="grammar_backend",
-            )
+            raise InvalidRequest(f"Unknown grammar backend {grammar_backend!r}; valid: {', '.join(GRAMMAR_BACKENDS)}.",
+                                 param="grammar_backend")  # fmt: skip
         self._grammar_backend_name = grammar_backend
         names = (served_model_name,) if isinstance(served_model_name, str) else tuple(dict.fromkeys(served_model_name or ()))
         self._ids = names or (checked.name,)
         check_catalog(load_catalog())
         entry = default_entry() if model_path is None else find_entry(model_path)
+        self._family = ServedFamily(tool_call_parser, reasoning_parser, entry)
         self._card = ModelCard(
             id=self._ids[0],
             context_length=context_length or ModelCard.context_length,
-            # Models the catalog does not know get the Hermes format, the most common one.
-            tool_call_format=(entry.embedded_tool_call_format if entry else None) or "hermes",
-            reasoning_parser=entry.reasoning_parser if entry else None,
+            tool_call_format=self._family.tool_call_parser,  # settled in start(): flag, catalog, chat template
+            reasoning_parser=self._family.reasoning_parser,
         )
-        self._tool_format = get_family(self._card.tool_call_format)
         self._scheduler: Scheduler | None = None
         self.runner: ModelRunner | None = None
         self.model: Any = None
@@ -215,6 +212,8 @@ class EmbeddedEngine:
             repack=settings.repack,
             grammar_backend=settings.grammar_backend,
             chat_template=settings.chat_template,
+            tool_call_parser=settings.tool_call_parser,
+            reasoning_parser=settings.reasoning_parser,
         )
 
     @property
@@ -255,14 +254,14 @@ class EmbeddedEngine:
         self.runner, self.tokenizer = self._load()
         if self._chat_template is not None:
             self.tokenizer.chat_template = self._chat_template
+        self._card = self._family.settle(self._card, self.tokenizer)
         self.model = getattr(self.runner, "model", None)
         vocab_size = self.runner.vocab_size
         with Progress(f"Indexing the vocabulary ({vocab_size:,} tokens) for grammar-constrained decoding"):
-            self.grammar_backend = make_backend(
-                self._grammar_backend_name, self.tokenizer, vocab_size, self._eos_ids(), self._threads
-            )
+            backend = make_backend(self._grammar_backend_name, self.tokenizer, vocab_size, self._eos_ids(), self._threads)
+            self.grammar_backend = backend
         if self.grammar_provider is None:
-            self.grammar_provider = ToolGrammarProvider(self.grammar_backend, self._card.tool_call_format)
+            self.grammar_provider = ToolGrammarProvider(self.grammar_backend, self._family.tool_format)
         return_freed_memory()
         self._card = replace(self._card, context_length=self.runner.context_length, backend=self.runner.backend)
         self._scheduler = Scheduler(self.runner, self._eos_ids(), self._max_batch_size, self.grammar_backend.vocab)
@@ -273,7 +272,7 @@ class EmbeddedEngine:
         if self._runner_name == "llamacpp":
             cache_dir = Path(self._cache_dir) if self._cache_dir else None
             tokenizer = load_tokenizer(self._model_path, cache_dir)
-            return_freed_memory()  # parsing it left garbage; hand it back before the weights arrive
+            return_freed_memory()  # parsing it left garbage: back before the weights arrive
             try:
                 runner = LlamaCppRunner(
                     self._path, self._max_batch_size, self._context_length, self._threads, self._prefix_cache,
@@ -314,6 +313,7 @@ class EmbeddedEngine:
         scheduler = self._scheduler
         if scheduler is None:
             raise EngineUnavailable("The engine is not started.")
+        check_tools_allowed(request, self._card.tool_call_format)
         # Tokenizing and compiling take up to seconds: off the event loop, so others go on.
         prompt_ids = await anyio.to_thread.run_sync(self._render, request)
         max_new_tokens = self._max_new_tokens(request, len(prompt_ids))
@@ -326,16 +326,15 @@ class EmbeddedEngine:
             prompt_ids=prompt_ids,
             max_new_tokens=max_new_tokens,
             sampling=request.sampling,
-            text=TextStream(self._decode, request.stop),
+            text=TextStream(partial(self._decode, special=keeps_special_tokens(request, self._card)), request.stop),
             emit=partial(asyncio.get_running_loop().call_soon_threadsafe, queue.put_nowait),
             generator=new_generator(request.sampling.seed),
             matcher=matcher,
             counts=self._counts(request),
             top_logprobs=request.top_logprobs if request.logprobs else None,
         )
-        output = OutputProcessor(
-            request, self._tool_format, self._card.reasoning_parser, stop_hit=lambda: sequence.text.stopped
-        )
+        card, prompt_tail = self._card, self.tokenizer.decode(prompt_ids[-PROMPT_TAIL_TOKENS:])  # opened <think>?
+        output = OutputProcessor(request, card.tool_call_format, card.reasoning_parser, prompt_tail, lambda: sequence.text.stopped)
         scheduler.submit(sequence)
         try:
             while True:
@@ -350,7 +349,7 @@ class EmbeddedEngine:
 
     def _render(self, request: GenerationRequest) -> list[int]:
         tools = request.tools if request.tool_choice != "none" else None
-        return render_prompt(self.tokenizer, render_messages(self._tool_format, request.messages, tools))
+        return render_prompt(self.tokenizer, render_messages(self._family.tool_format, request.messages, tools))
 
     def _max_new_tokens(self, request: GenerationRequest, prompt_tokens: int) -> int:
         left = self.context_length - prompt_tokens
@@ -389,8 +388,8 @@ class EmbeddedEngine:
             return None
         return np.zeros(self.runner.vocab_size, dtype=np.float32)
 
-    def _decode(self, token_ids: list[int]) -> str:
-        return self.tokenizer.decode(token_ids, skip_special_tokens=True)
+    def _decode(self, token_ids: list[int], special: bool = False) -> str:
+        return self.tokenizer.decode(token_ids, skip_special_tokens=not special)
 
     def _eos_ids(self) -> set[int]:
         ids = set(self.runner.eos_ids)

@@ -37,6 +37,7 @@ class GrammarProvider:
     Example::
 
         provider = GrammarProvider(make_backend("llguidance", tokenizer, vocab_size, eos_ids, 1), "hermes")
+        # tool_call_format: a registry name, or a ToolCallFormat (one built from the family table)
         grammar = provider(request, tokenizer)
 
     Attributes:
@@ -45,9 +46,9 @@ class GrammarProvider:
         cache: the compiled-grammar cache.
     """
 
-    def __init__(self, backend: GrammarBackend, tool_call_format: str = "hermes", cache_size: int = 256):
+    def __init__(self, backend: GrammarBackend, tool_call_format: ToolCallFormat | str = "hermes", cache_size: int = 256):
         self.backend = backend
-        self.family = get_family(tool_call_format)
+        self.family = tool_call_format if isinstance(tool_call_format, ToolCallFormat) else get_family(tool_call_format)
         self.cache = GrammarCache(cache_size, sizeof=backend.size_bytes)
 
     def __call__(self, request: GenerationRequest, tokenizer: Any = None) -> Any:
