@@ -57,4 +57,6 @@ def test_llguidance_refuses_fewer_and_never_lets_an_invalid_instance_through(sta
           f"invalid rejected {total.invalid_rejected_by_grammar}, caught {total.invalid_caught_by_final_check}")  # fmt: skip
     assert total.rejected < xgr.rejected
     assert total.invalid_let_through == 0
-    assert total.valid_accepted == total.valid  # it follows declared order but allows what the schema allows
+    # Like xgrammar (strict mode), it never emits undeclared properties: valid instances that
+    # carry some are not accepted.
+    assert total.valid_accepted >= xgr.valid_accepted

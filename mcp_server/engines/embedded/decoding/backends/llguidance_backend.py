@@ -34,7 +34,7 @@ import numpy as np
 from mcp_server.engines.embedded.decoding.constraints import check_schema
 from mcp_server.errors import InvalidRequest
 
-__all__ = ["JSON_OPTIONS", "LLGuidanceBackend", "LLGuidanceMatcher", "structural_tag_lark"]
+__all__ = ["JSON_OPTIONS", "LLGuidanceBackend", "LLGuidanceMatcher", "strict", "structural_tag_lark"]
 
 JSON_OPTIONS = {"whitespace_flexible": False, "item_separator": ",", "key_separator": ":", "lenient": False}
 """llguidance's JSON options: compact output (the same text the xgrammar backend emits)."""
@@ -122,7 +122,7 @@ class LLGuidanceBackend:
         """See :class:`.GrammarBackend`."""
         check_schema(schema, param, xgrammar_rules=False)
         try:
-            grammar = llguidance.LLMatcher.grammar_from_json_schema(_dumps(schema), defaults=JSON_OPTIONS)
+            grammar = llguidance.LLMatcher.grammar_from_json_schema(_dumps(strict(schema)), defaults=JSON_OPTIONS)
         except ValueError as exc:
             raise InvalidRequest(f"JSON Schema cannot be compiled to a grammar: {exc}", param=param) from None
         return self._compile(grammar, param)
@@ -208,13 +208,31 @@ def _tag_rule(tag: dict[str, Any], trigger: str, rules: list[str], index: int) -
     content = tag["content"]
     if content.get("type") != "json_schema":
         raise InvalidRequest(f"structural tag content {content.get('type')!r} is not supported by llguidance", param="tools")
-    schema = content["json_schema"]
+    schema = strict(content["json_schema"])
     body = {**schema, "x-guidance": JSON_OPTIONS} if isinstance(schema, dict) else schema
     end = tag["end"] if isinstance(tag["end"], str) else tag["end"][0]
     name = f"tag_{index}"
     parts = [_lit(tag["begin"][len(trigger) :]), f"%json {_dumps(body)}", _lit(end)]
     rules.append(f"{name}: " + " ".join(p for p in parts if p))
     return name
+
+
+def strict(schema: Any) -> Any:
+    """A copy of ``schema`` in which objects allow no undeclared properties unless the schema
+    says so (``additionalProperties: false`` where no ``additionalProperties``,
+    ``patternProperties`` or ``unevaluatedProperties`` is given): xgrammar's ``strict_mode``
+    and OpenAI's strict mode, which the README promises for both backends. Output stays
+    valid (a subset of what the schema allows); a small model no longer wanders into
+    properties nobody asked for."""
+    if isinstance(schema, list):
+        return [strict(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    node = {key: strict(value) for key, value in schema.items()}
+    is_object = "properties" in node or node.get("type") == "object"
+    if is_object and not {"additionalProperties", "patternProperties", "unevaluatedProperties"} & node.keys():
+        node["additionalProperties"] = False
+    return node
 
 
 def _lit(text: str) -> str:
