@@ -32,18 +32,22 @@ def apply_penalties(logits: np.ndarray, counts: np.ndarray, presence: np.ndarray
     logits -= (counts * frequency[:, None] + (counts > 0) * presence[:, None]).astype(np.float32)
 
 
-def apply_bitmask(logits: np.ndarray, bitmask: np.ndarray) -> None:
+def apply_bitmask(logits: np.ndarray, bitmask: np.ndarray, rows: list[int] | None = None) -> None:
     """Set the logits of the tokens a grammar bans to ``-inf``, in place.
 
     Args:
         logits: float32 ``[B, V]``, no ``+inf``.
-        bitmask: int32 ``[B, ceil(V / 32)]``, bit ``j % 32`` of word ``j // 32`` set when token
+        bitmask: int32 ``[R, ceil(V / 32)]``, bit ``j % 32`` of word ``j // 32`` set when token
             ``j`` is allowed (the layout xgrammar and llguidance fill).
+        rows: the ``R`` rows of ``logits`` the bitmask's rows are for (distinct); None: all.
     """
     # One gather from a 256 x 8 table (0 or -inf per bit of a byte) and one add: 3-4x faster
     # than writing -inf through a boolean index when most tokens are banned (measured, 8 rows).
-    rows, vocab = logits.shape
-    logits += _BYTE_BIAS[bitmask.view(np.uint8)].reshape(rows, -1)[:, :vocab]
+    bias = _BYTE_BIAS[bitmask.view(np.uint8)].reshape(len(bitmask), -1)[:, : logits.shape[1]]
+    if rows is None or len(rows) == len(logits):
+        logits += bias
+    else:
+        logits[rows] += bias
 
 
 _BYTE_BIAS = np.where(

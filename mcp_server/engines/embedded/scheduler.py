@@ -302,12 +302,7 @@ class Scheduler:
         if constrained:
             bitmask = allocate_bitmask(len(constrained), self._vocab_size)
             fill_masks([(rows[i].matcher, k) for k, i in enumerate(constrained)], bitmask)
-            if len(constrained) == len(rows):
-                apply_bitmask(logits, bitmask)
-            else:
-                subset = logits[constrained]
-                apply_bitmask(subset, bitmask)
-                logits[constrained] = subset
+            apply_bitmask(logits, bitmask, constrained)
         params = [seq.sampling for seq in rows]
         sampled = [seq.generator for seq in rows if seq.sampling.temperature > 0]
         uniforms = np.zeros(len(rows))

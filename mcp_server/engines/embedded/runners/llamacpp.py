@@ -55,7 +55,7 @@ import numpy as np
 
 from mcp_server.engines.embedded.model_files import cache_root
 from mcp_server.engines.embedded.progress import Progress
-from mcp_server.engines.embedded.runners.repack import resolve_repack
+from mcp_server.engines.embedded.runners.repack import one_openmp_thread, resolve_repack
 
 __all__ = ["DEFAULT_CONTEXT_LENGTH", "DEFAULT_KV_CACHE_DTYPE", "DEFAULT_MAX_BATCH_SIZE", "KV_CACHE_DTYPES", "LlamaCppRunner"]
 
@@ -153,7 +153,7 @@ class LlamaCppRunner:
         # counts more threads than cores and sleeps at each of ggml's per-node barriers (`omp
         # barrier`) in the decoding thread instead of spinning (measured with 2 threads on 2
         # cores: 33 ms a step for one sequence against 3.5 ms).
-        _one_openmp_thread()
+        one_openmp_thread()
         lib.llama_backend_init()
         model_params = lib.llama_model_default_params()
         self.repacked = resolve_repack(repack, gguf_path, threads, cache_dir or cache_root())
@@ -386,18 +386,6 @@ class LlamaCppRunner:
             pointer = self._lib.llama_get_logits_ith(self._ctx, i if rows > 1 else -1)
             out[i] = np.ctypeslib.as_array(ctypes.cast(pointer, ctypes.POINTER(ctypes.c_float)), shape=(self.vocab_size,))
         return out
-
-
-def _one_openmp_thread() -> None:
-    """``omp_set_num_threads(1)`` for the calling thread, through the libgomp llama.cpp loaded.
-
-    Without torch in the process this is the only way to set it; a missing libgomp (a build
-    without OpenMP) leaves nothing to set.
-    """
-    try:
-        ctypes.CDLL("libgomp.so.1").omp_set_num_threads(1)
-    except (OSError, AttributeError):
-        pass
 
 
 def _shared_prefix(a: list[int], b: list[int]) -> int:
