@@ -123,13 +123,13 @@ def test_required_tool_calls_name_a_given_tool_with_valid_arguments(server):
         pair = [tools[i], tools[(i + 1) % len(tools)]]
         offered = {tool["function"]["name"]: tool for tool in pair}
         choice = completion.choices[0]
-        assert choice.message.tool_calls, choice
-        for call in choice.message.tool_calls:
+        # A call cut by max_tokens is not returned (the truncation policy): every call is whole.
+        assert choice.message.tool_calls or (choice.finish_reason == "length" and choice.message.content is None), choice
+        for call in choice.message.tool_calls or ():
             assert call.function.name in offered
             assert call.id.startswith("call_") and call.type == "function"
-            if choice.finish_reason == "tool_calls":
-                jsonschema.validate(json.loads(call.function.arguments), offered[call.function.name]["function"]["parameters"])
-                finished_calls += 1
+            jsonschema.validate(json.loads(call.function.arguments), offered[call.function.name]["function"]["parameters"])
+            finished_calls += 1
     finishes = Counter(c.choices[0].finish_reason for c in completions)
     print(f"\n{len(tools)} tool requests: {finished_calls} complete calls, finish reasons {dict(finishes)}")
     assert finished_calls >= 5
@@ -175,7 +175,7 @@ def test_streamed_tool_calls_equal_non_streamed(client):
         tools=[WEATHER], tool_choice={"type": "function", "function": {"name": "get_weather"}},
         temperature=0, max_tokens=48,
     )
-    assert whole.finish_reason == finish == "tool_calls"
+    assert whole.finish_reason == finish == "stop"  # a named tool_choice ends with "stop", as OpenAI's
     assert whole.message.content is None
     assert [(c["name"], c["arguments"]) for c in calls] == [
         (c.function.name, c.function.arguments) for c in whole.message.tool_calls

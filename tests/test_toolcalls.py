@@ -86,16 +86,38 @@ def test_text_that_is_not_a_call_stays_content(family, streamed):
     assert run(family, text, streamed)[0] == (text, [])
 
 
-def test_truncated_call_keeps_streamed_arguments(family, streamed):
-    text = "ok " + family.call_text("get_weather", '{"city":"Ro')[: -len(family.suffix) - 1 or None]
-    assert run(family, text, streamed)[0] == ("ok", [{"name": "get_weather", "arguments": '{"city":"Ro'}])
+@pytest.mark.parametrize("cut", [1, 3, 12, 20, 30])
+def test_a_cut_call_is_dropped_and_its_markup_never_reaches_content(family, streamed, cut):
+    """The truncation policy: a call cut anywhere (marker, header, arguments) gives no call and
+    no markup in content; the text before it stays."""
+    whole = family.call_text("get_weather", '{"city":"Rome"}')
+    text = "ok " + whole[:cut]
+    parser = StreamParser(family)
+    events = [e for ch in text for e in parser.feed(ch)] if streamed else parser.feed(text)
+    events += parser.finish(truncated=True)
+    assert [e for e in events if not isinstance(e, TextDelta)] == []
+    assert "".join(e.text for e in events) == "ok"
+    assert parse(family, text, truncated=True) == ("ok", [])
 
 
-def test_streamed_argument_pieces_concatenate_to_the_whole_arguments(family):
-    text = "Hi " + family.call_text("get_weather", ARGS)
+def test_a_call_complete_but_for_its_suffix_is_kept(family, streamed):
+    text = family.call_text("get_time", "{}")[: -len(family.suffix) or None] + family.suffix[:3]
+    assert run(family, text, streamed)[0] == (None, [{"name": "get_time", "arguments": "{}"}])
+
+
+def test_text_that_may_begin_a_marker_is_content_unless_the_output_was_cut(family):
+    text = "see <tool" if family.prefix else 'see {"na'
+    assert parse(family, text) == (text, [])
+    assert parse(family, text, truncated=True) == ("see", [])
+
+
+def test_a_streamed_call_comes_whole_once_its_arguments_close(family):
+    text = "Hi " + family.call_text("get_weather", ARGS) + "\n" + family.call_text("get_time", "{}")
     (_, calls), events = run(family, text, streamed=True)
-    pieces = [e.text for e in events if isinstance(e, ArgumentsDelta)]
-    assert len(pieces) > 1 and "".join(pieces) == parse(family, text)[1][0]["arguments"] == calls[0]["arguments"]
+    calls_events = [e for e in events if not isinstance(e, TextDelta)]
+    assert calls_events == [CallStart(0, "get_weather"), ArgumentsDelta(0, ARGS), CallStart(1, "get_time"),
+                            ArgumentsDelta(1, "{}")]
+    assert calls == parse(family, text)[1]
 
 
 def test_constraint_accepts_valid_calls(compiler, tokenizer, family):

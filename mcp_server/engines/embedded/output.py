@@ -12,6 +12,14 @@ never returned as a success: it raises :class:`~mcp_server.errors.ServiceError`
 happen path; this is the final check behind it. Output that one of the client's ``stop``
 strings cut short is returned as it is, unchecked, like output cut by ``max_tokens``: the
 cut is the client's choice (OpenAI returns such output the same way).
+
+Tool calls come whole (see :mod:`~mcp_server.engines.embedded.decoding.toolcalls.parser`): a
+call cut by ``max_tokens`` is dropped, and its markup never reaches ``content``. A call that
+repeats an earlier call of the same answer exactly (same name, same arguments text) ends the
+answer there: it is dropped, and the answer ends with ``tool_calls`` (the delta carries that
+finish reason, which tells the engine to stop generating). Small models otherwise tend to
+repeat their last call until the context is full, since after a call the grammar allows
+another one as well as the end of the answer; a repeated call asks for nothing new.
 """
 
 from __future__ import annotations
@@ -64,6 +72,8 @@ class OutputProcessor:
         self._reasoning = ReasoningParser(reasoning_parser) if reasoning_parser else None
         self._content: list[str] = []
         self._calls: list[dict[str, str]] = []
+        self._name = ""
+        self._ended = False  # a repeated call ended the answer before the engine did
 
     def process(self, delta: GenerationDelta) -> GenerationDelta:
         """Split one raw delta; on the last one, flush, check, and fix the finish reason.
@@ -74,9 +84,10 @@ class OutputProcessor:
         """
         finished = delta.finish_reason is not None
         reasoning, content = self._split_reasoning(delta.text, finished)
-        text, calls = self._split_calls(content, finished)
+        text, calls = self._split_calls(content, finished, truncated=delta.finish_reason == "length")
         self._content.append(text)
-        finish_reason = delta.finish_reason
+        finish_reason = "stop" if self._ended and not finished else delta.finish_reason
+        finished = finish_reason is not None
         if finished and self._calls and finish_reason == "stop":
             finish_reason = "tool_calls"
         if finish_reason in ("stop", "tool_calls") and not self._stop_hit():
@@ -92,21 +103,24 @@ class OutputProcessor:
             reasoning, content = reasoning + tail_reasoning, content + tail_content
         return reasoning, content
 
-    def _split_calls(self, text: str, finished: bool) -> tuple[str, tuple[ToolCallDelta, ...]]:
+    def _split_calls(self, text: str, finished: bool, truncated: bool) -> tuple[str, tuple[ToolCallDelta, ...]]:
         if self._tools is None:
             return text, ()
-        events = self._tools.feed(text) + (self._tools.finish() if finished else [])
+        events = self._tools.feed(text) + (self._tools.finish(truncated) if finished else [])
         pieces: list[str] = []
         calls: list[ToolCallDelta] = []
         for event in events:
             if isinstance(event, TextDelta):
                 pieces.append(event.text)
             elif isinstance(event, CallStart):
-                self._calls.append({"name": event.name, "arguments": ""})
-                calls.append(ToolCallDelta(event.index, f"call_{uuid.uuid4().hex[:24]}", event.name))
-            elif isinstance(event, ArgumentsDelta):
-                self._calls[event.index]["arguments"] += event.text
-                calls.append(ToolCallDelta(event.index, arguments=event.text))
+                self._name = event.name
+            elif isinstance(event, ArgumentsDelta):  # the whole arguments of the call just started
+                call = {"name": self._name, "arguments": event.text}
+                if call in self._calls:
+                    self._ended = True
+                    break
+                self._calls.append(call)
+                calls.append(ToolCallDelta(event.index, f"call_{uuid.uuid4().hex[:24]}", self._name, event.text))
         return "".join(pieces), tuple(calls)
 
     def _check(self) -> None:

@@ -7,8 +7,13 @@ non-streamed ``arguments`` string (a raw slice of the output, never re-serialize
 Recognised calls: the family's ``prefix`` marker (or ``{`` when it has none), then
 ``{"name": "<str>", "<arguments_key>": {...}}`` with any whitespace between tokens, then the
 ``suffix`` marker. Text that turns out not to be a call is returned as content. Whitespace
-next to a call is dropped, so content is None when the model only called tools. A call cut
-off by the end of the output keeps what was streamed of its arguments.
+next to a call is dropped, so content is None when the model only called tools.
+
+A call is reported whole, once its arguments object is complete: :class:`CallStart` and one
+:class:`ArgumentsDelta` holding all of its arguments. A call cut off by the end of the output
+is not reported at all, and when ``max_tokens`` cut it (``finish(truncated=True)``) its markup
+never reaches content either, which keeps only the text before it (the truncation policy,
+README "Structured output and tool calls").
 """
 
 from __future__ import annotations
@@ -73,6 +78,8 @@ class StreamParser:
         self._buf = ""
         self._held = ""
         self._calls = 0
+        self._name = ""
+        self._arguments = ""
         self._after_call = False
         self._depth = 0
         self._in_string = False
@@ -86,14 +93,21 @@ class StreamParser:
             pass
         return events
 
-    def finish(self) -> list[Event]:
-        """End of output: flush held text (a partial marker or header is content)."""
+    def finish(self, truncated: bool = False) -> list[Event]:
+        """End of output: flush held text. A call whose arguments were cut off is dropped.
+
+        Args:
+            truncated: the output was cut (``max_tokens``), not ended by the model: then text
+                that may be the start of a call (``<tool``, a marker and part of a header) is
+                dropped too; otherwise it is content (it may be text that only looks so).
+        """
         events: list[Event] = []
-        if self._state == "header":
+        if self._state == "header" and not truncated:
             self._text(self._held + self._open + self._buf, events)
         elif self._state == "text":
-            self._text(self._buf.rstrip(), events)
-        self._buf, self._state = "", "text"
+            keep = len(self._buf) - held_back(self._buf, [self._open]) if truncated else len(self._buf)
+            self._text(self._buf[:keep].rstrip(), events)
+        self._buf, self._state, self._arguments = "", "text", ""
         return events
 
     def _step_text(self, events: list[Event]) -> bool:
@@ -118,7 +132,7 @@ class StreamParser:
             self._text(self._held + self._open, events)
             self._state = "text"
             return True
-        events.append(CallStart(self._calls, name))
+        self._name, self._arguments = name, ""
         self._buf, self._state = self._buf[end - 1 :], "arguments"
         self._depth, self._in_string, self._escaped = 0, False, False
         return True
@@ -138,11 +152,11 @@ class StreamParser:
                     end = pos + 1
                     break
         piece, self._buf = (self._buf, "") if end is None else (self._buf[:end], self._buf[end:])
-        if piece:
-            events.append(ArgumentsDelta(self._calls, piece))
+        self._arguments += piece
         if end is not None:
+            events += [CallStart(self._calls, self._name), ArgumentsDelta(self._calls, self._arguments)]
             self._calls += 1
-            self._state = "close"
+            self._state, self._arguments = "close", ""
         return end is not None
 
     def _step_close(self, events: list[Event]) -> bool:
@@ -162,8 +176,8 @@ class StreamParser:
             events.append(TextDelta(text))
 
 
-def parse(fmt: ToolCallFormat, text: str) -> tuple[str | None, list[dict[str, str]]]:
-    """Parse a whole output.
+def parse(fmt: ToolCallFormat, text: str, truncated: bool = False) -> tuple[str | None, list[dict[str, str]]]:
+    """Parse a whole output (``truncated``: as :meth:`StreamParser.finish`).
 
     Returns:
         ``(content, calls)``: content is None when empty; each call is
@@ -171,7 +185,7 @@ def parse(fmt: ToolCallFormat, text: str) -> tuple[str | None, list[dict[str, st
     """
     parser = StreamParser(fmt)
     content, calls = "", []
-    for event in parser.feed(text) + parser.finish():
+    for event in parser.feed(text) + parser.finish(truncated):
         if isinstance(event, TextDelta):
             content += event.text
         elif isinstance(event, CallStart):
