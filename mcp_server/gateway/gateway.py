@@ -160,7 +160,7 @@ class Gateway:
         if not required:
             return None
         if not token:
-            raise AuthenticationError("Missing API key: send 'Authorization: Bearer <key>'.")
+            raise AuthenticationError("Missing API key: send 'Authorization: Bearer <key>'.", bearer_error=None)
         raise AuthenticationError("Incorrect API key provided.")
 
     def _closed(self) -> bool:
