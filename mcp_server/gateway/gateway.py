@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import functools
 import hmac
+import logging
+import secrets
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
@@ -41,6 +43,9 @@ from mcp_server.settings import Settings
 
 __all__ = ["Gateway"]
 
+request_log = logging.getLogger("chatcap.requests")
+"""One INFO line per admitted request, written when it settles (see :meth:`Gateway._settle`)."""
+
 _FREE = Price(0.0, 0.0)
 
 
@@ -54,6 +59,7 @@ class _Meter:
     completion_tokens: int = 0
     cached_tokens: int = 0
     completion_id: str | None = None
+    first_chunk: float | None = None
 
     def update(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> None:
         self.prompt_tokens, self.completion_tokens, self.cached_tokens = prompt_tokens, completion_tokens, cached_tokens
@@ -208,9 +214,9 @@ class Gateway:
         try:
             async for chunk in self.service.stream(request, card, progress, on_usage=meter.update):
                 if meter.completion_id is None:
-                    meter.completion_id = chunk["id"]
+                    meter.completion_id, meter.first_chunk = chunk["id"], time.monotonic()
                     self.metrics.queue_depth.dec()
-                    self.metrics.time_to_first_token.labels(card.id).observe(time.monotonic() - meter.started)
+                    self.metrics.time_to_first_token.labels(card.id).observe(meter.first_chunk - meter.started)
                 yield chunk
             status = "completed"
         except ServiceError as exc:
@@ -232,8 +238,19 @@ class Gateway:
         self, key: KeyRecord | None, hold: Reservation | None, meter: _Meter, price: Price,
         status: Status, error_code: str | None,
     ) -> None:
-        """Write the ledger row and charge the key, then count tokens, limits and metrics."""
+        """Write the ledger row and charge the key, then count tokens, limits and metrics, and
+        log the request's line: its id (the ledger row's), key id (never the secret), model,
+        status, tokens, time to first chunk and total time."""
         cost = cost_micros(price, meter.prompt_tokens, meter.completion_tokens)
+        ended = time.monotonic()
+        request_log.info(
+            "request %s key=%s model=%s status=%s%s prompt_tokens=%d completion_tokens=%d cached_tokens=%d "
+            "ttft_ms=%s total_ms=%d",
+            hold.id if hold is not None else "req_" + secrets.token_hex(12), key.id if key else "-", meter.model,
+            status, f" error={error_code}" if error_code else "", meter.prompt_tokens, meter.completion_tokens,
+            meter.cached_tokens, "-" if meter.first_chunk is None else round((meter.first_chunk - meter.started) * 1000),
+            round((ended - meter.started) * 1000),
+        )
         if self.ledger is not None and hold is not None:
             usage = Usage(meter.model, meter.prompt_tokens, meter.completion_tokens, cost, status,
                           meter.completion_id, error_code)
@@ -248,7 +265,7 @@ class Gateway:
         metrics.prompt_tokens.labels(meter.model).inc(meter.prompt_tokens)
         metrics.cached_prompt_tokens.labels(meter.model).inc(meter.cached_tokens)
         metrics.completion_tokens.labels(meter.model).inc(meter.completion_tokens)
-        metrics.latency.labels(meter.model).observe(time.monotonic() - meter.started)
+        metrics.latency.labels(meter.model).observe(ended - meter.started)
 
 
 def _catalog_price(model_id: str) -> Price:
