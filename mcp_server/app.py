@@ -30,6 +30,7 @@ from mcp_server.surfaces.mcp import (
     streamable_http_session_manager,
 )
 from mcp_server.surfaces.mcp_security import transport_security
+from mcp_server.surfaces.playground import playground_routes
 from mcp_server.surfaces.rest import error_response, http_exception_handler, rest_routes
 
 __all__ = ["Runtime", "build_runtime", "create_app", "run_mcp_stdio"]
@@ -77,7 +78,8 @@ async def run_mcp_stdio(settings: Settings) -> None:
 
 
 def create_app(settings: Settings, *, engine: Engine | None = None) -> Starlette:
-    """Build the ASGI app: REST ``/v1``, MCP at ``/mcp``, health, metrics, OpenAPI and skills.
+    """Build the ASGI app: REST ``/v1``, MCP at ``/mcp``, health, metrics, OpenAPI, skills and the
+    playground page at ``/``.
 
     The capability is loaded and validated first: a broken file raises before anything
     is built. The engine starts (loads the model) in the app's lifespan. Every request
@@ -103,6 +105,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> Starlette
         runtime.gateway, runtime.capability.rest_paths, SkillCatalog(runtime.capability), settings.shutdown_grace
     )
     routes.append(Route(MCP_PATH, mcp_app))
+    routes += playground_routes()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
