@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -32,22 +33,23 @@ _HEADERS = {
 
 
 def playground_routes() -> list[Route]:
-    """The routes of the page: ``GET /`` (the HTML) and ``GET /playground/<file>`` (its script
-    and style sheet). The files are read once, here.
+    """The routes of the page: ``GET /`` (the HTML) and ``GET /playground/{name}`` (its script
+    and style sheet; another name is 404). The files are read once, here.
 
     Raises:
         FileNotFoundError: a file of ``static/`` is missing (a broken installation).
     """
     files = {path.name: (path.read_bytes(), _TYPES[path.suffix]) for path in STATIC.iterdir() if path.suffix in _TYPES}
+    page = files.pop("index.html")
 
-    def serve(name: str):
+    async def index(request: Request) -> Response:
+        return Response(page[0], media_type=page[1], headers=_HEADERS)
+
+    async def asset(request: Request) -> Response:
+        name = request.path_params["name"]
+        if name not in files:
+            raise HTTPException(404, f"Unknown playground file '{name}'")
         body, media_type = files[name]
+        return Response(body, media_type=media_type, headers=_HEADERS)
 
-        async def endpoint(request: Request) -> Response:
-            return Response(body, media_type=media_type, headers=_HEADERS)
-
-        return endpoint
-
-    routes = [Route(PLAYGROUND_PATH, serve("index.html"), methods=["GET"])]
-    routes += [Route(f"/playground/{name}", serve(name), methods=["GET"]) for name in sorted(files) if name != "index.html"]
-    return routes
+    return [Route(PLAYGROUND_PATH, index, methods=["GET"]), Route("/playground/{name}", asset, methods=["GET"])]
