@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -155,7 +156,7 @@ UNSUPPORTED = {
 """Accepted fields whose non-default values this service does not implement yet."""
 
 
-def _is(default: Any) -> Any:
+def _is(default: Any) -> Callable[[Any], bool]:
     return lambda value: value == default
 
 
@@ -167,7 +168,7 @@ def _anything(value: Any) -> bool:
     return True
 
 
-ACCEPTED_EXTENSIONS: dict[str, Any] = {
+ACCEPTED_EXTENSIONS: dict[str, Callable[[Any], bool]] = {
     # OpenAI fields that only label, route or hint (nothing in the answer depends on them).
     "service_tier": _anything,
     "prompt_cache_key": _anything,
@@ -248,8 +249,8 @@ def _check_known(fields: dict[str, Any]) -> None:
     for name, accepts in ACCEPTED_EXTENSIONS.items():
         if name in fields and not accepts(fields[name]):
             raise InvalidRequest(
-                f"'{name}' is accepted only at its default here ({json.dumps(fields[name])} is not supported); "
-                "leave it unset.",
+                f"'{name}' is accepted only at the value that changes nothing here; this server does not "
+                "implement the value sent. Leave it unset.",
                 param=name,
             )
 

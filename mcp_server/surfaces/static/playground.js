@@ -1,5 +1,6 @@
 // The chatcap playground: talks to this server's own OpenAI-compatible /v1 API.
-// No framework, no build step, no network access beyond this server.
+// No framework, no build step, no network access beyond this server. Paths are relative, so the
+// page also works behind a reverse proxy that serves the API under a prefix.
 "use strict";
 
 const KEY_STORAGE = "chatcap.apiKey";
@@ -38,7 +39,7 @@ function needKey(response) {
 }
 
 async function loadModels() {
-  const response = await fetch("/v1/models", {headers: headers()});
+  const response = await fetch("v1/models", {headers: headers()});
   if (!response.ok) {
     needKey(response);
     showError("Models: " + await errorText(response));
@@ -164,7 +165,7 @@ async function send(text) {
   $("send").disabled = true;
   $("stop").disabled = false;
   try {
-    const response = await fetch("/v1/chat/completions", {
+    const response = await fetch("v1/chat/completions", {
       method: "POST", headers: headers(), body: JSON.stringify(body), signal: running.signal,
     });
     if (!response.ok) {
