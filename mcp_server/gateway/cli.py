@@ -90,12 +90,12 @@ def _row(key: KeyRecord) -> str:
     return f"{key.id}  {key.prefix}...  {state:7}  ${micros_to_usd(key.balance_micros):<12}  {limits}  {key.name}"
 
 
-def _usage_table(totals: list[UsageTotal]) -> str:
-    head = ("key", "model", "requests", "completed", "cancelled", "failed", "prompt_tokens",
+def _usage_table(totals: list[UsageTotal], names: dict[str, str]) -> str:
+    head = ("key", "name", "model", "requests", "completed", "cancelled", "failed", "prompt_tokens",
             "completion_tokens", "spend_usd")
     lines = [head] + [
-        (t.key_id or "(no key)", t.model, *(str(n) for n in (t.requests, t.completed, t.cancelled, t.failed,
-                                                                t.prompt_tokens, t.completion_tokens)),
+        (t.key_id or "(no key)", names.get(t.key_id or "", "-"), t.model,
+         *(str(n) for n in (t.requests, t.completed, t.cancelled, t.failed, t.prompt_tokens, t.completion_tokens)),
          str(micros_to_usd(t.cost_micros)))
         for t in totals
     ]
@@ -110,7 +110,7 @@ def _print_usage(store: KeyStore, args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps([{**asdict(t), "spend_usd": str(micros_to_usd(t.cost_micros))} for t in totals], indent=2))
     elif totals:
-        print(_usage_table(totals))
+        print(_usage_table(totals, {key.id: key.name for key in store.list()}))
     else:
         print("no requests recorded" + (" for this key" if args.key_id else "") + (" in that time" if args.since else ""))
 
