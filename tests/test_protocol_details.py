@@ -4,6 +4,8 @@
 - Unknown top-level request fields: 400 naming them (OpenAI's rule), except the peer
   extensions the SGLang router adds (accepted at the values that change nothing).
 - The skill archive a server hands out calls that server.
+- The playground page at ``/`` needs no key and loads nothing from elsewhere (the browser
+  test is ``tests/test_playground.py``).
 """
 
 from __future__ import annotations
@@ -95,3 +97,13 @@ def test_the_skill_archive_calls_the_server_that_served_it(server, tmp_path):
                             capture_output=True, text=True, env=env, timeout=120)
     assert answer.returncode == 0, answer.stderr
     assert '"chat.completion"' in answer.stdout
+
+
+def test_the_page_needs_no_key_and_allows_only_its_own_origin(server):
+    page = httpx.get(server.base_url + "/", timeout=30)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    assert "http" not in page.text.replace(server.base_url, "").split("<body>")[0]  # no CDN in <head>
+    for asset in ("/playground/playground.js", "/playground/playground.css"):
+        assert httpx.get(server.base_url + asset, timeout=30).status_code == 200
+    assert httpx.get(server.base_url + "/playground/nope.js", timeout=30).status_code == 404
