@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from dataclasses import dataclass
 
+import anyio
 from mcp.server.lowlevel import Server
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -20,10 +22,12 @@ from mcp_server.capability.loader import MCP_PATH, Capability, load_capability
 from mcp_server.capability.schemas import PROJECT_ROOT
 from mcp_server.engines import create_engine
 from mcp_server.engines.base import Engine
+from mcp_server.errors import ServiceError
 from mcp_server.gateway import Gateway, GatewayMiddleware
 from mcp_server.generate.skill import SkillCatalog
 from mcp_server.service import ChatService
 from mcp_server.settings import Settings
+from mcp_server.surfaces.loading import LoadingGate, LoadState
 from mcp_server.surfaces.mcp import (
     build_server,
     run_stdio,
@@ -32,6 +36,7 @@ from mcp_server.surfaces.mcp import (
 from mcp_server.surfaces.mcp_security import transport_security
 from mcp_server.surfaces.playground import playground_routes
 from mcp_server.surfaces.rest import error_response, http_exception_handler, rest_routes
+from mcp_server.surfaces.summary import startup_summary
 
 __all__ = ["Runtime", "build_runtime", "create_app", "run_mcp_stdio"]
 
@@ -69,7 +74,9 @@ def build_runtime(settings: Settings, engine: Engine | None = None) -> Runtime:
 async def run_mcp_stdio(settings: Settings) -> None:
     """Start the engine and serve MCP over stdin/stdout until the client disconnects."""
     runtime = build_runtime(settings)
+    started = time.monotonic()
     await runtime.engine.start()
+    logger.info(startup_summary(runtime.gateway, settings, time.monotonic() - started))
     try:
         await run_stdio(runtime.mcp_server)
     finally:
@@ -82,8 +89,13 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> Starlette
     playground page at ``/``.
 
     The capability is loaded and validated first: a broken file raises before anything
-    is built. The engine starts (loads the model) in the app's lifespan. Every request
-    passes the gateway middleware (body limit, API keys, HTTP metrics).
+    is built. The engine starts (loads the model) in the background once the app's
+    lifespan has begun, so the server answers meanwhile: ``/health`` with 503
+    ``{"status": "loading"}``, other paths with 503 (:mod:`.surfaces.loading`). Then it
+    logs the start-up summary line (:mod:`.surfaces.summary`). ``app.state.load`` is the
+    :class:`~mcp_server.surfaces.loading.LoadState`: its ``error`` says why a load failed,
+    and its ``on_failure`` is called then (``chatcap serve`` stops the server with it).
+    Every request passes the gateway middleware (body limit, API keys, HTTP metrics).
 
     Args:
         settings: runtime settings.
@@ -107,19 +119,43 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> Starlette
     routes.append(Route(MCP_PATH, mcp_app))
     routes += playground_routes()
 
+    load = LoadState()
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
-        await engine.start()
         try:
-            async with session_manager.run():
-                yield
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(_start_engine, runtime, settings, load)
+                async with session_manager.run():
+                    yield
+                tasks.cancel_scope.cancel()  # a load still running when the server stops
         finally:
             await engine.aclose()
             runtime.gateway.close()
 
-    return Starlette(
+    app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        middleware=[Middleware(GatewayMiddleware, gateway=runtime.gateway, error_response=error_response)],
+        middleware=[
+            Middleware(LoadingGate, state=load),
+            Middleware(GatewayMiddleware, gateway=runtime.gateway, error_response=error_response),
+        ],
         exception_handlers={HTTPException: http_exception_handler, Exception: http_exception_handler},
     )
+    app.state.load = load
+    return app
+
+
+async def _start_engine(runtime: Runtime, settings: Settings, load: LoadState) -> None:
+    """Load the model, then open the gate and log the summary; a failure goes to ``load``."""
+    started = time.monotonic()
+    try:
+        await runtime.engine.start()
+    except Exception as exc:
+        if not isinstance(exc, ServiceError):  # a bug: keep its traceback
+            logger.exception("The engine failed to start")
+        load.failed(exc)
+        return
+    load.ready()
+    url = f"http://{settings.host}:{settings.port}"
+    logger.info(startup_summary(runtime.gateway, settings, time.monotonic() - started, url))

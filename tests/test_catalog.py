@@ -94,5 +94,7 @@ def test_a_model_folder_named_like_a_catalog_model_builds_an_embedded_engine(tmp
     for name in ("DeepSeek-V3", "Mistral-7B-Instruct", "Meta-Llama-3.1-8B-Instruct"):
         folder = tmp_path / name
         folder.mkdir()
+        for file, text in [("config.json", "{}"), ("tokenizer.json", "{}"), ("chat_template.jinja", "x")]:
+            (folder / file).write_text(text)  # what the start-up checks look for in a model folder
         card = EmbeddedEngine(model_path=str(folder)).models[0]  # builds, loads nothing yet
         assert card.tool_call_format in {"hermes", "llama3"}

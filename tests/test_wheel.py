@@ -76,6 +76,11 @@ def test_wheel_carries_the_data_and_runs_from_it(installed):
     assert Path(where).is_relative_to(installed.python.parent.parent) and Path(where).name == "data", where
     check = installed.run("generate", "--check")
     assert check.returncode == 0, check.stderr
+    templates = subprocess.run(
+        [str(installed.python), "-c", "from mcp_server.engines.embedded.chat_templates import load_chat_template as t; "
+         "print(t('gemma'))"], cwd=installed.elsewhere, env=ENV, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert "<start_of_turn>" in templates
 
 
 @pytest.mark.timeout(600)
@@ -94,7 +99,8 @@ def test_wheel_serves_rest_and_mcp_over_stdio(installed):
                 if httpx.get(f"{base}/health", timeout=2).status_code == 200:
                     break
             except httpx.HTTPError:
-                time.sleep(0.5)
+                pass
+            time.sleep(0.5)  # a 503 "loading" too
         completion = httpx.post(f"{base}/v1/chat/completions", timeout=300, json={
             "model": MODEL, "messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 4, "temperature": 0})
         assert completion.status_code == 200, completion.text

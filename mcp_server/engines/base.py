@@ -176,6 +176,11 @@ class Engine(Protocol):
         """Load the model / connect; called once before the first request."""
         ...
 
+    def describe(self) -> dict[str, str]:
+        """How the engine runs, for the start-up summary line: setting name -> value (e.g.
+        ``{"runner": "llamacpp", "threads": "1"}``); complete once :meth:`start` has returned."""
+        ...
+
     async def aclose(self) -> None:
         """Stop the runtime and release its resources."""
         ...

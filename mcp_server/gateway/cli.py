@@ -30,7 +30,7 @@ from mcp_server.gateway.db import Database
 from mcp_server.gateway.keys import KeyRecord, KeyStore, micros_to_usd
 from mcp_server.gateway.ledger import Ledger, UsageTotal
 
-__all__ = ["add_keys_parser", "run_keys"]
+__all__ = ["add_command", "add_keys_parser", "run_keys"]
 
 
 def add_keys_parser(commands, data_dir_default: str | None) -> None:
@@ -40,26 +40,31 @@ def add_keys_parser(commands, data_dir_default: str | None) -> None:
         commands: the object ``add_subparsers`` returned.
         data_dir_default: the ``--data-dir`` default (from the environment), or None.
     """
-    keys = commands.add_parser("keys", help="manage API keys, credit and limits")
-    keys.add_argument("--data-dir", default=data_dir_default, help="the gateway's data directory")
+    keys = add_command(commands, "keys", "manage API keys, credit and limits", "keys --data-dir /var/lib/chatcap list")
+    keys.add_argument(
+        "--data-dir", default=data_dir_default,
+        help=f"the gateway's data directory (default: {data_dir_default or 'none'}; env CHATCAP_DATA_DIR)",
+    )  # fmt: skip
     actions = keys.add_subparsers(dest="keys_command", required=True)
-    create = actions.add_parser("create", help="create a key and print its secret once")
+    create = add_command(actions, "create", "create a key and print its secret once", "keys create alice --credit 5 --rpm 60")
     create.add_argument("name", help="a label for the key")
-    create.add_argument("--credit", default="0", help="initial credit in USD")
+    create.add_argument("--credit", default="0", help="initial credit in USD (default: 0)")
     create.add_argument("--rpm", type=int, help="requests per minute (default: no limit)")
     create.add_argument("--tpm", type=int, help="tokens per minute (default: no limit)")
-    actions.add_parser("list", help="list keys with balance and limits")
-    revoke = actions.add_parser("revoke", help="revoke a key")
-    revoke.add_argument("key_id")
-    top_up = actions.add_parser("top-up", help="add credit to a key")
-    top_up.add_argument("key_id")
+    add_command(actions, "list", "list keys with balance and limits", "keys list")
+    revoke = add_command(actions, "revoke", "revoke a key", "keys revoke key_0123456789ab")
+    revoke.add_argument("key_id", help="the key's id (key_...), as `keys list` shows it")
+    top_up = add_command(actions, "top-up", "add credit to a key", "keys top-up key_0123456789ab 2.50")
+    top_up.add_argument("key_id", help="the key's id (key_...), as `keys list` shows it")
     top_up.add_argument("amount", help="USD to add")
-    usage = actions.add_parser("usage", help="requests, tokens and spend per key and model, from the ledger")
+    usage = add_command(actions, "usage", "requests, tokens and spend per key and model, from the ledger",
+                        "keys usage key_0123456789ab --since 7d")
     usage.add_argument("key_id", nargs="?", help="only this key (default: every key, and requests without one)")
     usage.add_argument("--since", type=_since, metavar="WHEN",
                        help="only requests from then on: a date or time in ISO 8601 (UTC unless it names "
-                            "an offset: 2026-12-01, 2026-12-01T09:30) or a span back from now (30m, 24h, 7d)")
-    usage.add_argument("--json", action="store_true", help="print JSON (one object per key and model)")
+                            "an offset: 2026-12-01, 2026-12-01T09:30) or a span back from now (30m, 24h, 7d); "
+                            "default: all")
+    usage.add_argument("--json", action="store_true", help="print JSON, one object per key and model (default: a table)")
 
 
 _SPAN = re.compile(r"^(\d+)([smhd])$")
@@ -82,6 +87,20 @@ def _since(text: str) -> float:
             f"{text!r} is neither an ISO 8601 date or time (2026-12-01, 2026-12-01T09:30) nor a span (30m, 24h, 7d)"
         ) from None
     return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()
+
+
+def add_command(commands, name: str, help: str, example: str) -> argparse.ArgumentParser:
+    """Add a sub-command whose ``--help`` states what it does and ends with one example.
+
+    Args:
+        commands: the object ``add_subparsers`` returned.
+        name, help: the command and its one-line help.
+        example: a command line, without the leading ``chatcap``.
+    """
+    return commands.add_parser(
+        name, help=help, description=help[0].upper() + help[1:] + ".", epilog=f"example:\n  chatcap {example}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
 
 
 def _row(key: KeyRecord) -> str:

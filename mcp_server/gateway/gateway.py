@@ -169,6 +169,14 @@ class Gateway:
             raise AuthenticationError("Missing API key: send 'Authorization: Bearer <key>'.", bearer_error=None)
         raise AuthenticationError("Incorrect API key provided.")
 
+    def price_of(self, model_id: str) -> Price:
+        """The price of a served model: ``--price``, else the catalog's (free for a model it lacks)."""
+        return self.price or _catalog_price(model_id)
+
+    def requires_key(self) -> bool:
+        """Whether a caller needs a key now (the ``--api-key``, or a store that is closed; see :meth:`authenticate`)."""
+        return self.api_key is not None or (self.store is not None and self._closed())
+
     def _closed(self) -> bool:
         """Whether the store requires a key (see :meth:`authenticate`)."""
         if self.allow_unauthenticated:
@@ -202,7 +210,7 @@ class Gateway:
         """
         self.limits.check(request)
         card = self.service.prepare(request)  # the client's faults are refused before admission
-        price = self.price or _catalog_price(card.id)
+        price = self.price_of(card.id)
         self.rate_limiter.admit(key)
         hold = await self._reserve(key, _max_cost(request, card, price))
         meter = _Meter(card.id, time.monotonic())

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -35,8 +35,10 @@ from mcp_server.engines.embedded.decoding.toolcalls import (
     GrammarProvider as ToolGrammarProvider,
 )
 from mcp_server.engines.embedded.decoding.toolcalls import get_family, render_messages
-from mcp_server.engines.embedded.model_files import default_gguf_path, load_tokenizer
+from mcp_server.engines.embedded.model_check import check_model_path
+from mcp_server.engines.embedded.model_files import load_tokenizer
 from mcp_server.engines.embedded.output import OutputProcessor
+from mcp_server.engines.embedded.progress import Progress
 from mcp_server.engines.embedded.prompt import render_prompt
 from mcp_server.engines.embedded.runners import (
     ModelRunner,
@@ -74,8 +76,10 @@ class EmbeddedEngine:
     Args:
         model_path: a GGUF file, a local Hugging Face model directory, or None for the
             bundled SmolLM2-135M-Instruct GGUF.
-        served_model_name: the model id clients use; defaults to
-            ``HuggingFaceTB/SmolLM2-135M-Instruct`` for the bundled model, else ``model_path``.
+        served_model_name: the model id clients use, or several (the first is the main id,
+            the others aliases, each listed and routable); defaults to
+            ``HuggingFaceTB/SmolLM2-135M-Instruct`` for the bundled model, else the GGUF's
+            ``general.name`` or the file's stem (:func:`.model_check.check_model_path`).
         dtype: weight dtype, ``auto`` (default: bf16 where the CPU has bf16 instructions,
             else fp32; see :func:`.model_files.resolve_dtype`), ``bfloat16``, ``float32`` or ``float16``.
         max_batch_size: most sequences decoded together; more wait for a free slot.
@@ -102,8 +106,11 @@ class EmbeddedEngine:
             ``q8_0`` or ``f16``.
         repack: llama.cpp runner: weight repacking for AMX, ``auto``, ``on`` or ``off``
             (:func:`.runners.repack.resolve_repack`).
+        chat_template: a Jinja file or a known template's name, replacing the model's own.
 
     Raises:
+        ModelPathError: ``model_path`` or ``chat_template`` cannot be served
+            (:func:`.model_check.check_model_path`: checked here, before anything loads).
         InvalidRequest: ``max_batch_size`` or ``threads`` below 1 (param
             ``max_running_requests``, ``threads``), an unknown or impossible runner
             (param ``runner``), or a KV cache type or repacking mode that is unknown or
@@ -123,7 +130,7 @@ class EmbeddedEngine:
     def __init__(
         self,
         model_path: str | None = None,
-        served_model_name: str | None = None,
+        served_model_name: str | Sequence[str] | None = None,
         dtype: str = "auto",
         max_batch_size: int | None = None,
         context_length: int | None = None,
@@ -136,12 +143,14 @@ class EmbeddedEngine:
         prefix_cache: bool = True,
         kv_cache_dtype: str = "auto",
         repack: str = "auto",
+        chat_template: str | None = None,
     ):
         if max_batch_size is not None and max_batch_size < 1:
             raise InvalidRequest("max_running_requests must be at least 1.", param="max_running_requests")
         if threads is not None and threads < 1:
             raise InvalidRequest("threads must be at least 1.", param="threads")
-        self._model_path = model_path
+        checked = check_model_path(model_path, chat_template)
+        self._model_path, self._path, self._chat_template = model_path, checked.path, checked.chat_template
         self._dtype = dtype
         self._runner_name = resolve_runner(runner, model_path, device)
         self._max_batch_size = max_batch_size or (LLAMACPP_MAX_BATCH_SIZE if self._runner_name == "llamacpp" else 16)
@@ -155,10 +164,12 @@ class EmbeddedEngine:
         check_llamacpp_option(self._runner_name, "kv_cache_dtype", kv_cache_dtype, ("auto", *KV_CACHE_DTYPES))
         self._kv_cache_dtype = DEFAULT_KV_CACHE_DTYPE if kv_cache_dtype == "auto" else kv_cache_dtype
         self._repack = check_llamacpp_option(self._runner_name, "repack", repack, REPACK_MODES)
+        names = (served_model_name,) if isinstance(served_model_name, str) else tuple(dict.fromkeys(served_model_name or ()))
+        self._ids = names or (checked.name,)
         check_catalog(load_catalog())
         entry = default_entry() if model_path is None else find_entry(model_path)
         self._card = ModelCard(
-            id=served_model_name or (entry.id if model_path is None else model_path),
+            id=self._ids[0],
             context_length=context_length or ModelCard.context_length,
             # Models the catalog does not know get the Hermes format, the most common one.
             tool_call_format=(entry.embedded_tool_call_format if entry else None) or "hermes",
@@ -190,12 +201,22 @@ class EmbeddedEngine:
             prefix_cache=not settings.disable_prefix_cache,
             kv_cache_dtype=settings.kv_cache_dtype,
             repack=settings.repack,
+            chat_template=settings.chat_template,
         )
 
     @property
     def models(self) -> list[ModelCard]:
-        """The served model; its ``context_length`` is the model's own once started."""
-        return [self._card]
+        """The served model, once per id (aliases); its ``context_length`` is the model's own once started."""
+        return [replace(self._card, id=model_id) for model_id in self._ids]
+
+    def describe(self) -> dict[str, str]:
+        """The engine's settings for the start-up summary: runner, threads, context, KV cache, grammar backend."""
+        kv_cache = self._kv_cache_dtype if self._runner_name == "llamacpp" else str(self._card.backend).split("-")[1]
+        return {
+            "runner": self._runner_name, "threads": str(self._threads),
+            "context": f"{self.context_length} tokens x {self._max_batch_size} sequences",
+            "KV cache": kv_cache, "grammar backend": "xgrammar",
+        }  # fmt: skip
 
     @property
     def context_length(self) -> int:
@@ -208,56 +229,43 @@ class EmbeddedEngine:
         return self._scheduler.running if self._scheduler else 0
 
     async def start(self) -> None:
-        """Load the model and start the scheduler thread; a second call does nothing.
+        """Load the model and start the scheduler thread (off the event loop); a second call does nothing.
 
         Raises:
             EngineUnavailable: the model cannot be found or loaded.
         """
-        if self._scheduler is not None:
-            return
+        if self._scheduler is None:
+            await anyio.to_thread.run_sync(self._start)
+
+    def _start(self) -> None:
         import xgrammar
 
-        self.runner, self.tokenizer = await anyio.to_thread.run_sync(self._load)
+        self.runner, self.tokenizer = self._load()
+        if self._chat_template is not None:
+            self.tokenizer.chat_template = self._chat_template
         self.model = getattr(self.runner, "model", None)
         vocab_size = self.runner.vocab_size
-        self.tokenizer_info = xgrammar.TokenizerInfo.from_huggingface(self.tokenizer, vocab_size=vocab_size)
+        with Progress(f"Indexing the vocabulary ({vocab_size:,} tokens) for grammar-constrained decoding"):
+            self.tokenizer_info = xgrammar.TokenizerInfo.from_huggingface(self.tokenizer, vocab_size=vocab_size)
+            vocab = [bytes(token) for token in self.tokenizer_info.decoded_vocab]
         # The provider's GrammarCache is the one cache (bounded by count and bytes); xgrammar's
         # own would grow without bound and keep grammars whose compilation timed out.
-        self.grammar_compiler = xgrammar.GrammarCompiler(
-            self.tokenizer_info, max_threads=self._threads, cache_enabled=False
-        )
+        self.grammar_compiler = xgrammar.GrammarCompiler(self.tokenizer_info, max_threads=self._threads, cache_enabled=False)
         if self.grammar_provider is None:
             self.grammar_provider = ToolGrammarProvider(self.grammar_compiler, self._card.tool_call_format)
         self._card = replace(self._card, context_length=self.runner.context_length, backend=self.runner.backend)
-        vocab = [bytes(token) for token in self.tokenizer_info.decoded_vocab]
         self._scheduler = Scheduler(self.runner, self._eos_ids(), self._max_batch_size, vocab)
         self._scheduler.start()
-        deterministic = self._runner_name == "llamacpp" or self._deterministic
-        logger.info(
-            "Serving %s on the %s runner: context %d tokens per sequence, batch up to %d%s, %d threads",
-            self._card.id,
-            self._runner_name,
-            self.context_length,
-            self._max_batch_size,
-            " (batch-invariant)" if deterministic else "",
-            self._threads,
-        )
 
     def _load(self) -> tuple[ModelRunner, Any]:
         """Build the runner and the Hugging Face tokenizer (blocking; run in a worker thread)."""
         if self._runner_name == "llamacpp":
-            path = default_gguf_path() if self._model_path is None else Path(self._model_path).expanduser()
-            tokenizer = load_tokenizer(self._model_path, Path(self._cache_dir) if self._cache_dir else None)
+            cache_dir = Path(self._cache_dir) if self._cache_dir else None
+            tokenizer = load_tokenizer(self._model_path, cache_dir)
             try:
                 runner = LlamaCppRunner(
-                    path,
-                    self._max_batch_size,
-                    self._context_length,
-                    self._threads,
-                    self._prefix_cache,
-                    self._kv_cache_dtype,
-                    self._repack,
-                    Path(self._cache_dir) if self._cache_dir else None,
+                    self._path, self._max_batch_size, self._context_length, self._threads, self._prefix_cache,
+                    self._kv_cache_dtype, self._repack, cache_dir,
                 )
             except RuntimeError as exc:
                 raise EngineUnavailable(str(exc)) from exc

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mcp_server.engines.embedded.progress import Progress
 from mcp_server.errors import EngineUnavailable
 
 __all__ = [
@@ -157,16 +158,19 @@ def load_tokenizer(model_path: str | None = None, cache_dir: Path | None = None)
     Raises:
         EngineUnavailable: the files are missing or unreadable.
     """
-    from transformers import AutoTokenizer
-
     path = default_gguf_path() if model_path is None else Path(model_path).expanduser()
+    cached = None if path.is_dir() else (cache_dir or cache_root()) / _cache_key(path, "tokenizer")
+    source = path if cached is None else cached if (cached / "tokenizer.json").is_file() else None
+    step = f"Loading the tokenizer of {path.name}" if source else (
+        f"Converting the tokenizer of {path.name} (first start only; the copy goes to {cached})"
+    )  # fmt: skip
     try:
-        if path.is_dir():
-            return AutoTokenizer.from_pretrained(path, local_files_only=True)
-        cached = (cache_dir or cache_root()) / _cache_key(path, "tokenizer")
-        if (cached / "tokenizer.json").is_file():
-            return AutoTokenizer.from_pretrained(cached, local_files_only=True)
-        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name, local_files_only=True)
+        with Progress(step):
+            from transformers import AutoTokenizer
+
+            if source is not None:
+                return AutoTokenizer.from_pretrained(source, local_files_only=True)
+            tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name, local_files_only=True)
     except (OSError, ValueError) as exc:
         raise EngineUnavailable(f"Cannot load a tokenizer from {path}: {exc}") from exc
     _save_atomically(tokenizer.save_pretrained, cached, "tokenizer")
@@ -211,8 +215,8 @@ def _load_gguf_cached(path: Path, dtype: str, torch_dtype: Any, root: Path) -> L
     if (cached / "config.json").is_file():
         logger.info("Loading %s from its converted copy in %s", path.name, cached)
         return _load_pretrained(cached, None, torch_dtype)
-    logger.info("Converting %s to %s (first load only, 15-30 s); the copy goes to %s", path.name, dtype, cached)
-    loaded = _load_pretrained(path.parent, path.name, torch_dtype)
+    with Progress(f"Converting {path.name} to {dtype} (first load only, 15-30 s; the copy goes to {cached})"):
+        loaded = _load_pretrained(path.parent, path.name, torch_dtype)
     _save_copy(loaded, cached)
     return loaded
 

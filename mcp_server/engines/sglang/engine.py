@@ -259,6 +259,10 @@ class SGLangEngine:
         """The served models (attach mode: known after :meth:`start`)."""
         return list(self._cards)
 
+    def describe(self) -> dict[str, str]:
+        """The start-up summary's settings: the SGLang server and whether this process launched it."""
+        return {"engine": "sglang", "SGLang": f"{self.base_url} ({'launched' if self.launcher else 'attached'})"}
+
     async def start(self) -> None:
         """Launch SGLang (launch mode), open the HTTP client and read the served models.
 

@@ -67,12 +67,14 @@ def free_port() -> int:
 def resolve_model(settings: Settings) -> tuple[str, str, CatalogEntry | None]:
     """The model to launch: ``(model_path, served_model_name, catalog entry or None)``.
 
-    ``settings.model_path`` defaults to the catalog's default model; the served name
-    defaults to the catalog id (the seed's spelling), else the model path.
+    ``settings.model_path`` defaults to the catalog's default model; the served name is
+    the first ``served_model_name`` (SGLang serves one name), else the catalog id (the
+    seed's spelling), else the model path.
     """
     entry = find_entry(settings.model_path) if settings.model_path else default_entry()
     model_path = settings.model_path or entry.model_path
-    served = settings.served_model_name or (entry.id if entry else model_path)
+    names = settings.served_model_name
+    served = names[0] if names else (entry.id if entry else model_path)
     return model_path, served, entry
 
 

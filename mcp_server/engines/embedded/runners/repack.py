@@ -38,6 +38,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from mcp_server.engines.embedded.progress import Progress
+
 __all__ = ["REPACK_MODES", "cpu_has_amx", "repack_works", "resolve_repack"]
 
 logger = logging.getLogger(__name__)
@@ -94,10 +96,11 @@ def repack_works(gguf_path: Path, threads: int, cache_dir: Path) -> bool:
         return kept
     probe = Path(__file__).with_name("repack_probe.py")
     try:
-        done = subprocess.run(
-            [sys.executable, str(probe), str(gguf_path), str(threads)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=_PROBE_TIMEOUT_S,
-        )  # fmt: skip
+        with Progress(f"Checking that {gguf_path.name} decodes with AMX-repacked weights (first start only)"):
+            done = subprocess.run(
+                [sys.executable, str(probe), str(gguf_path), str(threads)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=_PROBE_TIMEOUT_S,
+            )  # fmt: skip
     except subprocess.TimeoutExpired:
         logger.warning("The weight repacking probe took over %d s; running without repacking", _PROBE_TIMEOUT_S)
         return False
