@@ -33,7 +33,7 @@ from mcp_server.surfaces.mcp import (
     run_stdio,
     streamable_http_session_manager,
 )
-from mcp_server.surfaces.mcp_security import transport_security
+from mcp_server.surfaces.mcp_security import KeylessHostOriginCheck, cors_middleware, transport_security
 from mcp_server.surfaces.playground import playground_routes
 from mcp_server.surfaces.rest import error_response, http_exception_handler, rest_routes
 from mcp_server.surfaces.summary import startup_summary
@@ -95,7 +95,10 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> Starlette
     logs the start-up summary line (:mod:`.surfaces.summary`). ``app.state.load`` is the
     :class:`~mcp_server.surfaces.loading.LoadState`: its ``error`` says why a load failed,
     and its ``on_failure`` is called then (``chatcap serve`` stops the server with it).
-    Every request passes the gateway middleware (body limit, API keys, HTTP metrics).
+    Every request passes CORS (for ``--allowed-origins``), the gateway middleware (body
+    limit, API keys, HTTP metrics) and, without a key, the ``Host``/``Origin`` check of
+    ``/v1``. The server calls ``app.state.begin_shutdown(grace)``
+    (:meth:`Gateway.begin_shutdown`) when it stops accepting requests.
 
     Args:
         settings: runtime settings.
@@ -110,8 +113,9 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> Starlette
     """
     runtime = build_runtime(settings, engine)
     engine = runtime.engine
+    security = transport_security(settings)
     session_manager, mcp_app = streamable_http_session_manager(
-        runtime.mcp_server, settings.mcp_max_sessions_per_client, transport_security(settings)
+        runtime.mcp_server, settings.mcp_max_sessions_per_client, security
     )
     routes = rest_routes(
         runtime.gateway, runtime.capability.rest_paths, SkillCatalog(runtime.capability), settings.shutdown_grace
@@ -137,12 +141,16 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> Starlette
         routes=routes,
         lifespan=lifespan,
         middleware=[
+            *cors_middleware(settings),
             Middleware(LoadingGate, state=load),
             Middleware(GatewayMiddleware, gateway=runtime.gateway, error_response=error_response),
+            Middleware(KeylessHostOriginCheck, security=security, error_response=error_response,
+                       prefixes=tuple({"/" + p.strip("/").split("/")[0] for p in runtime.capability.rest_paths.values()})),
         ],
         exception_handlers={HTTPException: http_exception_handler, Exception: http_exception_handler},
     )
     app.state.load = load
+    app.state.begin_shutdown = runtime.gateway.begin_shutdown
     return app
 
 

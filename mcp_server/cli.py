@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
+import math
 import os
 import signal
 import socket
@@ -196,20 +197,35 @@ def _serve(settings: Settings) -> None:
     import uvicorn
 
     from mcp_server.app import create_app
+    from mcp_server.surfaces.read_timeout import read_timeouts
+
+    class _DrainingServer(uvicorn.Server):
+        """uvicorn's server; tells the gateway when the drain starts (see below)."""
+
+        def __init__(self, config: uvicorn.Config, begin_shutdown, grace: float):
+            super().__init__(config)
+            self._begin_shutdown, self._grace = begin_shutdown, grace
+
+        async def shutdown(self, sockets=None) -> None:
+            self._begin_shutdown(self._grace)
+            await super().shutdown(sockets)
 
     # A SIGTERM while the app is being built (before uvicorn takes the signal over) means
     # "do not start": nothing is in flight yet, so the process exits 0 without serving.
     # Once serving, uvicorn drains on SIGTERM (stop accepting, wait for requests in flight
     # up to the timeout, then the lifespan's shutdown) and re-raises the signal it caught
-    # into this same handler.
+    # into this same handler. The gateway cuts the generations still running at the grace
+    # (our error shape, billed for what was delivered); uvicorn's own cut (a bare 500 or a
+    # dropped stream) comes 2 s later, for those answers to go out.
     stop_requested: list[int] = []
     signal.signal(signal.SIGTERM, lambda signum, frame: stop_requested.append(signum))
     app = create_app(settings)
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
-        timeout_graceful_shutdown=int(settings.shutdown_grace) + 1,
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace) + 2,
+        **read_timeouts(settings.read_timeout),
     )
-    server = uvicorn.Server(config)
+    server = _DrainingServer(config, app.state.begin_shutdown, settings.shutdown_grace)
     app.state.load.on_failure = lambda: setattr(server, "should_exit", True)
     if stop_requested:
         logger.info("SIGTERM during start-up: not serving")

@@ -7,13 +7,15 @@ The tree::
     ├── AuthenticationError (401, invalid_request_error / invalid_api_key)
     ├── InsufficientQuota (402, insufficient_quota)   - the key has no credit left
     ├── ModelNotFound (404, invalid_request_error / model_not_found)
+    ├── RequestTimeout (408, invalid_request_error / request_timeout) - a stalled body
     ├── PayloadTooLarge (413, invalid_request_error / request_too_large)
     ├── RateLimited (429, rate_limit_error)           - ``retry_after`` seconds; ``Retry-After``
     ├── CapabilityError (500, server_error)           - a broken capability file
     └── EngineUnavailable (503, server_error)         - the runtime is down or overloaded
 
 The envelope is OpenAI's ``{"error": {"message", "type", "param", "code"}}``; the status
-codes are those of the published API this project implements (400, 401, 402, 404, 413, 429, 500, 503).
+codes are those of the published API this project implements (400, 401, 402, 404, 413, 429, 500, 503),
+plus HTTP's 408 for a client that stops sending its body (RFC 9110 section 15.5.9).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ __all__ = [
     "ModelNotFound",
     "PayloadTooLarge",
     "RateLimited",
+    "RequestTimeout",
     "ServiceError",
 ]
 
@@ -135,6 +138,14 @@ class PayloadTooLarge(ServiceError):
     status_code = 413
     error_type = "invalid_request_error"
     default_code = "request_too_large"
+
+
+class RequestTimeout(ServiceError):
+    """The client stopped sending its request body for longer than the read timeout (HTTP 408)."""
+
+    status_code = 408
+    error_type = "invalid_request_error"
+    default_code = "request_timeout"
 
 
 class RateLimited(ServiceError):

@@ -132,6 +132,8 @@ class Settings:
         mcp_max_sessions_per_client: open MCP sessions (streamable HTTP) one API key, or one
             client address without a key, may hold (429 above).
         max_request_bytes: largest request body accepted, in bytes (413 above).
+        read_timeout: seconds a client may take to send a request's headers, or between two
+            parts of its body; then the connection is closed (a stalled body gets 408 first).
         shutdown_grace: seconds a SIGTERM waits for requests in flight to finish.
         price: ``(input, output)`` USD per million tokens for every served model,
             overriding the catalog's; None uses the catalog.
@@ -198,6 +200,10 @@ class Settings:
         serve_only=True,
     )
     max_request_bytes: int = _flag(4 * 1024 * 1024, "largest request body (413)", parse=int, group="gateway")
+    read_timeout: float = _flag(
+        30.0, "seconds to send the headers, or between parts of a body (then closed; 408)", parse=float,
+        group="gateway", serve_only=True,
+    )
     shutdown_grace: float = _flag(30.0, "seconds SIGTERM waits for requests in flight", parse=float, group="gateway")
     price: tuple[float, float] | None = _flag(
         None, "INPUT,OUTPUT USD per million tokens (default: the catalog's, free for models it lacks)", parse=_price, group="gateway"

@@ -6,19 +6,20 @@ Modules, one job each (imports point down the list):
 - :mod:`.keys`: API keys, hashed, with balances and limits.
 - :mod:`.ledger`: reserve-then-settle billing and the ledger rows.
 - :mod:`.limits`: per-key RPM/TPM sliding windows (429).
-- :mod:`.request_limits`: message count and schema size/depth (400), body size (413).
+- :mod:`.request_limits`: message count and schema size/depth (400), body size (413), body read timeout (408).
 - :mod:`.metrics`: Prometheus instruments.
 - :mod:`.gateway`: :class:`Gateway`, through which REST and MCP run every completion.
-- :mod:`.http`: the ASGI middleware (body limit, authentication, HTTP metrics).
+- :mod:`.http`: the ASGI middleware (body limit and read timeout, authentication, HTTP metrics).
 - :mod:`.cli`: ``chatcap keys``.
 """
 
 from __future__ import annotations
 
 from mcp_server.gateway.gateway import Gateway
-from mcp_server.gateway.http import GatewayMiddleware, request_key
+from mcp_server.gateway.http import GatewayMiddleware, request_is_keyless, request_key
 from mcp_server.gateway.keys import KeyRecord, KeyStore
 from mcp_server.gateway.ledger import Ledger
 from mcp_server.gateway.request_limits import RequestLimits
 
-__all__ = ["Gateway", "GatewayMiddleware", "KeyRecord", "KeyStore", "Ledger", "RequestLimits", "request_key"]
+__all__ = ["Gateway", "GatewayMiddleware", "KeyRecord", "KeyStore", "Ledger", "RequestLimits", "request_is_keyless",
+           "request_key"]

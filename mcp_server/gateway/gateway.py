@@ -9,7 +9,15 @@ caller's ``key``) and read models from its ``service``. Around every generation 
 4. runs the service, timing the first chunk and counting tokens as they come;
 5. when the generation ends in any way (completed, failed, or closed by a client that
    went away), writes its ledger row and charges its key in one transaction, shielded
-   from cancellation, before the caller sees the end of the stream.
+   from cancellation, before the caller sees the end of the stream; the metrics settle
+   with it, even when writing the row fails.
+
+Shutdown (:meth:`Gateway.begin_shutdown`, called when the server is told to stop): a
+generation still running when the grace ends is stopped and raises
+:class:`~mcp_server.errors.EngineUnavailable` (code ``server_shutting_down``), which the
+surfaces send in the OpenAI error shape (JSON, or an SSE error event and ``[DONE]``). It is
+billed only for what the client received: the tokens of the chunks a stream delivered, nothing
+for a non-streamed answer that never went out.
 
 Without a data directory there is no key store or ledger: the gateway only checks
 limits, the single ``--api-key``, and keeps metrics.
@@ -20,6 +28,7 @@ from __future__ import annotations
 import functools
 import hmac
 import logging
+import math
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -29,7 +38,7 @@ from typing import Any
 import anyio
 
 from mcp_server.catalog import ModelCard, Price, find_entry
-from mcp_server.errors import AuthenticationError, ServiceError
+from mcp_server.errors import AuthenticationError, EngineUnavailable, ServiceError
 from mcp_server.gateway.db import Database
 from mcp_server.gateway.keys import KeyRecord, KeyStore
 from mcp_server.gateway.ledger import Ledger, Reservation, Status, Usage, cost_micros
@@ -47,6 +56,7 @@ request_log = logging.getLogger("chatcap.requests")
 """One INFO line per admitted request, written when it settles (see :meth:`Gateway._settle`)."""
 
 _FREE = Price(0.0, 0.0)
+_SHUTTING_DOWN = "server_shutting_down"
 
 
 @dataclass
@@ -105,6 +115,8 @@ class Gateway:
         self.allow_unauthenticated = allow_unauthenticated
         self.in_flight = 0
         self.metrics = Metrics(self._running, api_paths)
+        self._shutdown_deadline = math.inf  # anyio.current_time() at which generations are cut
+        self._waiting: set[anyio.CancelScope] = set()  # the scopes of chunks being awaited
 
     @classmethod
     def build(cls, service: ChatService, settings: Settings, api_paths: frozenset[str]) -> Gateway:
@@ -112,7 +124,7 @@ class Gateway:
         store = KeyStore(Database.open(settings.data_dir)) if settings.data_dir is not None else None
         return cls(
             service,
-            RequestLimits(max_body_bytes=settings.max_request_bytes),
+            RequestLimits(max_body_bytes=settings.max_request_bytes, read_timeout=settings.read_timeout),
             api_paths,
             store=store,
             api_key=settings.api_key,
@@ -183,14 +195,22 @@ class Gateway:
             return self.store.has_active_keys()
         return self.store.has_keys()
 
+    def begin_shutdown(self, grace: float) -> None:
+        """Cut every generation still running ``grace`` seconds from now (see the module
+        docstring). Call it on the event loop, when the server stops accepting requests."""
+        self._shutdown_deadline = min(self._shutdown_deadline, anyio.current_time() + grace)
+        for scope in self._waiting:
+            scope.deadline = min(scope.deadline, self._shutdown_deadline)
+
     async def complete(
         self, request: ChatRequest, progress: ProgressCallback | None = None, *, key: KeyRecord | None = None
     ) -> dict[str, Any]:
         """Run a request to the end and return an OpenAI ``chat.completion`` dict: the
-        :meth:`stream` (usage included), drained. Raises as :meth:`stream`."""
-        return await drain(self.stream(replace(request, include_usage=True), progress, key=key))
+        :meth:`stream` (usage included), drained. Raises as :meth:`stream`; an answer cut by
+        the shutdown deadline is billed nothing (the client received none of it)."""
+        return await drain(self._run(replace(request, include_usage=True), progress, key, streamed=False))
 
-    async def stream(
+    def stream(
         self, request: ChatRequest, progress: ProgressCallback | None = None, *, key: KeyRecord | None = None
     ) -> AsyncIterator[dict[str, Any]]:
         """As :meth:`ChatService.stream`, admitted, metered and billed.
@@ -200,42 +220,79 @@ class Gateway:
             progress: passed to the service.
             key: the caller's key (from :meth:`authenticate`), or None.
 
+        Returns:
+            An async generator of chunk dicts; each chunk it has yielded counts as
+            delivered when the shutdown deadline cuts the stream.
+
         Raises:
             InvalidRequest: a size limit is exceeded, or an image goes to a model without
                 image input (both before admission: no ledger row, no RPM).
             ModelNotFound: the model is not served.
             RateLimited: the key's RPM or TPM limit is reached.
             InsufficientQuota: the key has no credit left.
+            EngineUnavailable: (code ``server_shutting_down``) the shutdown deadline cut
+                the generation.
             ServiceError: whatever the service raises, after the request is settled.
         """
+        return self._run(request, progress, key, streamed=True)
+
+    async def _run(
+        self, request: ChatRequest, progress: ProgressCallback | None, key: KeyRecord | None, streamed: bool
+    ) -> AsyncIterator[dict[str, Any]]:
         self.limits.check(request)
         card = self.service.prepare(request)  # the client's faults are refused before admission
         price = self.price_of(card.id)
         self.rate_limiter.admit(key)
         hold = await self._reserve(key, _max_cost(request, card, price))
         meter = _Meter(card.id, time.monotonic())
+        delivered = (0, 0, 0)
         self.in_flight += 1
         self.metrics.in_flight.inc()
         self.metrics.queue_depth.inc()
         status: Status = "cancelled"
         error_code: str | None = None
+        chunks = self.service.stream(request, card, progress, on_usage=meter.update)
         try:
-            async for chunk in self.service.stream(request, card, progress, on_usage=meter.update):
+            while (chunk := await self._next_chunk(chunks)) is not None:
                 if meter.completion_id is None:
                     meter.completion_id, meter.first_chunk = chunk["id"], time.monotonic()
                     self.metrics.queue_depth.dec()
                     self.metrics.time_to_first_token.labels(card.id).observe(meter.first_chunk - meter.started)
                 yield chunk
+                if streamed:
+                    delivered = (meter.prompt_tokens, meter.completion_tokens, meter.cached_tokens)
             status = "completed"
         except ServiceError as exc:
             status, error_code = "failed", exc.code or exc.error_type
+            if exc.code == _SHUTTING_DOWN:
+                meter.update(*delivered)
             raise
         except Exception:
             status, error_code = "failed", "server_error"
             raise
         finally:
             with anyio.CancelScope(shield=True):
+                await chunks.aclose()
                 await self._settle(key, hold, meter, price, status, error_code)
+
+    async def _next_chunk(self, chunks: AsyncIterator[dict[str, Any]]) -> dict[str, Any] | None:
+        """The next chunk, None at the end.
+
+        Raises:
+            EngineUnavailable: the shutdown deadline passed while waiting for it.
+        """
+        with anyio.CancelScope(deadline=self._shutdown_deadline) as scope:
+            self._waiting.add(scope)
+            try:
+                return await anext(chunks)
+            except StopAsyncIteration:
+                return None
+            finally:
+                self._waiting.discard(scope)
+        raise EngineUnavailable(
+            "The server is shutting down and stopped this generation at its shutdown deadline; retry the request.",
+            code=_SHUTTING_DOWN,
+        )
 
     async def _reserve(self, key: KeyRecord | None, amount: int) -> Reservation | None:
         if self.ledger is None:
@@ -259,21 +316,23 @@ class Gateway:
             meter.cached_tokens, "-" if meter.first_chunk is None else round((meter.first_chunk - meter.started) * 1000),
             round((ended - meter.started) * 1000),
         )
-        if self.ledger is not None and hold is not None:
-            usage = Usage(meter.model, meter.prompt_tokens, meter.completion_tokens, cost, status,
-                          meter.completion_id, error_code)
-            await anyio.to_thread.run_sync(self.ledger.settle, hold, usage)
-        self.rate_limiter.record_tokens(key, meter.prompt_tokens + meter.completion_tokens)
-        metrics = self.metrics
-        if meter.completion_id is None:
-            metrics.queue_depth.dec()
-        metrics.in_flight.dec()
-        self.in_flight -= 1
-        metrics.generations.labels(status).inc()
-        metrics.prompt_tokens.labels(meter.model).inc(meter.prompt_tokens)
-        metrics.cached_prompt_tokens.labels(meter.model).inc(meter.cached_tokens)
-        metrics.completion_tokens.labels(meter.model).inc(meter.completion_tokens)
-        metrics.latency.labels(meter.model).observe(ended - meter.started)
+        try:
+            if self.ledger is not None and hold is not None:
+                usage = Usage(meter.model, meter.prompt_tokens, meter.completion_tokens, cost, status,
+                              meter.completion_id, error_code)
+                await anyio.to_thread.run_sync(self.ledger.settle, hold, usage)
+        finally:
+            self.rate_limiter.record_tokens(key, meter.prompt_tokens + meter.completion_tokens)
+            metrics = self.metrics
+            if meter.completion_id is None:
+                metrics.queue_depth.dec()
+            metrics.in_flight.dec()
+            self.in_flight -= 1
+            metrics.generations.labels(status).inc()
+            metrics.prompt_tokens.labels(meter.model).inc(meter.prompt_tokens)
+            metrics.cached_prompt_tokens.labels(meter.model).inc(meter.cached_tokens)
+            metrics.completion_tokens.labels(meter.model).inc(meter.completion_tokens)
+            metrics.latency.labels(meter.model).observe(ended - meter.started)
 
 
 def _catalog_price(model_id: str) -> Price:

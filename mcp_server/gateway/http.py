@@ -3,11 +3,14 @@
 For every HTTP request it:
 
 - refuses a body larger than ``max_body_bytes`` with 413 (by ``Content-Length``, or by
-  counting while it reads a body sent without one), before any route sees it;
+  counting while it reads a body sent without one), before any route sees it, and a body
+  that pauses longer than ``read_timeout`` between two parts with 408 (the server then
+  closes the connection, whose body was not read to its end);
 - on the API paths (:meth:`Gateway.needs_key`: ``/v1/...`` and ``/mcp``), resolves
   ``Authorization: Bearer`` to the caller's key (:meth:`Gateway.authenticate`, 401 on
   failure or when the header is sent more than once) and leaves it in the ASGI scope, where
-  :func:`request_key` finds it for REST routes and MCP tool calls alike;
+  :func:`request_key` finds it for REST routes and MCP tool calls alike (and
+  :func:`request_is_keyless` whether the request came in without any credential);
 - counts the response in ``chatcap_http_requests_total``.
 """
 
@@ -16,15 +19,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mcp_server.errors import AuthenticationError, PayloadTooLarge, ServiceError
+from mcp_server.errors import AuthenticationError, PayloadTooLarge, RequestTimeout, ServiceError
 from mcp_server.gateway.gateway import Gateway
 from mcp_server.gateway.keys import KeyRecord
 
-__all__ = ["GatewayMiddleware", "request_key"]
+__all__ = ["GatewayMiddleware", "request_is_keyless", "request_key"]
 
 _STATE_KEY = "chatcap_key"
+_STATE_KEYLESS = "chatcap_keyless"
 _WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
 
 
@@ -37,6 +42,12 @@ def request_key(request: Any) -> KeyRecord | None:
     if request is None:
         return None
     return request.scope.get("state", {}).get(_STATE_KEY)
+
+
+def request_is_keyless(scope: Scope) -> bool:
+    """Whether :class:`GatewayMiddleware` let this API request in without any credential
+    (no key store key and no ``--api-key``: the server is open)."""
+    return scope.get("state", {}).get(_STATE_KEYLESS, False)
 
 
 class GatewayMiddleware:
@@ -75,7 +86,10 @@ class GatewayMiddleware:
                     )
                 authorization = authorizations[0].decode("latin-1") if authorizations else ""
                 key = await self.gateway.authenticate(authorization)
-                scope.setdefault("state", {})[_STATE_KEY] = key
+                state = scope.setdefault("state", {})
+                state[_STATE_KEY] = key
+                # authenticate() lets a request in without a key only with --api-key (it matched) or when open
+                state[_STATE_KEYLESS] = key is None and self.gateway.api_key is None
         except ServiceError as exc:
             await self.error_response(exc)(scope, receive, counted_send)
             return
@@ -86,8 +100,10 @@ class GatewayMiddleware:
 
         Raises:
             PayloadTooLarge: the body is over the limit; the message gives both sizes.
+            RequestTimeout: the client paused longer than ``read_timeout`` within its body.
         """
         limit = self.gateway.limits.max_body_bytes
+        timeout = self.gateway.limits.read_timeout
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise PayloadTooLarge(f"The request body is {int(declared)} bytes; at most {limit} are accepted.")
@@ -96,7 +112,11 @@ class GatewayMiddleware:
         parts: list[bytes] = []
         size = 0
         while True:
-            message = await receive()
+            message: Message | None = None
+            with anyio.move_on_after(timeout):
+                message = await receive()
+            if message is None:
+                raise RequestTimeout(f"The client sent no part of the request body for {timeout:g} s.")
             if message["type"] != "http.request":
                 buffered = [message]
                 break

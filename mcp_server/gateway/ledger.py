@@ -20,8 +20,10 @@ The billing rule:
 3. **Consequences.** Check and reservation happen under one lock, so concurrent requests
    see each other's reservations: the last request admitted saw available credit > 0
    and costs at most its reservation, so a balance never goes below minus one request's
-   maximum cost. Each reservation settles once (a second call does nothing) and the
-   row's primary key is the reservation id, so no request is charged twice.
+   maximum cost. Reservations are kept per request (its id), also when they hold
+   nothing (a price of 0): each settles once (a second call does nothing), releases only
+   its own hold, and the row's primary key is the reservation id, so no request is
+   charged twice.
 4. **Crashes.** Reservations live in memory: a killed process forgets them, and requests
    it had not settled leave neither a row nor a charge. Every committed row survives
    (see :mod:`mcp_server.gateway.db`). One server process per data directory.
@@ -164,7 +166,7 @@ class Ledger:
     def __init__(self, db: Database):
         self.db = db
         self._lock = threading.Lock()
-        self._reserved: dict[str, int] = {}
+        self._reserved: dict[str, dict[str, int]] = {}  # key id -> reservation id -> amount
 
     def reserve(self, key: KeyRecord | None, amount_micros: int) -> Reservation:
         """Admit a request and hold ``amount_micros`` of its key's credit.
@@ -178,14 +180,14 @@ class Ledger:
             return hold
         with self._lock:
             rows = self.db.query("SELECT balance_micros FROM keys WHERE id = ?", (key.id,))
-            reserved = self._reserved.get(key.id, 0)
-            available = rows[0]["balance_micros"] - reserved
+            holds = self._reserved.setdefault(key.id, {})
+            available = rows[0]["balance_micros"] - sum(holds.values())
             if available <= 0:
                 raise InsufficientQuota(
                     f"You exceeded your current quota: key {key.id} has ${micros_to_usd(available)} "
                     "of credit available. Top it up with `chatcap keys top-up`."
                 )
-            self._reserved[key.id] = reserved + amount_micros
+            holds[hold.id] = amount_micros
         return hold
 
     def settle(self, hold: Reservation, usage: Usage) -> None:
@@ -211,17 +213,15 @@ class Ledger:
                         (usage.cost_micros, hold.key_id),
                     )
             hold.settled = True
-            if hold.key_id is not None:
-                left = self._reserved[hold.key_id] - hold.amount_micros
-                if left:
-                    self._reserved[hold.key_id] = left
-                else:
-                    del self._reserved[hold.key_id]
+            holds = self._reserved.get(hold.key_id, {})
+            holds.pop(hold.id, None)
+            if not holds:
+                self._reserved.pop(hold.key_id, None)
 
     def reserved_micros(self, key_id: str) -> int:
         """Credit held by the key's running requests."""
         with self._lock:
-            return self._reserved.get(key_id, 0)
+            return sum(self._reserved.get(key_id, {}).values())
 
     def usage(self, key_id: str | None = None, since: float | None = None) -> list[UsageTotal]:
         """Requests, tokens and spend per key and model (:func:`usage_totals` of the rows).

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mcp_server.errors import InvalidRequest
-from mcp_server.protocol.request import ChatRequest
+from mcp_server.protocol.request import ChatRequest, json_depth
 
 __all__ = ["RequestLimits", "json_depth"]
 
@@ -37,9 +37,11 @@ class RequestLimits:
         max_schema_bytes: largest JSON schema (compact JSON text, UTF-8 bytes) in a tool
             or ``response_format``.
         max_schema_depth: deepest nesting of objects and arrays in such a schema.
+        read_timeout: seconds the body may pause between two parts (408 after it).
     """
 
     max_body_bytes: int = 4 * 1024 * 1024
+    read_timeout: float = 30.0
     max_messages: int = 1024
     max_schema_bytes: int = 64 * 1024
     max_schema_depth: int = 32
@@ -85,20 +87,3 @@ def _schemas(tools: list[dict[str, Any]] | None, response_format: dict[str, Any]
         schema = (response_format.get("json_schema") or {}).get("schema")
         if schema is not None:
             yield "response_format.json_schema.schema", schema
-
-
-def json_depth(value: Any) -> int:
-    """Nesting depth of a JSON value: 0 for a scalar, 1 for a flat object or array.
-
-    Iterative, so a hostile document cannot exhaust the Python stack.
-    """
-    deepest = 0
-    stack = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
-        if children is None:
-            continue
-        deepest = max(deepest, depth)
-        stack.extend((child, depth + 1) for child in children)
-    return deepest

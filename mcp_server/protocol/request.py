@@ -19,7 +19,13 @@ from mcp_server.engines.base import GenerationRequest, SamplingParams
 from mcp_server.errors import InvalidRequest
 from mcp_server.protocol.content import normalize_messages
 
-__all__ = ["ACCEPTED_EXTENSIONS", "SAMPLING_EPS", "UNSUPPORTED", "ChatRequest", "parse_request"]
+__all__ = [
+    "ACCEPTED_EXTENSIONS", "MAX_BODY_DEPTH", "SAMPLING_EPS", "UNSUPPORTED", "ChatRequest", "json_depth", "parse_request",
+]
+
+MAX_BODY_DEPTH = 200
+"""Levels of arrays and objects a request may nest (its schemas are bounded further on, at 32);
+deeper ones would exhaust Python's recursion limit in the checks that follow."""
 
 SAMPLING_EPS = 1e-5
 """``temperature`` or ``top_p`` below this is greedy decoding (vLLM's threshold)."""
@@ -52,9 +58,13 @@ def parse_request(body: Any) -> ChatRequest:
         The normalized request.
 
     Raises:
-        InvalidRequest: the body does not match the request schema; ``param`` names the
+        InvalidRequest: the body nests deeper than :data:`MAX_BODY_DEPTH` (checked first,
+            without recursion), or does not match the request schema; ``param`` names the
             failing field (e.g. ``messages[0].role``).
     """
+    if (depth := json_depth(body)) > MAX_BODY_DEPTH:
+        raise InvalidRequest(f"The request nests JSON {depth} levels deep; at most {MAX_BODY_DEPTH} are accepted.",
+                             code="limit_exceeded")
     _check_unicode(body)
     validate_request(body)
     # OpenAI clients send explicit nulls for unset options: null means "the default".
@@ -288,3 +298,20 @@ def _check_supported(fields: dict[str, Any]) -> None:
 def _without_nulls(item: dict[str, Any]) -> dict[str, Any]:
     """``item`` without its null fields (clients send null for "absent")."""
     return {key: value for key, value in item.items() if value is not None}
+
+
+def json_depth(value: Any) -> int:
+    """Nesting depth of a JSON value: 0 for a scalar, 1 for a flat object or array.
+
+    Iterative, so a hostile document cannot exhaust the Python stack.
+    """
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in children)
+    return deepest

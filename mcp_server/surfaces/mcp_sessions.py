@@ -10,6 +10,10 @@ the store, or its client address when it has none (no keys, or the single ``--ap
 A session counts from its successful opening request (a response that carries
 ``Mcp-Session-Id``) until the client ends it (``DELETE``) or it has seen no request for
 :data:`SESSION_IDLE_TIMEOUT` seconds, the idle timeout the session manager is given too.
+
+A session answers only the caller that opened it: a request carrying another caller's
+session id gets 404 (JSON-RPC error ``-32600``, "Session not found", as the SDK answers an
+unknown id), so a session id that leaks does not hand over the session.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ class SessionQuota:
         self.idle_timeout = idle_timeout
         self._clock = clock
         self._sessions: dict[str, dict[str, float]] = {}  # caller -> session id -> last request
+        self._owners: dict[str, str] = {}  # session id -> caller
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -66,10 +71,15 @@ class SessionQuota:
         session_id = dict(scope["headers"]).get(_SESSION_HEADER)
         if session_id is not None:
             session = session_id.decode("latin-1")
+            owner = self._owners.get(session)
+            if owner is not None and owner != caller:
+                await _not_found(send)
+                return
             if session in sessions:
                 sessions[session] = now
                 if scope["method"] == "DELETE":
                     del sessions[session]
+                    self._owners.pop(session, None)
             await self.app(scope, receive, send)
             return
         if len(sessions) >= self.limit:
@@ -84,6 +94,7 @@ class SessionQuota:
                 for name, value in message.get("headers", ()):
                     if name.lower() == _SESSION_HEADER:
                         sessions[value.decode("latin-1")] = self._clock()
+                        self._owners[value.decode("latin-1")] = caller
             await send(message)
 
         try:
@@ -96,6 +107,7 @@ class SessionQuota:
         sessions = self._sessions.setdefault(caller, {})
         for session in [s for s, seen in sessions.items() if now - seen > self.idle_timeout]:
             del sessions[session]
+            self._owners.pop(session, None)
         return sessions
 
 
@@ -116,4 +128,11 @@ async def _too_many(limit: int, retry_after: int, send: Send) -> None:
     headers = [(b"content-type", b"application/json"), (b"retry-after", str(retry_after).encode()),
                (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": 429, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _not_found(send: Send) -> None:
+    body = json.dumps({"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": "Session not found"}}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 404, "headers": headers})
     await send({"type": "http.response.body", "body": body})

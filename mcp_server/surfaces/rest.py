@@ -98,6 +98,9 @@ def rest_routes(gateway: Gateway, paths: dict[str, str], skills: SkillCatalog, s
                 return await handler(request)
             except ServiceError as exc:
                 return error_response(exc)
+            except RecursionError:  # the bounds on nesting should come first; never a bare 500
+                logger.warning("RecursionError on %s %s", request.method, request.url.path)
+                return error_response(InvalidRequest("The request nests too deeply to process.", code="limit_exceeded"))
 
         return endpoint
 
@@ -117,7 +120,9 @@ def rest_routes(gateway: Gateway, paths: dict[str, str], skills: SkillCatalog, s
             finally:
                 await chunks.aclose()
 
-        return EventSourceResponse(sse_events(replay()), ping=15, shutdown_grace_period=shutdown_grace)
+        # The gateway cuts the generation at the grace (an error event, then [DONE]); the
+        # response's own cut comes a second later, for those events to go out.
+        return EventSourceResponse(sse_events(replay()), ping=15, shutdown_grace_period=shutdown_grace + 1)
 
     async def list_models(request: Request) -> Response:
         return JSONResponse(gateway.service.list_models())

@@ -29,8 +29,11 @@ Defined behaviour per keyword (measured against xgrammar 0.2.9; see ``tests/test
   ``minLength``/``maxLength`` with ``pattern`` or ``format`` (xgrammar drops them),
   ``allOf`` with several schemas, tuple ``items``,
   ``required`` names missing from ``properties``, non-local or dangling ``$ref``, ``$ref`` with
-  sibling assertions, other string ``format`` values, patterns with lookaround or that the
-  regex engine refuses (backreferences, ``\\p{..}``, ``\\b``), schemas that fail their
+  sibling assertions, other string ``format`` values, patterns that the grammar and the final
+  check would read differently or that either refuses (:mod:`.patterns`: ``\\Z``, lookaround,
+  backreferences, ``\\p{..}``, ``\\b``, literal control characters, ...), a ``const``/``enum``
+  value that its sibling keywords refuse, schemas nesting deeper than
+  :data:`~.nesting.MAX_SCHEMA_NESTING` levels (:mod:`.nesting`), schemas that fail their
   meta-schema, and anything else the compiler refuses;
 * properties or items the schema does not declare are never emitted unless
   ``additionalProperties``/``items`` allow them explicitly (xgrammar ``strict_mode``, as in
@@ -49,13 +52,20 @@ from __future__ import annotations
 
 import json
 import re
-import urllib.parse
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import jsonschema
 import xgrammar
 
+from mcp_server.engines.embedded.decoding.nesting import (
+    MAX_SCHEMA_NESTING,
+    SCHEMA_LISTS,
+    SCHEMA_VALUES,
+    check_nesting,
+    resolve_ref,
+)
+from mcp_server.engines.embedded.decoding.patterns import PatternError, compile_pattern, re2_validator_for
 from mcp_server.errors import InvalidRequest, ServiceError
 
 if TYPE_CHECKING:
@@ -63,6 +73,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "JSON_SEPARATORS",
+    "MAX_OUTPUT_DEPTH",
+    "MAX_SCHEMA_NESTING",
     "SCHEMA_PARAM",
     "SUPPORTED_FORMATS",
     "UNSUPPORTED",
@@ -83,6 +95,9 @@ UNSUPPORTED = frozenset({
 })  # fmt: skip
 """Keywords xgrammar 0.2.9 ignores or mis-enforces; a schema using any of them is rejected."""
 
+MAX_OUTPUT_DEPTH = 64
+"""Levels of arrays and objects a JSON answer may nest for :func:`validate_output` to check it."""
+
 SUPPORTED_FORMATS = frozenset({
     "date", "date-time", "duration", "email", "hostname", "ipv4", "ipv6", "json-pointer",
     "relative-json-pointer", "time", "uri", "uri-reference", "uri-template", "uuid",
@@ -97,9 +112,9 @@ _ASSERTIONS = frozenset({
 }) | UNSUPPORTED  # fmt: skip
 _RANGE = frozenset({"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"})
 _SCHEMA_MAPS = ("properties", "$defs", "definitions")
-_SCHEMA_LISTS = ("prefixItems", "anyOf", "oneOf", "allOf")
-_SCHEMA_VALUES = ("additionalProperties", "items")
-_LOOKAROUND = re.compile(r"\(\?<?[=!]")
+_META_FORMATS = jsonschema.FormatChecker([f for f in jsonschema.FormatChecker.checkers if f != "regex"])
+"""Formats the meta-schema check asserts: all but ``regex`` (Python's ``re``; patterns are
+checked by :mod:`.patterns` instead)."""
 _OPTIONS = {"any_whitespace": False, "separators": JSON_SEPARATORS, "strict_mode": True}
 _XGRAMMAR_LOCATION = re.compile(r"^\[[^\]]*\]\s*\S+:\d+:\s*")
 
@@ -107,8 +122,11 @@ _XGRAMMAR_LOCATION = re.compile(r"^\[[^\]]*\]\s*\S+:\d+:\s*")
 def check_schema(schema: Any, param: str = SCHEMA_PARAM) -> None:
     """Reject a JSON Schema the grammar engine cannot enforce exactly.
 
-    The schema is first checked against its meta-schema (``$schema``, default 2020-12), then
-    walked through every subschema position (not following ``$ref``, so recursion is safe).
+    The schema's nesting is bounded first (:data:`MAX_SCHEMA_NESTING` subschema levels,
+    ``$ref`` chains followed), then it is checked against its meta-schema (``$schema``,
+    default 2020-12; ``pattern`` values by this module's own rules), then walked through
+    every subschema position (not following ``$ref``, so recursion is safe). A ``const`` or
+    ``enum`` must satisfy its sibling keywords (the grammar emits the value as it is).
 
     Args:
         schema: a JSON Schema (dict or bool).
@@ -118,11 +136,15 @@ def check_schema(schema: Any, param: str = SCHEMA_PARAM) -> None:
         InvalidRequest: naming the keyword and its JSON Pointer in the schema.
     """
     try:
-        jsonschema.validators.validator_for(schema).check_schema(schema)
+        check_nesting(schema, param)
+        jsonschema.validators.validator_for(schema).check_schema(schema, format_checker=_META_FORMATS)
+        _check_node(schema, "", schema, param)
     except jsonschema.SchemaError as exc:
         pointer = "".join(f"/{p}" for p in exc.path)
         raise InvalidRequest(f"invalid JSON Schema at '{pointer or '/'}': {exc.message}", param=param) from None
-    _check_node(schema, "", schema, param)
+    except RecursionError:
+        raise InvalidRequest(f"the JSON Schema nests too deeply (at most {MAX_SCHEMA_NESTING} levels)",
+                             param=param) from None
 
 
 def schema_ebnf(schema: Any, param: str) -> str:
@@ -179,6 +201,10 @@ def validate_output(text: str, response_format: dict[str, Any] | None) -> Servic
         text: the whole generated content.
         response_format: the request's ``response_format``.
 
+    Patterns are matched by RE2 (:mod:`.patterns`): linear in the text, the interpreter is
+    never held. Output nesting deeper than :data:`MAX_OUTPUT_DEPTH` is not checked and
+    fails.
+
     Returns:
         None when the text conforms (always for ``text``), else a :class:`ServiceError`
         (HTTP 500, code ``invalid_output``) that names the violation, for the caller to raise.
@@ -188,17 +214,41 @@ def validate_output(text: str, response_format: dict[str, Any] | None) -> Servic
         return None
     try:
         value = json.loads(text)
+    except RecursionError:
+        return _too_deep()
     except ValueError as exc:
         return ServiceError(f"output is not JSON: {exc}", code="invalid_output")
     if kind == "json_object":
         schema = {"type": "object"}
     else:
         schema = (response_format.get("json_schema") or {}).get("schema", {})
-    validator = jsonschema.validators.validator_for(schema)(schema, format_checker=jsonschema.FormatChecker())
-    error = jsonschema.exceptions.best_match(validator.iter_errors(value))
+    if _value_depth(value) > MAX_OUTPUT_DEPTH:
+        return _too_deep()
+    validator = re2_validator_for(schema)(schema, format_checker=jsonschema.FormatChecker())
+    try:
+        error = jsonschema.exceptions.best_match(validator.iter_errors(value))
+    except RecursionError:
+        return _too_deep()
     if error is None:
         return None
     return ServiceError(f"output does not match the schema at '{error.json_path}': {error.message}", code="invalid_output")
+
+
+def _too_deep() -> ServiceError:
+    return ServiceError(f"output nests JSON deeper than {MAX_OUTPUT_DEPTH} levels, the most the final check "
+                        "checks", code="invalid_output")
+
+
+def _value_depth(value: Any) -> int:
+    """How many arrays and objects nest in a parsed JSON value (iterative: any depth)."""
+    deepest, pending = 0, [(value, 1)]
+    while pending:
+        item, level = pending.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is not None:
+            deepest = max(deepest, level)
+            pending.extend((child, level + 1) for child in children)
+    return deepest
 
 
 def _dumps(value: Any) -> str:
@@ -255,14 +305,17 @@ def _check_node(node: Any, path: str, root: Any, param: str) -> None:
             reject("format", f"{node['format']!r} is not enforceable; supported: {sorted(SUPPORTED_FORMATS)}")
     if "pattern" in node:
         _check_pattern(node["pattern"], reject)
+    for keyword in ("const", "enum"):
+        if keyword in node:
+            _check_values(keyword, node, root, reject)
 
     for keyword in _SCHEMA_MAPS:
         for name, child in node.get(keyword, {}).items():
             _check_node(child, f"{path}/{keyword}/{_escape(name)}", root, param)
-    for keyword in _SCHEMA_LISTS:
+    for keyword in SCHEMA_LISTS:
         for index, child in enumerate(node.get(keyword, [])):
             _check_node(child, f"{path}/{keyword}/{index}", root, param)
-    for keyword in _SCHEMA_VALUES:
+    for keyword in SCHEMA_VALUES:
         if keyword in node:
             _check_node(node[keyword], f"{path}/{keyword}", root, param)
 
@@ -271,25 +324,34 @@ def _check_ref(ref: str, root: Any, reject: Callable[[str, str], None]) -> None:
     """Accept only ``#`` or ``#/json/pointer`` references that resolve inside ``root``."""
     if ref != "#" and not ref.startswith("#/"):
         reject("$ref", f"{ref!r} is not a local JSON Pointer ('#/...'); remote and anchor references are not supported")
-    target = root
-    for part in filter(None, ref[2:].split("/")):
-        key = urllib.parse.unquote(part).replace("~1", "/").replace("~0", "~")
-        if isinstance(target, list) and key.isdigit() and int(key) < len(target):
-            target = target[int(key)]
-        elif isinstance(target, dict) and key in target:
-            target = target[key]
-        else:
-            reject("$ref", f"{ref!r} does not resolve inside the schema")
+    if resolve_ref(ref, root) is None:
+        reject("$ref", f"{ref!r} does not resolve inside the schema")
 
 
 def _check_pattern(pattern: str, reject: Callable[[str, str], None]) -> None:
-    """Reject regexes xgrammar ignores in part (lookaround) or cannot convert."""
-    if _LOOKAROUND.search(pattern):
-        reject("pattern", f"{pattern!r} uses lookaround, which is not supported")
+    """Reject regexes the final check and the grammar would read differently, or that xgrammar
+    cannot convert (see :mod:`.patterns`)."""
+    shown = repr(pattern) if len(pattern) <= 100 else repr(pattern[:100]) + "..."
+    try:
+        compile_pattern(pattern)
+    except PatternError as exc:
+        reject("pattern", f"{shown} {exc}")
     try:
         xgrammar.Grammar.from_regex(pattern)
     except (RuntimeError, ValueError) as exc:
-        reject("pattern", f"{pattern!r} is not supported: {_XGRAMMAR_LOCATION.sub('', str(exc).strip())}")
+        reject("pattern", f"{shown} is not supported: {_XGRAMMAR_LOCATION.sub('', str(exc).strip())}")
+
+
+def _check_values(keyword: str, node: dict[str, Any], root: Any, reject: Callable[[str, str], None]) -> None:
+    """Reject a ``const``/``enum`` value that its sibling keywords refuse: the grammar emits the
+    value as given, and the final check would fail it."""
+    siblings = {k: v for k, v in node.items() if k != keyword}
+    validator = re2_validator_for(root)(root, format_checker=jsonschema.FormatChecker()).evolve(schema=siblings)
+    for value in [node["const"]] if keyword == "const" else node["enum"]:
+        error = jsonschema.exceptions.best_match(validator.iter_errors(value))
+        if error is not None:
+            reject(keyword, f"value {_dumps(value)[:200]} breaks its sibling keyword '{error.validator}': "
+                            f"{error.message[:300]}")
 
 
 def _escape(name: str) -> str:

@@ -1,0 +1,32 @@
+"""Reservations are kept per request, also when they hold nothing (issue 20, F2).
+
+At a price of 0 every reservation is 0 micro-dollars; they used to share one per-key total, so
+the first request to settle removed it and the next one's settle raised ``KeyError`` after its
+row was committed (a 500, a leaked in-flight gauge, tokens never counted against TPM).
+"""
+
+from __future__ import annotations
+
+from mcp_server.gateway import KeyStore, Ledger
+from mcp_server.gateway.db import Database
+from mcp_server.gateway.ledger import Usage
+
+
+def test_concurrent_reservations_settle_each_their_own_at_any_price(tmp_path):
+    store = KeyStore(Database.open(tmp_path))
+    record, _ = store.create("k", credit_usd=1)
+    ledger = Ledger(store.db)
+    free = [ledger.reserve(record, 0) for _ in range(8)]
+    for hold in free:
+        ledger.settle(hold, Usage("m", 3, 4, 0, "completed"))
+    assert ledger.reserved_micros(record.id) == 0
+    paid = [ledger.reserve(record, amount) for amount in (300, 500)]
+    assert ledger.reserved_micros(record.id) == 800
+    ledger.settle(paid[0], Usage("m", 3, 4, 70, "completed"))
+    assert ledger.reserved_micros(record.id) == 500  # only its own hold is released
+    ledger.settle(paid[0], Usage("m", 3, 4, 70, "completed"))  # a second settle does nothing
+    ledger.settle(paid[1], Usage("m", 3, 4, 90, "completed"))
+    assert ledger.reserved_micros(record.id) == 0
+    assert len(store.db.query("SELECT id FROM ledger")) == 10
+    assert ledger.audit() == {}
+    store.db.close()
