@@ -90,7 +90,7 @@ class CatalogEntry:
         embedded_tool_call_format: the embedded engine's tool-call format (a name of
             :data:`mcp_server.engines.embedded.decoding.toolcalls.FAMILIES`), or None.
         reasoning_parser: SGLang ``--reasoning-parser`` name (also a
-            :class:`mcp_server.engines.embedded.decoding.reasoning.ReasoningParser` kind), or None.
+            :data:`mcp_server.families.REASONING_PARSERS` name), or None.
         input_modalities: ``("text",)`` or ``("text", "image")``.
         price: list price per million tokens.
         sglang_args: extra SGLang flags the model needs (e.g. ``("--tp-size", "8")``).

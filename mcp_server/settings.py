@@ -137,6 +137,8 @@ class Settings:
         shutdown_grace: seconds a SIGTERM waits for requests in flight to finish.
         price: ``(input, output)`` USD per million tokens for every served model,
             overriding the catalog's; None uses the catalog.
+        tool_call_parser: the tool-call format (a family-table name); None: detected.
+        reasoning_parser: the reasoning format; None: detected.
         sglang_url: with ``engine="sglang"``, attach to this running SGLang server or
             router instead of launching one.
         sglang_timeout: seconds to wait for SGLang to connect, or between two parts of
@@ -153,6 +155,13 @@ class Settings:
     chat_template: str | None = _flag(
         None, "chat template, replacing the model's: a Jinja file or a known name (chatml, gemma, llama3, mistral) "
         "(default: the model's own)"
+    )
+    tool_call_parser: str | None = _flag(
+        None, "tool-call format (SGLang names: hermes, llama3, pythonic, qwen3_coder, mistral, deepseekv3, ...); "
+        "default: detected from the model's chat template (README: Model families)"
+    )
+    reasoning_parser: str | None = _flag(
+        None, "reasoning format (SGLang names: qwen3, deepseek-r1, mistral, gemma4, gpt-oss, ...); default: detected"
     )
     host: str = _flag("127.0.0.1", "listen address", serve_only=True)
     port: int = _flag(8000, "listen port", parse=int, serve_only=True)

@@ -1,7 +1,7 @@
 """The package's layers, checked on its source: imports only point down, modules stay small.
 
 Layers, bottom to top (docs/architecture.md): errors, catalog, settings -> capability ->
-the engine protocol -> the embedded engine's decoding -> the engines -> the engine registry
+families -> the engine protocol -> the embedded engine's decoding -> the engines -> the engine registry
 -> protocol -> service -> gateway, generate -> surfaces -> app -> cli. A module may import
 its own layer or a lower one; it may import the one above it only where the table says so.
 """
@@ -21,6 +21,7 @@ LAYERS: list[tuple[str, int]] = [  # longest prefix wins
     ("mcp_server.catalog", 0),
     ("mcp_server.settings", 0),
     ("mcp_server.capability", 1),
+    ("mcp_server.families", 1),  # the model-family table and its parsers: pure text, no engine
     ("mcp_server.engines.base", 2),
     ("mcp_server.engines.embedded.decoding", 3),
     ("mcp_server.engines.embedded", 4),

@@ -8,16 +8,9 @@ import pytest
 import xgrammar
 
 from mcp_server.engines.base import GenerationRequest
-from mcp_server.engines.embedded.decoding.toolcalls import (
-    FAMILIES,
-    ArgumentsDelta,
-    CallStart,
-    GrammarProvider,
-    StreamParser,
-    TextDelta,
-    parse,
-    render_messages,
-)
+from mcp_server.engines.embedded.decoding.toolcalls import FAMILIES, GrammarProvider, render_messages
+from mcp_server.families import ArgumentsDelta, CallStart, TextDelta, make_splitter
+from mcp_server.families import parse as parse_output
 from mcp_server.errors import InvalidRequest
 
 WEATHER = {
@@ -36,11 +29,20 @@ TOOLS = [WEATHER, TIME]
 ARGS = '{"city":"Paris \\"}{","unit":"c"}'
 
 
+PARAMETERS = {"get_weather": WEATHER["function"]["parameters"], "get_time": {}}
+
+
+def parse(family, text: str):
+    """``(content, calls)`` of a whole output, by the family table's parser of this format."""
+    content, _, calls = parse_output(family.name, None, text, PARAMETERS)
+    return content, [{"name": c.name, "arguments": c.arguments} for c in calls]
+
+
 def run(family, text: str, streamed: bool):
     """Parse ``text`` whole or one character at a time; return (content, calls) and the events."""
     if not streamed:
         return parse(family, text), None
-    parser = StreamParser(family)
+    parser = make_splitter(family.name, None, PARAMETERS)
     events = [e for ch in text for e in parser.feed(ch)] + parser.finish()
     content = "".join(e.text for e in events if isinstance(e, TextDelta)) or None
     calls = [{"name": e.name, "arguments": ""} for e in events if isinstance(e, CallStart)]
@@ -70,7 +72,10 @@ def test_parse_text_then_two_calls(family, streamed):
     text = "Let me check.\n" + family.call_text("get_weather", ARGS) + "\n" + family.call_text("get_time", "{}")
     (content, calls), _ = run(family, text, streamed)
     assert content == "Let me check."
-    assert calls == [{"name": "get_weather", "arguments": ARGS}, {"name": "get_time", "arguments": "{}"}]
+    assert [(c["name"], json.loads(c["arguments"])) for c in calls] == [
+        ("get_weather", json.loads(ARGS)),
+        ("get_time", {}),
+    ]
     assert json.loads(calls[0]["arguments"])["city"] == 'Paris "}{'
 
 
@@ -78,7 +83,7 @@ def test_parse_tolerates_spacing_and_keeps_raw_arguments(family, streamed):
     spaced = family.call_text("get_weather", '{"city": "Oslo"}').replace('{"name": ', '{ "name" :').replace(", ", " ,  ")
     (content, calls), _ = run(family, spaced, streamed)
     assert content is None
-    assert calls == [{"name": "get_weather", "arguments": '{"city": "Oslo"}'}]
+    assert calls == [{"name": "get_weather", "arguments": '{"city": "Oslo"}'}]  # JSON text, normalized
 
 
 def test_text_that_is_not_a_call_stays_content(family, streamed):
@@ -86,38 +91,16 @@ def test_text_that_is_not_a_call_stays_content(family, streamed):
     assert run(family, text, streamed)[0] == (text, [])
 
 
-@pytest.mark.parametrize("cut", [1, 3, 12, 20, 30])
-def test_a_cut_call_is_dropped_and_its_markup_never_reaches_content(family, streamed, cut):
-    """The truncation policy: a call cut anywhere (marker, header, arguments) gives no call and
-    no markup in content; the text before it stays."""
-    whole = family.call_text("get_weather", '{"city":"Rome"}')
-    text = "ok " + whole[:cut]
-    parser = StreamParser(family)
-    events = [e for ch in text for e in parser.feed(ch)] if streamed else parser.feed(text)
-    events += parser.finish(truncated=True)
-    assert [e for e in events if not isinstance(e, TextDelta)] == []
-    assert "".join(e.text for e in events) == "ok"
-    assert parse(family, text, truncated=True) == ("ok", [])
+def test_call_cut_by_the_end_of_the_output_is_dropped(family, streamed):
+    text = "ok " + family.call_text("get_weather", '{"city":"Ro')[: -len(family.suffix) - 1 or None]
+    assert run(family, text, streamed)[0] == ("ok ", [])  # spaces are text; line breaks next to calls are layout
 
 
-def test_a_call_complete_but_for_its_suffix_is_kept(family, streamed):
-    text = family.call_text("get_time", "{}")[: -len(family.suffix) or None] + family.suffix[:3]
-    assert run(family, text, streamed)[0] == (None, [{"name": "get_time", "arguments": "{}"}])
-
-
-def test_text_that_may_begin_a_marker_is_content_unless_the_output_was_cut(family):
-    text = "see <tool" if family.prefix else 'see {"na'
-    assert parse(family, text) == (text, [])
-    assert parse(family, text, truncated=True) == ("see", [])
-
-
-def test_a_streamed_call_comes_whole_once_its_arguments_close(family):
-    text = "Hi " + family.call_text("get_weather", ARGS) + "\n" + family.call_text("get_time", "{}")
+def test_streamed_argument_pieces_concatenate_to_the_whole_arguments(family):
+    text = "Hi " + family.call_text("get_weather", ARGS)
     (_, calls), events = run(family, text, streamed=True)
-    calls_events = [e for e in events if not isinstance(e, TextDelta)]
-    assert calls_events == [CallStart(0, "get_weather"), ArgumentsDelta(0, ARGS), CallStart(1, "get_time"),
-                            ArgumentsDelta(1, "{}")]
-    assert calls == parse(family, text)[1]
+    pieces = [e.text for e in events if isinstance(e, ArgumentsDelta)]
+    assert "".join(pieces) == parse(family, text)[1][0]["arguments"] == calls[0]["arguments"]
 
 
 def test_constraint_accepts_valid_calls(compiler, tokenizer, family):

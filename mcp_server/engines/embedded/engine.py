@@ -34,7 +34,8 @@ from mcp_server.engines.embedded.decoding import check_catalog
 from mcp_server.engines.embedded.decoding.toolcalls import (
     GrammarProvider as ToolGrammarProvider,
 )
-from mcp_server.engines.embedded.decoding.toolcalls import get_family, render_messages
+from mcp_server.engines.embedded.decoding.toolcalls import render_messages
+from mcp_server.engines.embedded.family import PROMPT_TAIL_TOKENS, ServedFamily, check_tools_allowed, keeps_special_tokens
 from mcp_server.engines.embedded.model_check import check_model_path
 from mcp_server.engines.embedded.model_files import load_tokenizer
 from mcp_server.engines.embedded.output import OutputProcessor
@@ -55,6 +56,7 @@ from mcp_server.engines.embedded.runners.llamacpp import (
     DEFAULT_MAX_BATCH_SIZE as LLAMACPP_MAX_BATCH_SIZE,
 )
 from mcp_server.engines.embedded.runners.repack import REPACK_MODES
+from mcp_server.engines.embedded.sampling import seeded_generator
 from mcp_server.engines.embedded.scheduler import Scheduler, Sequence
 from mcp_server.engines.embedded.textstream import TextStream
 from mcp_server.errors import EngineUnavailable, InvalidRequest, ServiceError
@@ -107,6 +109,8 @@ class EmbeddedEngine:
         repack: llama.cpp runner: weight repacking for AMX, ``auto``, ``on`` or ``off``
             (:func:`.runners.repack.resolve_repack`).
         chat_template: a Jinja file or a known template's name, replacing the model's own.
+        tool_call_parser, reasoning_parser: the model's formats (family-table names, SGLang's);
+            None: the catalog's, else detected from the chat template (:class:`.family.ServedFamily`).
 
     Raises:
         ModelPathError: ``model_path`` or ``chat_template`` cannot be served
@@ -144,6 +148,8 @@ class EmbeddedEngine:
         kv_cache_dtype: str = "auto",
         repack: str = "auto",
         chat_template: str | None = None,
+        tool_call_parser: str | None = None,
+        reasoning_parser: str | None = None,
     ):
         if max_batch_size is not None and max_batch_size < 1:
             raise InvalidRequest("max_running_requests must be at least 1.", param="max_running_requests")
@@ -168,14 +174,13 @@ class EmbeddedEngine:
         self._ids = names or (checked.name,)
         check_catalog(load_catalog())
         entry = default_entry() if model_path is None else find_entry(model_path)
+        self._family = ServedFamily(tool_call_parser, reasoning_parser, entry)
         self._card = ModelCard(
             id=self._ids[0],
             context_length=context_length or ModelCard.context_length,
-            # Models the catalog does not know get the Hermes format, the most common one.
-            tool_call_format=(entry.embedded_tool_call_format if entry else None) or "hermes",
-            reasoning_parser=entry.reasoning_parser if entry else None,
+            tool_call_format=self._family.tool_call_parser,  # settled in start(): flag, catalog, chat template
+            reasoning_parser=self._family.reasoning_parser,
         )
-        self._tool_format = get_family(self._card.tool_call_format)
         self._scheduler: Scheduler | None = None
         self.runner: ModelRunner | None = None
         self.model: Any = None
@@ -202,6 +207,8 @@ class EmbeddedEngine:
             kv_cache_dtype=settings.kv_cache_dtype,
             repack=settings.repack,
             chat_template=settings.chat_template,
+            tool_call_parser=settings.tool_call_parser,
+            reasoning_parser=settings.reasoning_parser,
         )
 
     @property
@@ -243,6 +250,7 @@ class EmbeddedEngine:
         self.runner, self.tokenizer = self._load()
         if self._chat_template is not None:
             self.tokenizer.chat_template = self._chat_template
+        self._card = self._family.settle(self._card, self.tokenizer)
         self.model = getattr(self.runner, "model", None)
         vocab_size = self.runner.vocab_size
         with Progress(f"Indexing the vocabulary ({vocab_size:,} tokens) for grammar-constrained decoding"):
@@ -252,7 +260,7 @@ class EmbeddedEngine:
         # own would grow without bound and keep grammars whose compilation timed out.
         self.grammar_compiler = xgrammar.GrammarCompiler(self.tokenizer_info, max_threads=self._threads, cache_enabled=False)
         if self.grammar_provider is None:
-            self.grammar_provider = ToolGrammarProvider(self.grammar_compiler, self._card.tool_call_format)
+            self.grammar_provider = ToolGrammarProvider(self.grammar_compiler, self._family.tool_format)
         self._card = replace(self._card, context_length=self.runner.context_length, backend=self.runner.backend)
         self._scheduler = Scheduler(self.runner, self._eos_ids(), self._max_batch_size, vocab)
         self._scheduler.start()
@@ -302,6 +310,7 @@ class EmbeddedEngine:
         scheduler = self._scheduler
         if scheduler is None:
             raise EngineUnavailable("The engine is not started.")
+        check_tools_allowed(request, self._card.tool_call_format)
         # Tokenizing and compiling take up to seconds: off the event loop, so others go on.
         prompt_ids = await anyio.to_thread.run_sync(self._render, request)
         max_new_tokens = self._max_new_tokens(request, len(prompt_ids))
@@ -314,16 +323,15 @@ class EmbeddedEngine:
             prompt_ids=prompt_ids,
             max_new_tokens=max_new_tokens,
             sampling=request.sampling,
-            text=TextStream(self._decode, request.stop),
+            text=TextStream(partial(self._decode, special=keeps_special_tokens(request, self._card)), request.stop),
             emit=partial(asyncio.get_running_loop().call_soon_threadsafe, queue.put_nowait),
-            generator=_generator(request.sampling.seed),
+            generator=seeded_generator(request.sampling.seed),
             matcher=matcher,
             counts=self._counts(request),
             top_logprobs=request.top_logprobs if request.logprobs else None,
         )
-        output = OutputProcessor(
-            request, self._tool_format, self._card.reasoning_parser, stop_hit=lambda: sequence.text.stopped
-        )
+        card, prompt_tail = self._card, self.tokenizer.decode(prompt_ids[-PROMPT_TAIL_TOKENS:])  # opened <think>?
+        output = OutputProcessor(request, card.tool_call_format, card.reasoning_parser, prompt_tail, lambda: sequence.text.stopped)
         scheduler.submit(sequence)
         try:
             while True:
@@ -339,7 +347,7 @@ class EmbeddedEngine:
 
     def _render(self, request: GenerationRequest) -> list[int]:
         tools = request.tools if request.tool_choice != "none" else None
-        return render_prompt(self.tokenizer, render_messages(self._tool_format, request.messages, tools))
+        return render_prompt(self.tokenizer, render_messages(self._family.tool_format, request.messages, tools))
 
     def _max_new_tokens(self, request: GenerationRequest, prompt_tokens: int) -> int:
         left = self.context_length - prompt_tokens
@@ -380,8 +388,8 @@ class EmbeddedEngine:
             return None
         return torch.zeros(self.runner.vocab_size)
 
-    def _decode(self, token_ids: list[int]) -> str:
-        return self.tokenizer.decode(token_ids, skip_special_tokens=True)
+    def _decode(self, token_ids: list[int], special: bool = False) -> str:
+        return self.tokenizer.decode(token_ids, skip_special_tokens=not special)
 
     def _eos_ids(self) -> set[int]:
         ids = set(self.runner.eos_ids)
@@ -389,11 +397,3 @@ class EmbeddedEngine:
             ids.add(self.tokenizer.eos_token_id)
         return ids
 
-
-def _generator(seed: int | None) -> torch.Generator:
-    generator = torch.Generator()
-    if seed is None:
-        generator.seed()
-    else:
-        generator.manual_seed(seed)
-    return generator

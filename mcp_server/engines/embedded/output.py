@@ -13,13 +13,12 @@ happen path; this is the final check behind it. Output that one of the client's 
 strings cut short is returned as it is, unchecked, like output cut by ``max_tokens``: the
 cut is the client's choice (OpenAI returns such output the same way).
 
-Tool calls come whole (see :mod:`~mcp_server.engines.embedded.decoding.toolcalls.parser`): a
-call cut by ``max_tokens`` is dropped, and its markup never reaches ``content``. A call that
-repeats an earlier call of the same answer exactly (same name, same arguments text) ends the
-answer there: it is dropped, and the answer ends with ``tool_calls`` (the delta carries that
-finish reason, which tells the engine to stop generating). Small models otherwise tend to
-repeat their last call until the context is full, since after a call the grammar allows
-another one as well as the end of the answer; a repeated call asks for nothing new.
+A call that repeats an earlier call of the same answer exactly (same name, same arguments
+text) ends the answer there: it is dropped, and the answer ends with ``tool_calls`` (the
+delta carries that finish reason, which tells the engine to stop generating). Small models
+otherwise tend to repeat their last call until the context is full, since after a call the
+grammar allows another one as well as the end of the answer; a repeated call asks for
+nothing new. (The family table reports each call whole, so the check sees whole calls.)
 """
 
 from __future__ import annotations
@@ -32,16 +31,9 @@ from typing import Any
 
 from mcp_server.engines.base import GenerationDelta, GenerationRequest, ToolCallDelta
 from mcp_server.engines.embedded.decoding.constraints import validate_output
-from mcp_server.engines.embedded.decoding.reasoning import ReasoningParser
-from mcp_server.engines.embedded.decoding.toolcalls import (
-    ArgumentsDelta,
-    CallStart,
-    StreamParser,
-    TextDelta,
-    ToolCallFormat,
-)
 from mcp_server.engines.embedded.decoding.toolcalls.format import parameters_of
 from mcp_server.errors import ServiceError
+from mcp_server.families import ArgumentsDelta, CallStart, ReasoningDelta, TextDelta, make_splitter
 
 __all__ = ["OutputProcessor"]
 
@@ -51,25 +43,32 @@ class OutputProcessor:
 
     Args:
         request: the generation request (its tools, tool_choice and response_format).
-        tool_format: the model's tool-call family, used when the request has tools and
-            ``tool_choice`` is not ``none``.
+        tool_call_parser: the model's tool-call format (a name of the family table,
+            :data:`mcp_server.families.TOOL_CALL_PARSERS`), used when the request has tools
+            and ``tool_choice`` is not ``none``; None: calls are content.
         reasoning_parser: the model's reasoning format name, or None.
+        prompt: the rendered prompt's text: whether it opened a think block.
         stop_hit: tells, once the last delta arrived, whether a ``stop`` string ended the
             output; such output is not checked.
+
+    Raises:
+        ValueError: an unknown format name.
     """
 
     def __init__(
         self,
         request: GenerationRequest,
-        tool_format: ToolCallFormat | None,
+        tool_call_parser: str | None,
         reasoning_parser: str | None = None,
+        prompt: str = "",
         stop_hit: Callable[[], bool] = lambda: False,
     ):
         self._request = request
         self._stop_hit = stop_hit
-        calls_allowed = bool(request.tools) and request.tool_choice != "none"
-        self._tools = StreamParser(tool_format) if calls_allowed and tool_format else None
-        self._reasoning = ReasoningParser(reasoning_parser) if reasoning_parser else None
+        calls_allowed = bool(request.tools) and request.tool_choice != "none" and tool_call_parser is not None
+        tools = {_name(tool): parameters_of(tool.get("function") or {}) for tool in request.tools or ()}
+        self._splitter = make_splitter(tool_call_parser, reasoning_parser, tools if calls_allowed else None, prompt)
+        self._calls_allowed = calls_allowed
         self._content: list[str] = []
         self._calls: list[dict[str, str]] = []
         self._name = ""
@@ -83,8 +82,7 @@ class OutputProcessor:
                 (and no stop string cut it).
         """
         finished = delta.finish_reason is not None
-        reasoning, content = self._split_reasoning(delta.text, finished)
-        text, calls = self._split_calls(content, finished, truncated=delta.finish_reason == "length")
+        reasoning, text, calls = self._split(delta.text, finished)
         self._content.append(text)
         finish_reason = "stop" if self._ended and not finished else delta.finish_reason
         finished = finish_reason is not None
@@ -94,24 +92,16 @@ class OutputProcessor:
             self._check()
         return replace(delta, text=text, reasoning_content=reasoning, tool_calls=calls, finish_reason=finish_reason)
 
-    def _split_reasoning(self, text: str, finished: bool) -> tuple[str, str]:
-        if self._reasoning is None:
-            return "", text
-        reasoning, content = self._reasoning.feed(text)
-        if finished:
-            tail_reasoning, tail_content = self._reasoning.finish()
-            reasoning, content = reasoning + tail_reasoning, content + tail_content
-        return reasoning, content
-
-    def _split_calls(self, text: str, finished: bool, truncated: bool) -> tuple[str, tuple[ToolCallDelta, ...]]:
-        if self._tools is None:
-            return text, ()
-        events = self._tools.feed(text) + (self._tools.finish(truncated) if finished else [])
+    def _split(self, text: str, finished: bool) -> tuple[str, str, tuple[ToolCallDelta, ...]]:
+        events = self._splitter.feed(text) + (self._splitter.finish() if finished else [])
+        reasoning: list[str] = []
         pieces: list[str] = []
         calls: list[ToolCallDelta] = []
         for event in events:
             if isinstance(event, TextDelta):
                 pieces.append(event.text)
+            elif isinstance(event, ReasoningDelta):
+                reasoning.append(event.text)
             elif isinstance(event, CallStart):
                 self._name = event.name
             elif isinstance(event, ArgumentsDelta):  # the whole arguments of the call just started
@@ -121,7 +111,7 @@ class OutputProcessor:
                     break
                 self._calls.append(call)
                 calls.append(ToolCallDelta(event.index, f"call_{uuid.uuid4().hex[:24]}", self._name, event.text))
-        return "".join(pieces), tuple(calls)
+        return "".join(reasoning), "".join(pieces), tuple(calls)
 
     def _check(self) -> None:
         if self._calls:
@@ -130,10 +120,15 @@ class OutputProcessor:
                 if error is not None:
                     raise ServiceError(f"tool call {index} ({call['name']}): {error.message}", code="invalid_output")
             return
-        if self._tools is None:  # with tools allowed, the tool grammar replaces response_format
+        if not self._calls_allowed:  # with tools allowed, the tool grammar replaces response_format
             error = validate_output("".join(self._content), self._request.response_format)
             if error is not None:
                 raise error
+
+
+def _name(tool: Any) -> str:
+    function = tool.get("function") if isinstance(tool, dict) else None
+    return str((function or {}).get("name", ""))
 
 
 def _tool_format(request: GenerationRequest, name: str) -> dict[str, Any]:

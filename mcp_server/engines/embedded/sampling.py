@@ -14,7 +14,7 @@ import torch
 
 from mcp_server.engines.base import SamplingParams
 
-__all__ = ["apply_penalties", "draw_uniforms", "sample", "token_logprobs"]
+__all__ = ["apply_penalties", "draw_uniforms", "sample", "seeded_generator", "token_logprobs"]
 
 
 def apply_penalties(
@@ -34,6 +34,17 @@ def apply_penalties(
         frequency: float32 ``[B]`` frequency penalties.
     """
     logits -= counts * frequency[:, None] + (counts > 0) * presence[:, None]
+
+
+def seeded_generator(seed: int | None) -> torch.Generator:
+    """A sequence's random generator: seeded with ``seed`` (the same draws every time), or
+    from the OS when None."""
+    generator = torch.Generator()
+    if seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(seed)
+    return generator
 
 
 def draw_uniforms(generators: Sequence[torch.Generator]) -> torch.Tensor:

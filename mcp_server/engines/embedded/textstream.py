@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from mcp_server.engines.embedded.decoding.markers import held_back
+from mcp_server.families.base import held_back
 
 __all__ = ["TextStream"]
 

@@ -1,9 +1,9 @@
-"""Tool calling per chat-template family: grammar constraint, parsers, prompt rendering.
+"""Tool calling per chat-template family: grammar constraint and prompt rendering (parsing is
+the family table's: :mod:`mcp_server.families`).
 
 The registry is the one table :data:`FAMILIES`; each entry is a
 :class:`~mcp_server.engines.embedded.decoding.toolcalls.format.ToolCallFormat` and provides ``constraint(tools,
-tool_choice, parallel_tool_calls)``; :func:`parse`, :class:`StreamParser` and
-:func:`render_messages` take the entry. :class:`GrammarProvider` is what the engine calls to
+tool_choice, parallel_tool_calls)``; :func:`render_messages` takes the entry. :class:`GrammarProvider` is what the engine calls to
 get a request's grammar.
 
 Formats: ``hermes`` - ``<tool_call>\\n{"name": ..., "arguments": {...}}\\n</tool_call>``
@@ -15,14 +15,6 @@ calling, model card "JSON based tool calling"; xgrammar's ``llama`` structural t
 from __future__ import annotations
 
 from mcp_server.engines.embedded.decoding.toolcalls.format import ToolCallFormat
-from mcp_server.engines.embedded.decoding.toolcalls.parser import (
-    ArgumentsDelta,
-    CallStart,
-    Event,
-    StreamParser,
-    TextDelta,
-    parse,
-)
 from mcp_server.engines.embedded.decoding.toolcalls.provider import (
     GrammarProvider,
     get_family,
@@ -32,14 +24,8 @@ from mcp_server.engines.embedded.decoding.toolcalls.render import render_message
 
 __all__ = [
     "FAMILIES",
-    "ArgumentsDelta",
-    "CallStart",
-    "Event",
     "GrammarProvider",
-    "StreamParser",
-    "TextDelta",
     "ToolCallFormat",
     "get_family",
-    "parse",
     "render_messages",
 ]

@@ -1,7 +1,7 @@
 """One tool-call text format: ``prefix + {"name": N, "<key>": ARGS} + suffix``.
 
 A :class:`ToolCallFormat` is data (a registry entry); from it come the xgrammar constraint
-(:meth:`ToolCallFormat.constraint`), the parsers (:mod:`mcp_server.engines.embedded.decoding.toolcalls.parser`) and the
+(:meth:`ToolCallFormat.constraint`) and the
 prompt rendering (:mod:`mcp_server.engines.embedded.decoding.toolcalls.render`), so every family shares one implementation.
 
 Tool-choice semantics follow OpenAI's Chat Completions reference (``tool_choice``,
@@ -49,6 +49,12 @@ class ToolCallFormat:
         result_role: the role a tool result is sent with.
         result_open: text before a tool result.
         result_close: text after a tool result.
+        begin: when set, the text before a call's arguments (``{name}``: the function name,
+            ``{name_json}``: the name as a JSON string) instead of ``prefix`` and the name key;
+            ``end`` then replaces ``"}" + suffix``. Formats from the family table
+            (:data:`mcp_server.families.TOOL_CALL_PARSERS`) are written this way.
+        end: the text after a call's arguments, with ``begin``.
+        separator: text between two calls of one turn.
     """
 
     name: str
@@ -60,6 +66,9 @@ class ToolCallFormat:
     result_role: str
     result_open: str = ""
     result_close: str = ""
+    begin: str | None = None
+    end: str = ""
+    separator: str = CALL_SEPARATOR
 
     def call_text(self, name: str, arguments: str) -> str:
         """The text of one call, exactly as the grammar emits it.
@@ -112,7 +121,7 @@ class ToolCallFormat:
             return StructuralTag(
                 format=TagsWithSeparatorFormat(
                     tags=list(tags.values()),
-                    separator=CALL_SEPARATOR,
+                    separator=self.separator,
                     at_least_one=True,
                     stop_after_first=not parallel_tool_calls,
                 )
@@ -126,11 +135,14 @@ class ToolCallFormat:
         )
 
     def _begin(self, name: str) -> str:
-        return f'{self.prefix}{{"name": {json.dumps(name, ensure_ascii=False)}, "{self.arguments_key}": '
+        quoted = json.dumps(name, ensure_ascii=False)
+        if self.begin is not None:
+            return self.begin.replace("{name_json}", quoted).replace("{name}", name)
+        return f'{self.prefix}{{"name": {quoted}, "{self.arguments_key}": '
 
     @property
     def _end(self) -> str:
-        return "}" + self.suffix
+        return self.end if self.begin is not None else "}" + self.suffix
 
 
 def function_of(tool: Any, index: int) -> dict[str, Any]:

@@ -40,6 +40,7 @@ class GrammarProvider:
     Example::
 
         provider = GrammarProvider(xgrammar.GrammarCompiler(tokenizer_info), tool_call_format="hermes")
+        # tool_call_format: a registry name, or a ToolCallFormat (one built from the family table)
         grammar = provider(request, tokenizer)
 
     Attributes:
@@ -47,8 +48,10 @@ class GrammarProvider:
         cache: the compiled-grammar cache.
     """
 
-    def __init__(self, compiler: xgrammar.GrammarCompiler, tool_call_format: str = "hermes", cache_size: int = 256):
-        self.family = get_family(tool_call_format)
+    def __init__(
+        self, compiler: xgrammar.GrammarCompiler, tool_call_format: ToolCallFormat | str = "hermes", cache_size: int = 256
+    ):
+        self.family = tool_call_format if isinstance(tool_call_format, ToolCallFormat) else get_family(tool_call_format)
         self.cache = GrammarCache(cache_size)
         self._compiler = compiler
 

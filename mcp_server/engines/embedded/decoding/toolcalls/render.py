@@ -39,7 +39,7 @@ def render_messages(fmt: ToolCallFormat, messages: list[dict[str, Any]], tools: 
         role, content = message["role"], message.get("content") or ""
         if role == "assistant" and message.get("tool_calls"):
             calls = [fmt.call_text(c["function"]["name"], c["function"]["arguments"]) for c in message["tool_calls"]]
-            content = CALL_SEPARATOR.join(([content] if content else []) + calls)
+            content = (content + CALL_SEPARATOR if content else "") + fmt.separator.join(calls)
         elif role == "tool":
             role, content = fmt.result_role, fmt.result_open + content + fmt.result_close
             if index > 0 and messages[index - 1]["role"] == "tool":
