@@ -82,7 +82,7 @@ class OutputProcessor:
                 (and no stop string cut it).
         """
         finished = delta.finish_reason is not None
-        reasoning, text, calls = self._split(delta.text, finished)
+        reasoning, text, calls = self._split(delta.text, finished, truncated=delta.finish_reason == "length")
         self._content.append(text)
         finish_reason = "stop" if self._ended and not finished else delta.finish_reason
         finished = finish_reason is not None
@@ -92,8 +92,8 @@ class OutputProcessor:
             self._check()
         return replace(delta, text=text, reasoning_content=reasoning, tool_calls=calls, finish_reason=finish_reason)
 
-    def _split(self, text: str, finished: bool) -> tuple[str, str, tuple[ToolCallDelta, ...]]:
-        events = self._splitter.feed(text) + (self._splitter.finish() if finished else [])
+    def _split(self, text: str, finished: bool, truncated: bool) -> tuple[str, str, tuple[ToolCallDelta, ...]]:
+        events = self._splitter.feed(text) + (self._splitter.finish(truncated) if finished else [])
         reasoning: list[str] = []
         pieces: list[str] = []
         calls: list[ToolCallDelta] = []
