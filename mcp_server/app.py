@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import anyio
@@ -20,8 +21,8 @@ from starlette.routing import Route
 
 from mcp_server.capability.loader import MCP_PATH, Capability, load_capability
 from mcp_server.capability.schemas import PROJECT_ROOT
-from mcp_server.engines import create_engine
 from mcp_server.engines.base import Engine
+from mcp_server.engines.router import ModelRouter
 from mcp_server.errors import ServiceError
 from mcp_server.gateway import Gateway, GatewayMiddleware
 from mcp_server.generate.skill import SkillCatalog
@@ -36,6 +37,7 @@ from mcp_server.surfaces.mcp import (
 from mcp_server.surfaces.mcp_security import KeylessHostOriginCheck, cors_middleware, transport_security
 from mcp_server.surfaces.playground import playground_routes
 from mcp_server.surfaces.rest import error_response, http_exception_handler, rest_routes
+from mcp_server.surfaces.sglang_worker import worker_routes
 from mcp_server.surfaces.summary import startup_summary
 
 __all__ = ["Runtime", "build_runtime", "create_app", "run_mcp_stdio"]
@@ -45,35 +47,47 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Runtime:
-    """The parts every surface shares: capability, engine, chat service, gateway, MCP server."""
+    """The parts every surface shares: capability, engine (one per model, behind the router),
+    chat service, gateway, MCP server."""
 
     capability: Capability
-    engine: Engine
+    engine: ModelRouter
     service: ChatService
     gateway: Gateway
     mcp_server: Server
 
 
-def build_runtime(settings: Settings, engine: Engine | None = None) -> Runtime:
-    """Load and validate the capability, then build engine, service, gateway and MCP server.
+def build_runtime(
+    settings: Settings, engine: Engine | None = None, models: Sequence[Settings] | None = None
+) -> Runtime:
+    """Load and validate the capability, then build engines, service, gateway and MCP server.
 
     The capability is checked first: a broken file raises before any engine is built.
     The gateway opens its database when ``settings.data_dir`` is set.
 
+    Args:
+        settings: the server's settings.
+        engine: an engine to serve instead of the ones ``models`` name.
+        models: one settings per served model (:class:`mcp_server.deployment.Deployment`);
+            None serves the one model ``settings`` describes.
+
     Raises:
         CapabilityError: the capability file is invalid; the message names the path.
-        InvalidRequest: ``settings.engine`` names no known engine.
+        InvalidRequest: a model's ``engine`` names no known engine, or two models share an id.
     """
     capability = load_capability(settings.capability)
-    engine = engine if engine is not None else create_engine(settings)
-    service = ChatService(engine)
+    if engine is None:
+        router = ModelRouter.from_settings(models or (settings,))
+    else:
+        router = engine if isinstance(engine, ModelRouter) else ModelRouter([(settings, engine)])
+    service = ChatService(router)
     gateway = Gateway.build(service, settings, capability.api_paths)
-    return Runtime(capability, engine, service, gateway, build_server(gateway, capability, PROJECT_ROOT))
+    return Runtime(capability, router, service, gateway, build_server(gateway, capability, PROJECT_ROOT))
 
 
-async def run_mcp_stdio(settings: Settings) -> None:
-    """Start the engine and serve MCP over stdin/stdout until the client disconnects."""
-    runtime = build_runtime(settings)
+async def run_mcp_stdio(settings: Settings, models: Sequence[Settings] | None = None) -> None:
+    """Start the engines and serve MCP over stdin/stdout until the client disconnects."""
+    runtime = build_runtime(settings, models=models)
     started = time.monotonic()
     await runtime.engine.start()
     logger.info(startup_summary(runtime.gateway, settings, time.monotonic() - started))
@@ -84,9 +98,11 @@ async def run_mcp_stdio(settings: Settings) -> None:
         runtime.gateway.close()
 
 
-def create_app(settings: Settings, *, engine: Engine | None = None) -> Starlette:
-    """Build the ASGI app: REST ``/v1``, MCP at ``/mcp``, health, metrics, OpenAPI, skills and the
-    playground page at ``/``.
+def create_app(
+    settings: Settings, *, engine: Engine | None = None, models: Sequence[Settings] | None = None
+) -> Starlette:
+    """Build the ASGI app: REST ``/v1``, MCP at ``/mcp``, health, metrics, OpenAPI, skills, the
+    SGLang worker endpoints (:mod:`mcp_server.surfaces.sglang_worker`) and the playground page at ``/``.
 
     The capability is loaded and validated first: a broken file raises before anything
     is built. The engine starts (loads the model) in the background once the app's
@@ -102,8 +118,9 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> Starlette
 
     Args:
         settings: runtime settings.
-        engine: an engine to serve instead of the one ``settings`` names (it is still
-            started and closed by the app).
+        engine: an engine to serve instead of the ones ``settings`` and ``models`` name
+            (it is still started and closed by the app).
+        models: one settings per served model; None serves the one ``settings`` describes.
 
     Returns:
         A Starlette app.
@@ -111,7 +128,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> Starlette
     Raises:
         CapabilityError: the capability file is invalid; the message names the path.
     """
-    runtime = build_runtime(settings, engine)
+    runtime = build_runtime(settings, engine, models)
     engine = runtime.engine
     security = transport_security(settings)
     session_manager, mcp_app = streamable_http_session_manager(
@@ -120,6 +137,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> Starlette
     routes = rest_routes(
         runtime.gateway, runtime.capability.rest_paths, SkillCatalog(runtime.capability), settings.shutdown_grace
     )
+    routes += worker_routes(runtime.engine, runtime.gateway.authenticate)
     routes.append(Route(MCP_PATH, mcp_app))
     routes += playground_routes()
 

@@ -20,7 +20,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from dataclasses import replace
+
 from mcp_server import __version__
+from mcp_server.deployment import Deployment, from_model_paths, load_deployment
 from mcp_server.errors import InvalidRequest, ServiceError
 from mcp_server.gateway.cli import add_command, add_keys_parser, run_keys
 from mcp_server.settings import ENV_PREFIX, Flag, Settings, flags
@@ -96,19 +99,45 @@ def _argparse_type(flag: Flag):
     return convert
 
 
-def _settings(args: argparse.Namespace) -> Settings:
-    """The settings the parsed flags describe; the named SGLang flags join ``sglang_args``."""
-    values = {}
+def _deployment(args: argparse.Namespace) -> Deployment:
+    """The deployment the parsed flags describe: a ``--config`` file, repeated ``--model-path``
+    flags, or the one model of the other flags. The named SGLang flags join ``sglang_args``.
+
+    Raises:
+        InvalidRequest: the deployment file is invalid, or ``--config`` and ``--model-path`` are
+            both given (param ``config``).
+    """
+    values, given = {}, set()
     for name, _, flag, default in flags(serve=hasattr(args, "port")):
         values[name] = getattr(args, name)
         if flag.repeat:  # a list of parsed tuples, or None when the flag was not given
             values[name] = tuple(v for parsed in values[name] for v in parsed) if values[name] else default
+        if values[name] is not None and values[name] != default:
+            given.add(name)
+    model_paths = values["model_path"]  # a tuple (the flag's, or the variable's), or None
+    model_paths = list(model_paths) if isinstance(model_paths, tuple) else [model_paths] if model_paths else []
+    values["model_path"] = model_paths[0] if model_paths else None
     named = [(flag, getattr(args, flag[2:].replace("-", "_"))) for flag in _SGLANG_FLAGS]
     values["sglang_args"] = tuple(a for flag, value in named if value for a in (flag, str(value))) + tuple(
         values["sglang_args"]
     )
-    values["api_key"] = _api_key(values["api_key"], values["api_key_file"])
-    return Settings(**values)
+    settings = Settings(**values)
+    if settings.config is not None:
+        if "model_path" in given:
+            raise InvalidRequest("Give the models in the deployment file or by --model-path, not both.", param="config")
+        deployment = load_deployment(settings.config, settings, frozenset(given))
+    else:
+        deployment = from_model_paths(model_paths, settings)
+    server = deployment.server
+    api_key = _api_key(server.api_key, server.api_key_file)
+    return Deployment(
+        replace(server, api_key=api_key), tuple(replace(model, api_key=api_key) for model in deployment.models)
+    )
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    """The server-wide settings the parsed flags describe (with the first model's per-model ones)."""
+    return _deployment(args).server
 
 
 def _api_key(key: str | None, key_file: Path | None) -> str | None:
@@ -151,24 +180,27 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument(
         "--check", action="store_true", help="exit 1 if a committed artifact is stale (default: write them)"
     )
-    add_keys_parser(commands, os.environ.get(f"{ENV_PREFIX}DATA_DIR"))
+    add_keys_parser(commands, os.environ.get(f"{ENV_PREFIX}DATA_DIR"), os.environ.get(f"{ENV_PREFIX}DATABASE_URL"))
     return parser
 
 
-def _check_model(settings: Settings) -> None:
-    """Check ``--model-path`` and ``--chat-template`` of the embedded engine before anything heavy loads.
+def _check_models(deployment: Deployment) -> None:
+    """Check each model's ``--model-path`` and ``--chat-template`` of the embedded engine before anything heavy loads.
 
     Raises:
         ModelPathError: one line naming the path and what to do.
         InvalidRequest: ``--chat-template`` with another engine.
     """
-    if settings.engine != "embedded":
-        if settings.chat_template:
-            raise InvalidRequest("--chat-template applies to the embedded engine; give SGLang its own in --sglang-args")
-        return
-    from mcp_server.engines.embedded.model_check import check_model_path
+    for settings in deployment.models:
+        if settings.engine != "embedded":
+            if settings.chat_template:
+                raise InvalidRequest(
+                    "--chat-template applies to the embedded engine; give SGLang its own in --sglang-args"
+                )
+            continue
+        from mcp_server.engines.embedded.model_check import check_model_path
 
-    check_model_path(settings.model_path, settings.chat_template)
+        check_model_path(settings.model_path, settings.chat_template)
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -191,8 +223,9 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _serve(settings: Settings) -> None:
-    _check_model(settings)  # first: a wrong path ends before the heavy imports below
+def _serve(deployment: Deployment) -> None:
+    _check_models(deployment)  # first: a wrong path ends before the heavy imports below
+    settings = deployment.server
     sock = _bind(settings.host, settings.port)
     import uvicorn
 
@@ -219,7 +252,7 @@ def _serve(settings: Settings) -> None:
     # dropped stream) comes 2 s later, for those answers to go out.
     stop_requested: list[int] = []
     signal.signal(signal.SIGTERM, lambda signum, frame: stop_requested.append(signum))
-    app = create_app(settings)
+    app = create_app(settings, models=deployment.models)
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=math.ceil(settings.shutdown_grace) + 2,
@@ -241,13 +274,13 @@ def _serve(settings: Settings) -> None:
         raise SystemExit(3)  # logged with its traceback where it happened
 
 
-def _serve_stdio(settings: Settings) -> None:
-    _check_model(settings)
+def _serve_stdio(deployment: Deployment) -> None:
+    _check_models(deployment)
     import anyio
 
     from mcp_server.app import run_mcp_stdio
 
-    anyio.run(run_mcp_stdio, settings)
+    anyio.run(run_mcp_stdio, deployment.server, deployment.models)
 
 
 def _generate(check: bool) -> int:
@@ -276,11 +309,11 @@ def main(argv: list[str] | None = None) -> int:
             return _generate(args.check)
         if args.command == "keys":
             return run_keys(args)
-        settings = _settings(args)
+        deployment = _deployment(args)
         if args.command == "serve":
-            _serve(settings)
+            _serve(deployment)
         else:
-            _serve_stdio(settings)
+            _serve_stdio(deployment)
     except ServiceError as exc:
         print(f"chatcap: error: {exc.message}" + (f" (at {exc.param})" if exc.param else ""), file=sys.stderr)
         return 2

@@ -14,7 +14,7 @@ The tree::
     └── EngineUnavailable (503, server_error)         - the runtime is down or overloaded
 
 The envelope is OpenAI's ``{"error": {"message", "type", "param", "code"}}``; the status
-codes are those of the published API this project implements (400, 401, 402, 404, 413, 429, 500, 503),
+codes are those of the published API this project implements (400, 401, 402, 404, 409, 413, 429, 500, 503),
 plus HTTP's 408 for a client that stops sending its body (RFC 9110 section 15.5.9).
 """
 
@@ -29,6 +29,7 @@ __all__ = [
     "ModelNotFound",
     "PayloadTooLarge",
     "RateLimited",
+    "RequestConflict",
     "RequestTimeout",
     "ServiceError",
 ]
@@ -130,6 +131,14 @@ class InsufficientQuota(ServiceError):
     status_code = 402
     error_type = "insufficient_quota"
     default_code = "insufficient_quota"
+
+
+class RequestConflict(ServiceError):
+    """A request with the same idempotency key is still running (HTTP 409, as OpenAI and Stripe answer)."""
+
+    status_code = 409
+    error_type = "invalid_request_error"
+    default_code = "idempotency_conflict"
 
 
 class PayloadTooLarge(ServiceError):

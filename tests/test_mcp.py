@@ -17,6 +17,7 @@ from mcp_server.capability.schemas import load_schema
 from mcp_server.generate.tools import mcp_tools
 from mcp_server.protocol.request import UNSUPPORTED
 from mcp_server.settings import Settings
+from mcp_server.surfaces.mcp import served_models_enum
 from tests.live_server import ROOT
 
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -36,8 +37,8 @@ async def check_tools_and_calls(client: Client) -> None:
     tools = {t.name: t for t in (await client.list_tools()).tools}
     generated = {t["name"]: t for t in mcp_tools(load_capability())}
     assert set(tools) == set(generated) == {"create-chat-completion", "list-models", "chat"}
-    for name, tool in tools.items():
-        assert tool.input_schema == generated[name]["inputSchema"]
+    for name, tool in tools.items():  # the generated tools, the `model` argument limited to the served ids
+        assert tool.input_schema == served_models_enum(generated[name], [MODEL])["inputSchema"]
         assert tool.output_schema == generated[name]["outputSchema"]
     request_schema = load_schema("chat-completion-request.json")
     assert set(tools["create-chat-completion"].input_schema["properties"]) == (

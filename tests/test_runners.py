@@ -6,11 +6,13 @@ from pathlib import Path
 
 import pytest
 
+from mcp_server.engines.embedded.model_files import default_gguf_path
 from mcp_server.engines.embedded.runners import (
     default_threads,
     resolve_runner,
     resolve_threads,
 )
+from mcp_server.engines.embedded.runners.llamacpp import LlamaCppRunner
 from mcp_server.errors import InvalidRequest
 
 
@@ -50,10 +52,15 @@ def test_threads_that_take_every_core_are_warned_about(caplog):
 
 
 def _runner(batch: int = 2, prefix_cache: bool = True, kv_cache_dtype: str = "q8_0"):
-    from mcp_server.engines.embedded.model_files import default_gguf_path
-    from mcp_server.engines.embedded.runners.llamacpp import LlamaCppRunner
-
     return LlamaCppRunner(default_gguf_path(), batch, 256, 1, prefix_cache, kv_cache_dtype)
+
+
+def prefill(runner, prompt: list[int], scope=None):
+    """Admit ``prompt`` and prefill it whole: ``(slot, cached_tokens, logits)``."""
+    slot, cached = runner.admit(prompt, scope)
+    computed, logits = runner.prefill(slot, len(prompt))
+    assert computed == len(prompt) - cached
+    return slot, cached, logits
 
 
 def test_llamacpp_runner_reuses_released_sequences_and_keeps_rows_independent():
@@ -61,23 +68,23 @@ def test_llamacpp_runner_reuses_released_sequences_and_keeps_rows_independent():
     try:
         assert runner.context_length == 256
         prompt = [1, 9690, 198, 2683, 359, 253]
-        a, cached, first = runner.prefill(prompt)
+        a, cached, first = prefill(runner, prompt)
         assert cached == 0
-        b, _, _ = runner.prefill([1, 2683, 359])
+        b, _, _ = prefill(runner, [1, 2683, 359])
         with pytest.raises(RuntimeError, match="No free"):
-            runner.prefill(prompt)
+            prefill(runner, prompt)
         both = runner.decode([a, b], [int(first.argmax()), 42])
         assert both.shape == (2, runner.vocab_size)
         runner.release(a)
-        again, cached, logits = runner.prefill(prompt)  # a's id, whose cells still hold the prompt
+        again, cached, logits = prefill(runner, prompt)  # a's id, whose cells still hold the prompt
         assert cached == len(prompt) - 1  # the last token is always computed
         assert (logits == first).all()
         alone = runner.decode([again], [int(first.argmax())])
         assert (alone[0] == both[0]).all()  # the same row, batched or alone: identical logits
         runner.clear()
         with pytest.raises(RuntimeError, match="does not fit"):
-            runner.prefill(list(range(300)))
-        assert [runner.prefill(prompt)[1] for _ in range(2)] == [0, 0]  # all ids free again, nothing cached
+            prefill(runner, list(range(300)))
+        assert [prefill(runner, prompt)[1] for _ in range(2)] == [0, 0]  # all ids free again, nothing cached
     finally:
         runner.close()
 
@@ -89,20 +96,20 @@ def test_llamacpp_prefix_cache_reuses_the_longest_match_and_computes_the_same_lo
     try:
         fresh = {}
         for prompt in (question, other):  # computed with nothing cached
-            _, cached, fresh[tuple(prompt)] = runner.prefill(prompt)
+            _, cached, fresh[tuple(prompt)] = prefill(runner, prompt)
             assert cached == 0
             runner.clear()
-        a, _, _ = runner.prefill(other)
-        b, _, _ = runner.prefill(system + [198, 1, 4093, 198, 42])
+        a, _, _ = prefill(runner, other)
+        b, _, _ = prefill(runner, system + [198, 1, 4093, 198, 42])
         runner.decode([a, b], [7, int(fresh[tuple(question)].argmax())])  # their caches now hold a generated token
         runner.release(b)
         # b's cells share the system prompt and 4 more tokens; a, still running, shares only token 1.
-        c, cached, logits = runner.prefill(question)
+        c, cached, logits = prefill(runner, question)
         assert cached == len(system) + 4
         assert (logits == fresh[tuple(question)]).all()  # cells past the match were dropped, not attended
         runner.release(a)
         runner.release(c)
-        _, cached, logits = runner.prefill(other)
+        _, cached, logits = prefill(runner, other)
         assert cached == len(other) - 1
         assert (logits == fresh[tuple(other)]).all()
     finally:
@@ -124,11 +131,11 @@ def test_llamacpp_rows_are_independent_across_matrix_tile_sizes():
         for length in (17, 33, 65, 129):
             prompt = [1] + [rng.randrange(100, 40000) for _ in range(length - 1)]
             runner.clear()
-            _, _, fresh = runner.prefill(prompt)
+            _, _, fresh = prefill(runner, prompt)
             for cached in sorted({1, 15, 16, 17, length - 16, length - 1} - {length}):
                 runner.clear()
-                runner.release(runner.prefill(prompt[:cached])[0])
-                _, reused, logits = runner.prefill(prompt)
+                runner.release(prefill(runner, prompt[:cached])[0])
+                _, reused, logits = prefill(runner, prompt)
                 assert reused == cached
                 assert torch.equal(logits, fresh), (length, cached)
         for n in (9, 16):
@@ -137,10 +144,10 @@ def test_llamacpp_rows_are_independent_across_matrix_tile_sizes():
             alone = []
             for i, prompt in enumerate(prompts):
                 runner.clear()
-                slot, _, logits = runner.prefill(prompt)
+                slot, _, logits = prefill(runner, prompt)
                 alone.append([logits] + [runner.decode([slot], [step[i]])[0] for step in steps])
             runner.clear()
-            slots = [runner.prefill(prompt)[0] for prompt in prompts]
+            slots = [prefill(runner, prompt)[0] for prompt in prompts]
             together = [runner.decode(slots, step) for step in steps]
             for i in range(n):
                 for k, step_logits in enumerate(together):
@@ -159,7 +166,7 @@ def test_llamacpp_prefix_is_copied_from_a_running_sequence_and_gaps_are_closed()
         alone = []
         for prompt in prompts:  # each alone: its prefill logits and 3 decode steps
             runner.clear()
-            slot, _, logits = runner.prefill(prompt)
+            slot, _, logits = prefill(runner, prompt)
             rows = [logits]
             for token in (7, 8, 9):
                 rows.append(runner.decode([slot], [token])[0])
@@ -167,7 +174,7 @@ def test_llamacpp_prefix_is_copied_from_a_running_sequence_and_gaps_are_closed()
         runner.clear()
         slots, seen = [], [[], [], []]
         for i, prompt in enumerate(prompts):
-            slot, cached, logits = runner.prefill(prompt)
+            slot, cached, logits = prefill(runner, prompt)
             assert cached == (0 if i == 0 else len(system))  # the later ones copy the first's prefix
             slots.append(slot)
             seen[i].append(logits)
@@ -192,9 +199,9 @@ def test_disable_prefix_cache_computes_every_prompt_in_full():
     runner = _runner(prefix_cache=False)
     prompt = [1, 9690, 198, 2683, 359, 253, 5356, 5646, 11173, 198]
     try:
-        slot, cached, first = runner.prefill(prompt)
+        slot, cached, first = prefill(runner, prompt)
         runner.release(slot)
-        slot, cached, again = runner.prefill(prompt)
+        slot, cached, again = prefill(runner, prompt)
         assert cached == 0 and (again == first).all()
     finally:
         runner.close()
@@ -226,7 +233,7 @@ def test_kv_cache_dtype_reaches_llama_cpp_and_changes_answers():
     for dtype in ("f16", "q8_0"):
         runner = _runner(kv_cache_dtype=dtype)
         try:
-            slot, _, _ = runner.prefill(prompt)
+            slot, _, _ = prefill(runner, prompt)
             logits[dtype] = runner.decode([slot], [42])[0]  # attends to the cached prompt
             backends[dtype] = runner.backend
         finally:
@@ -243,18 +250,82 @@ def test_f16_kv_cache_runs_without_the_prefix_cache_so_answers_do_not_change():
     prompt = [1, 9690, 198] + [200 + (37 * i) % 20000 for i in range(117)]
     runner = _runner(prefix_cache=False, kv_cache_dtype="f16")
     try:
-        _, _, fresh = runner.prefill(prompt)
+        _, _, fresh = prefill(runner, prompt)
     finally:
         runner.close()
     runner = _runner(kv_cache_dtype="f16")
     try:
         for cached in (8, 60, len(prompt) - 2):
-            slot, _, _ = runner.prefill(prompt[:cached] + [5])
+            slot, _, _ = prefill(runner, prompt[:cached] + [5])
             runner.release(slot)
-            slot, reused, logits = runner.prefill(prompt)
+            slot, reused, logits = prefill(runner, prompt)
             runner.release(slot)
             assert reused == 0
             assert (logits == fresh).all()
+    finally:
+        runner.close()
+
+
+def _chunked(runner, prompt: list[int], chunk: int, scope=None):
+    """Admit ``prompt`` and prefill it ``chunk`` tokens at a time: ``(slot, chunks computed, logits)``."""
+    slot, cached = runner.admit(prompt, scope)
+    sizes, logits = [], None
+    while logits is None:
+        computed, logits = runner.prefill(slot, chunk)
+        sizes.append(computed)
+    assert sum(sizes) == len(prompt) - cached
+    return slot, sizes, logits
+
+
+@pytest.mark.parametrize("kv_cache_dtype", ["q8_0", "f16"])
+def test_a_prompt_prefilled_in_chunks_gives_the_logits_of_one_prefill_bit_for_bit(kv_cache_dtype):
+    """Chunked prefill keeps determinism: the last prompt position's logits, and the next
+    decode steps over the cells the chunks wrote, equal those of the prompt computed at once.
+    Over q8_0 any chunk size does (1 token, odd sizes, across the 128-row ubatch and the AMX
+    tile sizes); over f16, where a row's attention depends on its neighbours, the runner ends
+    chunks on 128-token boundaries, as llama.cpp splits a whole prompt."""
+    import random
+
+    import torch
+
+    rng = random.Random(1)
+    prompt = [1] + [rng.randrange(100, 40000) for _ in range(299)]
+    runner = LlamaCppRunner(default_gguf_path(), 1, 512, 1, True, kv_cache_dtype)
+    try:
+        slot, _, whole = prefill(runner, prompt)
+        steps = [runner.decode([slot], [token])[0] for token in (42, 43)]
+        runner.clear()
+        for chunk in (1, 7, 16, 100, 128, 129, 299) if kv_cache_dtype == "q8_0" else (1, 100, 200):
+            slot, sizes, logits = _chunked(runner, prompt, chunk)
+            if kv_cache_dtype == "f16":
+                assert len(sizes) > 1 and all(size % 128 == 0 for size in sizes[:-1]), sizes
+            else:
+                assert max(sizes) <= chunk
+            assert torch.equal(logits, whole), chunk
+            assert all(torch.equal(runner.decode([slot], [token])[0], step) for token, step in zip((42, 43), steps)), chunk
+            runner.clear()
+    finally:
+        runner.close()
+
+
+def test_prefix_cache_is_shared_only_within_a_scope():
+    """A prompt reuses cells computed for its own scope only: another tenant's identical
+    prompt is computed in full (``cached_tokens`` 0), and reuse within a scope is unchanged."""
+    prompt = [1, 9690, 198, 2683, 359, 253, 5356, 5646, 11173, 198, 1, 4093, 198, 6121]
+    runner = _runner(batch=2)
+    try:
+        a, cached, fresh = prefill(runner, prompt, scope=("tenant", "key_a"))
+        assert cached == 0
+        b, cached, logits = prefill(runner, prompt, scope=("tenant", "key_b"))  # a is running: no copy across scopes
+        assert cached == 0 and (logits == fresh).all()
+        runner.release(a)
+        runner.release(b)
+        for scope in (("tenant", "key_c"), ("salt", "key_a")):
+            slot, cached, _ = prefill(runner, prompt, scope=scope)
+            assert cached == 0, scope
+            runner.release(slot)
+        slot, cached, logits = prefill(runner, prompt, scope=("tenant", "key_b"))
+        assert cached == len(prompt) - 1 and (logits == fresh).all()
     finally:
         runner.close()
 

@@ -155,8 +155,9 @@ def test_f2_eight_concurrent_requests_of_one_key_at_price_0_all_succeed(keyed, k
         rows = conn.execute("SELECT status, cost_micros FROM ledger WHERE key_id = ?", (keys["a"][0],)).fetchall()
     assert sorted(rows) == [("completed", 0)] * 8
     metrics = httpx.get(f"{keyed.base_url}/metrics", timeout=10).text
-    assert "chatcap_in_flight_requests 0.0" in metrics  # settled with the ledger, nothing leaked
-    assert 'chatcap_generations_total{outcome="completed"} 8.0' in metrics
+    model = 'model="HuggingFaceTB/SmolLM2-135M-Instruct"'
+    assert f"chatcap_in_flight_requests{{{model}}} 0.0" in metrics  # settled with the ledger, nothing leaked
+    assert f'chatcap_generations_total{{{model},outcome="completed"}} 8.0' in metrics
 
 
 def test_f2_tokens_count_against_tpm(keyed, keys):

@@ -267,7 +267,7 @@ def test_openapi_document_is_self_contained_openapi_31() -> None:
     assert document["components"]["securitySchemes"]["BearerAuth"] == {
         **document["components"]["securitySchemes"]["BearerAuth"], "type": "http", "scheme": "bearer"}
     post = document["paths"]["/v1/chat/completions"]["post"]
-    assert set(post["responses"]) == {"200", "400", "401", "402", "404", "413", "429", "500", "503"}
+    assert set(post["responses"]) == {"200", "400", "401", "402", "404", "409", "413", "429", "500", "503"}
     assert {"application/json", "text/event-stream"} <= set(post["responses"]["200"]["content"])
     assert {"/v1/chat/completions", "/v1/models", "/health"} <= set(document["paths"])
     refs = re.findall(r'"\$ref": "([^"]+)"', json.dumps(document))

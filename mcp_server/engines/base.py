@@ -15,6 +15,8 @@ from mcp_server.catalog import ModelCard
 
 __all__ = [
     "Engine",
+    "EngineLoad",
+    "ModelInfo",
     "GenerationDelta",
     "GenerationRequest",
     "SamplingParams",
@@ -68,6 +70,11 @@ class GenerationRequest:
             (:attr:`GenerationDelta.logprobs`).
         top_logprobs: OpenAI ``top_logprobs`` (0..20): with ``logprobs``, also report this
             many most likely tokens at each position.
+        tenant: who sent the request, for fairness between callers and the prefix cache's
+            isolation: the id of an API key of the store (``key_...``), else ``address:<client
+            address>`` (set by the gateway); None is one anonymous tenant (MCP over stdio).
+        cache_salt: vLLM's ``cache_salt``: requests with the same salt may share cached
+            prompt prefixes whoever sends them; without one, only requests of one tenant do.
     """
 
     model: str
@@ -81,6 +88,8 @@ class GenerationRequest:
     response_format: dict[str, Any] | None = None
     logprobs: bool = False
     top_logprobs: int = 0
+    tenant: str | None = None
+    cache_salt: str | None = None
 
 
 @dataclass(frozen=True)
@@ -150,6 +159,46 @@ class GenerationDelta:
     tool_calls: tuple[ToolCallDelta, ...] = ()
     logprobs: tuple[TokenLogprob, ...] = ()
     cached_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class EngineLoad:
+    """How busy an engine is, in SGLang's ``/get_load`` terms.
+
+    Attributes:
+        num_reqs: sequences submitted and not finished (running plus waiting).
+        num_waiting_reqs: of those, the ones waiting for a batch slot.
+        num_tokens: tokens the running and waiting sequences hold (prompt plus generated).
+    """
+
+    num_reqs: int = 0
+    num_waiting_reqs: int = 0
+    num_tokens: int = 0
+
+    def __add__(self, other: EngineLoad) -> EngineLoad:
+        return EngineLoad(
+            self.num_reqs + other.num_reqs,
+            self.num_waiting_reqs + other.num_waiting_reqs,
+            self.num_tokens + other.num_tokens,
+        )
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Where a served model comes from, in SGLang's ``/model_info`` terms.
+
+    Attributes:
+        model_path: the weights (a GGUF file, a directory, or a Hugging Face repository id).
+        tokenizer_path: where the tokenizer comes from.
+        model_type: the architecture family (GGUF ``general.architecture``, or the
+            ``model_type`` of a Hugging Face ``config.json``), None where unknown.
+        architectures: the Hugging Face model classes (``config.json``), () where unknown.
+    """
+
+    model_path: str
+    tokenizer_path: str
+    model_type: str | None = None
+    architectures: tuple[str, ...] = ()
 
 
 @runtime_checkable

@@ -2,10 +2,13 @@
 
 Modules, one job each (imports point down the list):
 
-- :mod:`.db`: the SQLite database in the data directory (WAL).
+- :mod:`.schema`: the tables (SQLAlchemy Core); :mod:`.migrate`: creating and upgrading them.
+- :mod:`.db`: the database: SQLite in the data directory (WAL), or PostgreSQL by URL.
 - :mod:`.keys`: API keys, hashed, with balances and limits.
-- :mod:`.ledger`: reserve-then-settle billing and the ledger rows.
-- :mod:`.limits`: per-key RPM/TPM sliding windows (429).
+- :mod:`.ledger`: reserve-then-settle billing, reservations shared by replicas, the ledger rows.
+- :mod:`.idempotency`: ``Idempotency-Key``: a retried request answered and billed once.
+- :mod:`.limits`: per-key RPM/TPM sliding windows (429), in memory;
+  :mod:`.redis_limits`: the same windows shared through Redis.
 - :mod:`.request_limits`: message count and schema size/depth (400), body size (413), body read timeout (408).
 - :mod:`.metrics`: Prometheus instruments.
 - :mod:`.gateway`: :class:`Gateway`, through which REST and MCP run every completion.
@@ -16,10 +19,13 @@ Modules, one job each (imports point down the list):
 from __future__ import annotations
 
 from mcp_server.gateway.gateway import Gateway
-from mcp_server.gateway.http import GatewayMiddleware, request_is_keyless, request_key
+from mcp_server.gateway.http import GatewayMiddleware, request_is_keyless, request_key, request_tenant
+from mcp_server.gateway.idempotency import idempotency_key
 from mcp_server.gateway.keys import KeyRecord, KeyStore
 from mcp_server.gateway.ledger import Ledger
 from mcp_server.gateway.request_limits import RequestLimits
 
-__all__ = ["Gateway", "GatewayMiddleware", "KeyRecord", "KeyStore", "Ledger", "RequestLimits", "request_is_keyless",
-           "request_key"]
+__all__ = [
+    "Gateway", "GatewayMiddleware", "KeyRecord", "KeyStore", "Ledger", "RequestLimits", "idempotency_key",
+    "request_is_keyless", "request_key", "request_tenant",
+]

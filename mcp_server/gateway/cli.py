@@ -1,17 +1,17 @@
-"""``chatcap keys create|list|revoke|top-up|usage``: manage API keys in the data directory.
+"""``chatcap keys create|list|revoke|top-up|usage``: manage API keys in the gateway database.
 
 Usage::
 
     chatcap keys --data-dir /var/lib/chatcap create alice --credit 5 --rpm 60 --tpm 20000
-    chatcap keys list
+    chatcap keys --database-url postgresql://chatcap@db/chatcap list
     chatcap keys top-up key_0123456789ab 2.50
     chatcap keys revoke key_0123456789ab
     chatcap keys usage                       # requests, tokens and spend per key and model
     chatcap keys usage key_0123456789ab --since 7d --json
 
-``create`` prints the secret once, on stdout; nothing else ever shows it. The data
-directory comes from ``--data-dir`` or ``CHATCAP_DATA_DIR``; a running server sees the
-changes on its next request.
+``create`` prints the secret once, on stdout; nothing else ever shows it. The database is
+``--database-url`` (``CHATCAP_DATABASE_URL``), else ``<--data-dir>/chatcap.db``
+(``CHATCAP_DATA_DIR``); running servers (every replica) see the changes on their next request.
 """
 
 from __future__ import annotations
@@ -19,12 +19,13 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import sqlite3
 import sys
 import time
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from mcp_server.gateway.db import Database
 from mcp_server.gateway.keys import KeyRecord, KeyStore, micros_to_usd
@@ -33,17 +34,23 @@ from mcp_server.gateway.ledger import Ledger, UsageTotal
 __all__ = ["add_command", "add_keys_parser", "run_keys"]
 
 
-def add_keys_parser(commands, data_dir_default: str | None) -> None:
+def add_keys_parser(commands, data_dir_default: str | None, database_url_default: str | None = None) -> None:
     """Add the ``keys`` sub-command to the main parser's sub-parsers.
 
     Args:
         commands: the object ``add_subparsers`` returned.
         data_dir_default: the ``--data-dir`` default (from the environment), or None.
+        database_url_default: the ``--database-url`` default (from the environment), or None.
     """
     keys = add_command(commands, "keys", "manage API keys, credit and limits", "keys --data-dir /var/lib/chatcap list")
     keys.add_argument(
         "--data-dir", default=data_dir_default,
         help=f"the gateway's data directory (default: {data_dir_default or 'none'}; env CHATCAP_DATA_DIR)",
+    )  # fmt: skip
+    keys.add_argument(
+        "--database-url", default=database_url_default,
+        help="the gateway's database (postgresql://...) instead of the data directory's "
+        f"(default: {'set' if database_url_default else 'none'}; env CHATCAP_DATABASE_URL)",
     )  # fmt: skip
     actions = keys.add_subparsers(dest="keys_command", required=True)
     create = add_command(actions, "create", "create a key and print its secret once", "keys create alice --credit 5 --rpm 60")
@@ -138,17 +145,20 @@ def run_keys(args: argparse.Namespace) -> int:
     """Run a ``keys`` action; returns the exit status.
 
     A data directory that is not a directory, or that ``list`` or ``usage`` does not find (a
-    read creates nothing), ends with a message on stderr and status 2.
+    read creates nothing), or a database that cannot be opened, ends with a message on stderr
+    and status 2.
 
     Raises:
         InvalidRequest: an unknown key id, an empty name or a bad amount (the caller prints it).
     """
-    if not args.data_dir:
-        print("chatcap keys: set --data-dir or CHATCAP_DATA_DIR", file=sys.stderr)
+    if not args.data_dir and not args.database_url:
+        print("chatcap keys: set --data-dir (CHATCAP_DATA_DIR) or --database-url (CHATCAP_DATABASE_URL)",
+              file=sys.stderr)
         return 2
     try:
-        db = Database.open(Path(args.data_dir), create=args.keys_command not in ("list", "usage"))
-    except (OSError, sqlite3.DatabaseError) as exc:
+        db = Database.open(Path(args.data_dir) if args.data_dir else None, url=args.database_url,
+                           create=args.keys_command not in ("list", "usage"))
+    except (OSError, ValueError, RuntimeError, SQLAlchemyError) as exc:
         print(f"chatcap keys: {exc}", file=sys.stderr)
         return 2
     store = KeyStore(db)

@@ -5,7 +5,9 @@ caller's ``key``) and read models from its ``service``. Around every generation 
 
 1. checks the request's size limits and image inputs (400, :mod:`.request_limits`);
 2. applies the key's RPM/TPM limits (429, :mod:`.limits`);
-3. reserves the request's maximum cost (402 when no credit is left, :mod:`.ledger`);
+3. reserves the request's maximum cost (402 when no credit is left, :mod:`.ledger`), or
+   finds the stored answer of an earlier request with the same idempotency key
+   (:mod:`.idempotency`: 409 while that one runs);
 4. runs the service, timing the first chunk and counting tokens as they come;
 5. when the generation ends in any way (completed, failed, or closed by a client that
    went away), writes its ledger row and charges its key in one transaction, shielded
@@ -19,14 +21,15 @@ surfaces send in the OpenAI error shape (JSON, or an SSE error event and ``[DONE
 billed only for what the client received: the tokens of the chunks a stream delivered, nothing
 for a non-streamed answer that never went out.
 
-Without a data directory there is no key store or ledger: the gateway only checks
-limits, the single ``--api-key``, and keeps metrics.
+Without a data directory or ``--database-url`` there is no key store or ledger: the
+gateway only checks limits, the single ``--api-key``, and keeps metrics.
 """
 
 from __future__ import annotations
 
 import functools
 import hmac
+import json
 import logging
 import math
 import secrets
@@ -36,16 +39,19 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import anyio
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from mcp_server.catalog import ModelCard, Price, find_entry
 from mcp_server.errors import AuthenticationError, EngineUnavailable, ServiceError
 from mcp_server.gateway.db import Database
+from mcp_server.gateway.idempotency import replay_chunks, stored_answer
 from mcp_server.gateway.keys import KeyRecord, KeyStore
 from mcp_server.gateway.ledger import Ledger, Reservation, Status, Usage, cost_micros
 from mcp_server.gateway.limits import RateLimiter
+from mcp_server.gateway.redis_limits import RedisRateLimiter
 from mcp_server.gateway.metrics import Metrics
 from mcp_server.gateway.request_limits import RequestLimits
-from mcp_server.protocol.chunks import drain
+from mcp_server.protocol.chunks import drain, usage
 from mcp_server.protocol.request import ChatRequest
 from mcp_server.service import ChatService, ProgressCallback
 from mcp_server.settings import Settings
@@ -56,6 +62,7 @@ request_log = logging.getLogger("chatcap.requests")
 """One INFO line per admitted request, written when it settles (see :meth:`Gateway._settle`)."""
 
 _FREE = Price(0.0, 0.0)
+logger = logging.getLogger("chatcap.gateway")
 _SHUTTING_DOWN = "server_shutting_down"
 
 
@@ -70,6 +77,8 @@ class _Meter:
     cached_tokens: int = 0
     completion_id: str | None = None
     first_chunk: float | None = None
+    chunks: list[dict[str, Any]] | None = None
+    """The chunks sent, kept only for an idempotent request (its answer is stored)."""
 
     def update(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> None:
         self.prompt_tokens, self.completion_tokens, self.cached_tokens = prompt_tokens, completion_tokens, cached_tokens
@@ -84,10 +93,11 @@ class Gateway:
         api_paths: the paths that reach the inference API (the capability's
             ``api_paths``): they need a key, and the HTTP metrics count them by name.
         store: the key store, or None to run without keys and ledger.
+        ledger: the ledger on the store's database (default: one with a fresh replica id).
         api_key: the single ``--api-key`` (unmetered), or None.
         price: a price for every served model, overriding the catalog's; None reads
             the catalog (models it does not know are free).
-        rate_limiter: per-key RPM/TPM limits.
+        rate_limiter: per-key RPM/TPM limits (:class:`RateLimiter` or :class:`RedisRateLimiter`).
         allow_unauthenticated: let every caller in once all keys of the store are revoked
             (without it, a store that has held keys stays closed).
     """
@@ -99,16 +109,17 @@ class Gateway:
         api_paths: frozenset[str],
         *,
         store: KeyStore | None = None,
+        ledger: Ledger | None = None,
         api_key: str | None = None,
         price: Price | None = None,
-        rate_limiter: RateLimiter | None = None,
+        rate_limiter: RateLimiter | RedisRateLimiter | None = None,
         allow_unauthenticated: bool = False,
     ):
         self.service = service
         self.limits = limits
         self.api_paths = api_paths
         self.store = store
-        self.ledger = Ledger(store.db) if store is not None else None
+        self.ledger = ledger or (Ledger(store.db) if store is not None else None)
         self.api_key = api_key
         self.price = price
         self.rate_limiter = rate_limiter or RateLimiter()
@@ -120,15 +131,28 @@ class Gateway:
 
     @classmethod
     def build(cls, service: ChatService, settings: Settings, api_paths: frozenset[str]) -> Gateway:
-        """The gateway ``settings`` describe; opens the database when ``data_dir`` is set."""
-        store = KeyStore(Database.open(settings.data_dir)) if settings.data_dir is not None else None
+        """The gateway ``settings`` describe: opens the database when ``database_url`` or
+        ``data_dir`` is set (and starts the ledger's keeper thread), and shares the rate
+        limits through Redis when ``redis_url`` is set.
+
+        Raises:
+            ValueError: a bad ``--database-url`` or ``--redis-url``.
+            sqlalchemy.exc.DBAPIError: the database cannot be reached.
+        """
+        store = ledger = None
+        if settings.database_url or settings.data_dir is not None:
+            store = KeyStore(Database.open(settings.data_dir, url=settings.database_url))
+            ledger = Ledger(store.db, ttl=settings.reservation_ttl)
+            ledger.start_keeper()
         return cls(
             service,
             RequestLimits(max_body_bytes=settings.max_request_bytes, read_timeout=settings.read_timeout),
             api_paths,
             store=store,
+            ledger=ledger,
             api_key=settings.api_key,
             price=Price(*settings.price) if settings.price is not None else None,
+            rate_limiter=RedisRateLimiter(settings.redis_url) if settings.redis_url else None,
             allow_unauthenticated=settings.allow_unauthenticated,
         )
 
@@ -142,13 +166,20 @@ class Gateway:
         return frozenset("/" + path.strip("/").split("/")[0] for path in self.api_paths)
 
     def close(self) -> None:
-        """Close the database (after the last request has settled)."""
+        """Stop the ledger's keeper, close the rate-limit store and the database (after the
+        last request has settled)."""
+        if self.ledger is not None:
+            self.ledger.close()
+        self.rate_limiter.close()
         if self.store is not None:
             self.store.db.close()
 
-    def _running(self) -> int:
+    def _running(self) -> dict[str, int]:
+        by_model = getattr(self.service.engine, "running_by_model", None)
+        if by_model is not None:
+            return by_model()
         running = getattr(self.service.engine, "running", None)
-        return running if isinstance(running, int) else self.in_flight
+        return {self.service.engine.models[0].id: running if isinstance(running, int) else self.in_flight}
 
     async def authenticate(self, authorization: str | None) -> KeyRecord | None:
         """Resolve an ``Authorization`` header to the caller's key.
@@ -169,12 +200,12 @@ class Gateway:
             return None
         store = self.store
         if token and store is not None:
-            key = await anyio.to_thread.run_sync(store.authenticate, token)
+            key = await _in_thread(store.authenticate, token)
             if key is not None and key.active:
                 return key
             if key is not None:
                 raise AuthenticationError(f"The API key {key.id} has been revoked.")
-        required = self.api_key is not None or (store is not None and await anyio.to_thread.run_sync(self._closed))
+        required = self.api_key is not None or (store is not None and await _in_thread(self._closed))
         if not required:
             return None
         if not token:
@@ -203,15 +234,18 @@ class Gateway:
             scope.deadline = min(scope.deadline, self._shutdown_deadline)
 
     async def complete(
-        self, request: ChatRequest, progress: ProgressCallback | None = None, *, key: KeyRecord | None = None
+        self, request: ChatRequest, progress: ProgressCallback | None = None, *, key: KeyRecord | None = None,
+        tenant: str | None = None, idempotency_key: str | None = None,
     ) -> dict[str, Any]:
         """Run a request to the end and return an OpenAI ``chat.completion`` dict: the
         :meth:`stream` (usage included), drained. Raises as :meth:`stream`; an answer cut by
         the shutdown deadline is billed nothing (the client received none of it)."""
-        return await drain(self._run(replace(request, include_usage=True), progress, key, streamed=False))
+        request = replace(request, include_usage=True)
+        return await drain(self._run(request, progress, key, tenant, streamed=False, idempotency_key=idempotency_key))
 
     def stream(
-        self, request: ChatRequest, progress: ProgressCallback | None = None, *, key: KeyRecord | None = None
+        self, request: ChatRequest, progress: ProgressCallback | None = None, *, key: KeyRecord | None = None,
+        tenant: str | None = None, idempotency_key: str | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
         """As :meth:`ChatService.stream`, admitted, metered and billed.
 
@@ -219,6 +253,9 @@ class Gateway:
             request: the parsed request.
             progress: passed to the service.
             key: the caller's key (from :meth:`authenticate`), or None.
+            tenant: who sent it (:func:`.http.request_tenant`), handed to the engine for
+                fairness and prefix-cache isolation (``GenerationRequest.tenant``).
+            idempotency_key: the request's ``Idempotency-Key`` (:mod:`.idempotency`), or None.
 
         Returns:
             An async generator of chunk dicts; each chunk it has yielded counts as
@@ -230,25 +267,34 @@ class Gateway:
             ModelNotFound: the model is not served.
             RateLimited: the key's RPM or TPM limit is reached.
             InsufficientQuota: the key has no credit left.
+            RequestConflict: a request with the same idempotency key is running.
             EngineUnavailable: (code ``server_shutting_down``) the shutdown deadline cut
                 the generation.
             ServiceError: whatever the service raises, after the request is settled.
         """
-        return self._run(request, progress, key, streamed=True)
+        return self._run(request, progress, key, tenant, streamed=True, idempotency_key=idempotency_key)
 
     async def _run(
-        self, request: ChatRequest, progress: ProgressCallback | None, key: KeyRecord | None, streamed: bool
+        self, request: ChatRequest, progress: ProgressCallback | None, key: KeyRecord | None, tenant: str | None,
+        streamed: bool, idempotency_key: str | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
         self.limits.check(request)
+        request = replace(request, generation=replace(request.generation, tenant=tenant))
         card = self.service.prepare(request)  # the client's faults are refused before admission
         price = self.price_of(card.id)
-        self.rate_limiter.admit(key)
-        hold = await self._reserve(key, _max_cost(request, card, price))
+        await self.rate_limiter.admit(key)
+        hold = await self._reserve(key, _max_cost(request, card, price), idempotency_key)
+        if hold is not None and hold.replay is not None:
+            for chunk in replay_chunks(json.loads(hold.replay), request.include_usage):
+                yield chunk
+            return
         meter = _Meter(card.id, time.monotonic())
+        if hold is not None and hold.idempotency_key is not None:
+            meter.chunks = []
         delivered = (0, 0, 0)
         self.in_flight += 1
-        self.metrics.in_flight.inc()
-        self.metrics.queue_depth.inc()
+        self.metrics.in_flight.labels(card.id).inc()
+        self.metrics.queue_depth.labels(card.id).inc()
         status: Status = "cancelled"
         error_code: str | None = None
         chunks = self.service.stream(request, card, progress, on_usage=meter.update)
@@ -256,8 +302,10 @@ class Gateway:
             while (chunk := await self._next_chunk(chunks)) is not None:
                 if meter.completion_id is None:
                     meter.completion_id, meter.first_chunk = chunk["id"], time.monotonic()
-                    self.metrics.queue_depth.dec()
+                    self.metrics.queue_depth.labels(card.id).dec()
                     self.metrics.time_to_first_token.labels(card.id).observe(meter.first_chunk - meter.started)
+                if meter.chunks is not None:
+                    meter.chunks.append(chunk)
                 yield chunk
                 if streamed:
                     delivered = (meter.prompt_tokens, meter.completion_tokens, meter.cached_tokens)
@@ -294,10 +342,10 @@ class Gateway:
             code=_SHUTTING_DOWN,
         )
 
-    async def _reserve(self, key: KeyRecord | None, amount: int) -> Reservation | None:
+    async def _reserve(self, key: KeyRecord | None, amount: int, idempotency_key: str | None) -> Reservation | None:
         if self.ledger is None:
             return None
-        return await anyio.to_thread.run_sync(self.ledger.reserve, key, amount)
+        return await _in_thread(self.ledger.reserve, key, amount, idempotency_key)
 
     async def _settle(
         self, key: KeyRecord | None, hold: Reservation | None, meter: _Meter, price: Price,
@@ -318,21 +366,42 @@ class Gateway:
         )
         try:
             if self.ledger is not None and hold is not None:
-                usage = Usage(meter.model, meter.prompt_tokens, meter.completion_tokens, cost, status,
-                              meter.completion_id, error_code)
-                await anyio.to_thread.run_sync(self.ledger.settle, hold, usage)
+                used = Usage(meter.model, meter.prompt_tokens, meter.completion_tokens, cost, status,
+                             meter.completion_id, error_code)
+                response = (await stored_answer(meter.chunks, usage(meter.prompt_tokens, meter.completion_tokens,
+                                                                    meter.cached_tokens))
+                            if status == "completed" and meter.chunks else None)
+                await anyio.to_thread.run_sync(self.ledger.settle, hold, used, response)
         finally:
-            self.rate_limiter.record_tokens(key, meter.prompt_tokens + meter.completion_tokens)
+            try:
+                await self.rate_limiter.record_tokens(key, meter.prompt_tokens + meter.completion_tokens)
+            except ServiceError as exc:  # the answer is delivered and billed; the window misses it
+                logger.warning("TPM not recorded for key %s: %s", key.id if key else None, exc.message)
             metrics = self.metrics
             if meter.completion_id is None:
-                metrics.queue_depth.dec()
-            metrics.in_flight.dec()
+                metrics.queue_depth.labels(meter.model).dec()
+            metrics.in_flight.labels(meter.model).dec()
             self.in_flight -= 1
-            metrics.generations.labels(status).inc()
+            metrics.generations.labels(meter.model, status).inc()
             metrics.prompt_tokens.labels(meter.model).inc(meter.prompt_tokens)
             metrics.cached_prompt_tokens.labels(meter.model).inc(meter.cached_tokens)
             metrics.completion_tokens.labels(meter.model).inc(meter.completion_tokens)
             metrics.latency.labels(meter.model).observe(ended - meter.started)
+
+
+async def _in_thread(function, *args):
+    """Run a database call in a worker thread; a database that does not answer is 503.
+
+    Raises:
+        EngineUnavailable: the database connection failed (code ``database_unavailable``).
+    """
+    try:
+        return await anyio.to_thread.run_sync(function, *args)
+    except (OperationalError, InterfaceError) as exc:
+        logger.error("the gateway database did not answer: %s", exc.orig)
+        raise EngineUnavailable(
+            "The gateway database did not answer; try again shortly.", code="database_unavailable"
+        ) from None
 
 
 def _catalog_price(model_id: str) -> Price:

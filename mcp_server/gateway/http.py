@@ -26,7 +26,7 @@ from mcp_server.errors import AuthenticationError, PayloadTooLarge, RequestTimeo
 from mcp_server.gateway.gateway import Gateway
 from mcp_server.gateway.keys import KeyRecord
 
-__all__ = ["GatewayMiddleware", "request_is_keyless", "request_key"]
+__all__ = ["GatewayMiddleware", "request_is_keyless", "request_key", "request_tenant"]
 
 _STATE_KEY = "chatcap_key"
 _STATE_KEYLESS = "chatcap_keyless"
@@ -42,6 +42,19 @@ def request_key(request: Any) -> KeyRecord | None:
     if request is None:
         return None
     return request.scope.get("state", {}).get(_STATE_KEY)
+
+
+def request_tenant(request: Any) -> str | None:
+    """Who sent a Starlette request, for the engine's fairness and prefix-cache isolation:
+    the id of its API key of the store (``key_...``), else ``address:<client address>``
+    (no keys, or the single ``--api-key``); None for no request (MCP over stdio)."""
+    if request is None:
+        return None
+    key = request_key(request)
+    if key is not None:
+        return key.id
+    client = request.scope.get("client")
+    return f"address:{client[0] if client else 'unknown'}"
 
 
 def request_is_keyless(scope: Scope) -> bool:

@@ -22,14 +22,17 @@ import time
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 
+from sqlalchemy import exists, insert, select, update
+
 from mcp_server.errors import InvalidRequest
 from mcp_server.gateway.db import Database
+from mcp_server.gateway.schema import credits, keys
 
 __all__ = ["KEY_PREFIX", "MAX_MICROS", "KeyRecord", "KeyStore", "micros_to_usd", "usd_to_micros"]
 
 KEY_PREFIX = "sk-chatcap-"
 MAX_MICROS = 2**63 - 1
-"""The largest balance SQLite stores as an exact INTEGER (past it SQLite would switch to REAL)."""
+"""The largest balance a BIGINT holds (past it SQLite would switch to REAL, PostgreSQL refuse)."""
 _MAX_USD = Decimal(MAX_MICROS) / 1_000_000
 _SHOWN_PREFIX = len(KEY_PREFIX) + 4
 
@@ -92,7 +95,7 @@ class KeyRecord:
         return self.revoked_at is None
 
 
-_COLUMNS = "id, name, prefix, balance_micros, rpm, tpm, created_at, revoked_at"
+_COLUMNS = [keys.c[name] for name in ("id", "name", "prefix", "balance_micros", "rpm", "tpm", "created_at", "revoked_at")]
 
 
 class KeyStore:
@@ -122,20 +125,17 @@ class KeyStore:
         if credit < 0:
             raise InvalidRequest("The initial credit must not be negative.", param="credit")
         for param, limit in (("rpm", rpm), ("tpm", tpm)):
-            if limit is not None and limit < 1:
+            if limit is not None and not 1 <= limit <= MAX_MICROS:
                 raise InvalidRequest(f"{param} must be at least 1 (omit it for no limit).", param=param)
         secret = KEY_PREFIX + secrets.token_urlsafe(32)
         key_id = "key_" + secrets.token_hex(6)
         now = time.time()
         with self.db.transaction() as conn:
-            conn.execute(
-                "INSERT INTO keys (id, name, hash, prefix, balance_micros, rpm, tpm, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (key_id, name, _hash(secret), secret[:_SHOWN_PREFIX], credit, rpm, tpm, now),
-            )
-            conn.execute(
-                "INSERT INTO credits (key_id, amount_micros, created_at) VALUES (?, ?, ?)", (key_id, credit, now)
-            )
+            conn.execute(insert(keys).values(
+                id=key_id, name=name, hash=_hash(secret), prefix=secret[:_SHOWN_PREFIX], balance_micros=credit,
+                reserved_micros=0, rpm=rpm, tpm=tpm, created_at=now,
+            ))
+            conn.execute(insert(credits).values(key_id=key_id, amount_micros=credit, created_at=now))
         return self.get(key_id), secret
 
     def get(self, key_id: str) -> KeyRecord:
@@ -144,14 +144,16 @@ class KeyStore:
         Raises:
             InvalidRequest: no key has this id.
         """
-        rows = self.db.query(f"SELECT {_COLUMNS} FROM keys WHERE id = ?", (key_id,))
-        if not rows:
+        record = self._one(keys.c.id == key_id)
+        if record is None:
             raise InvalidRequest(f"No API key with id '{key_id}'.", param="key_id")
-        return KeyRecord(**dict(rows[0]))
+        return record
 
     def list(self) -> list[KeyRecord]:
         """Every key, oldest first, revoked ones included."""
-        return [KeyRecord(**dict(r)) for r in self.db.query(f"SELECT {_COLUMNS} FROM keys ORDER BY created_at")]
+        with self.db.read() as conn:
+            rows = conn.execute(select(*_COLUMNS).order_by(keys.c.created_at)).mappings()
+            return [KeyRecord(**row) for row in rows]
 
     def revoke(self, key_id: str) -> KeyRecord:
         """Revoke a key: it authenticates no more. Revoking twice keeps the first time.
@@ -161,7 +163,7 @@ class KeyStore:
         """
         self.get(key_id)
         with self.db.transaction() as conn:
-            conn.execute("UPDATE keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (time.time(), key_id))
+            conn.execute(update(keys).where(keys.c.id == key_id, keys.c.revoked_at.is_(None)).values(revoked_at=time.time()))
         return self.get(key_id)
 
     def top_up(self, key_id: str, usd: float | str) -> KeyRecord:
@@ -176,28 +178,35 @@ class KeyStore:
             raise InvalidRequest("A top-up must be a positive amount of USD.", param="amount")
         self.get(key_id)
         with self.db.transaction() as conn:
-            (balance,) = conn.execute("SELECT balance_micros FROM keys WHERE id = ?", (key_id,)).fetchone()
-            if amount > MAX_MICROS - balance:
+            raised = conn.execute(
+                update(keys)
+                .where(keys.c.id == key_id, keys.c.balance_micros <= MAX_MICROS - amount)
+                .values(balance_micros=keys.c.balance_micros + amount)
+                .returning(keys.c.id)
+            ).first()
+            if raised is None:
                 raise InvalidRequest(
                     f"The balance would exceed {micros_to_usd(MAX_MICROS)} USD, the most that is stored exactly.",
                     param="amount",
                 )
-            conn.execute(
-                "INSERT INTO credits (key_id, amount_micros, created_at) VALUES (?, ?, ?)",
-                (key_id, amount, time.time()),
-            )
-            conn.execute("UPDATE keys SET balance_micros = balance_micros + ? WHERE id = ?", (amount, key_id))
+            conn.execute(insert(credits).values(key_id=key_id, amount_micros=amount, created_at=time.time()))
         return self.get(key_id)
 
     def authenticate(self, secret: str) -> KeyRecord | None:
         """Return the key whose secret this is (revoked or not), or None."""
-        rows = self.db.query(f"SELECT {_COLUMNS} FROM keys WHERE hash = ?", (_hash(secret),))
-        return KeyRecord(**dict(rows[0])) if rows else None
+        return self._one(keys.c.hash == _hash(secret))
 
     def has_active_keys(self) -> bool:
         """True when at least one key is not revoked (then ``/v1`` and ``/mcp`` need a key)."""
-        return bool(self.db.query("SELECT 1 FROM keys WHERE revoked_at IS NULL LIMIT 1"))
+        with self.db.read() as conn:
+            return conn.execute(select(exists().where(keys.c.revoked_at.is_(None)))).scalar_one()
 
     def has_keys(self) -> bool:
         """True once any key was created, revoked ones included."""
-        return bool(self.db.query("SELECT 1 FROM keys LIMIT 1"))
+        with self.db.read() as conn:
+            return conn.execute(select(exists().select_from(keys))).scalar_one()
+
+    def _one(self, condition) -> KeyRecord | None:
+        with self.db.read() as conn:
+            row = conn.execute(select(*_COLUMNS).where(condition)).mappings().first()
+        return KeyRecord(**row) if row is not None else None

@@ -2,13 +2,16 @@
 
 Usage::
 
-    limiter = RateLimiter()
-    limiter.admit(key)                  # RateLimited(retry_after=...) when over a limit
+    limiter = RateLimiter()             # or RedisRateLimiter(url) (:mod:`.redis_limits`)
+    await limiter.admit(key)            # RateLimited(retry_after=...) when over a limit
     ...generate...
-    limiter.record_tokens(key, 120)     # prompt + completion tokens, once the request ends
+    await limiter.record_tokens(key, 120)   # prompt + completion tokens, once the request ends
 
-A sliding window log over the last 60 seconds, kept in memory per key (it restarts empty
-with the process and is not shared between processes):
+A sliding window log over the last 60 seconds per key. :class:`RateLimiter` keeps it in
+this process's memory: it restarts empty with the process and is not shared, so with N
+replicas behind a load balancer a key gets up to N times its limits.
+:class:`~mcp_server.gateway.redis_limits.RedisRateLimiter` keeps the same windows in Redis,
+shared by every replica. The rule, in both:
 
 - RPM: a request is admitted while fewer than ``rpm`` requests were admitted in the
   window; it counts from its admission.
@@ -31,7 +34,7 @@ from collections.abc import Callable
 from mcp_server.errors import RateLimited
 from mcp_server.gateway.keys import KeyRecord
 
-__all__ = ["WINDOW_SECONDS", "RateLimiter"]
+__all__ = ["WINDOW_SECONDS", "RateLimiter", "rpm_exceeded", "tpm_exceeded"]
 
 WINDOW_SECONDS = 60.0
 
@@ -49,7 +52,7 @@ class RateLimiter:
         self._requests: dict[str, deque[float]] = {}
         self._tokens: dict[str, deque[tuple[float, int]]] = {}
 
-    def admit(self, key: KeyRecord | None) -> None:
+    async def admit(self, key: KeyRecord | None) -> None:
         """Count a request against its key's limits, or refuse it.
 
         Raises:
@@ -68,30 +71,40 @@ class RateLimiter:
             while tokens and tokens[0][0] <= start:
                 tokens.popleft()
             if key.rpm is not None and len(requests) >= key.rpm:
-                wait = requests[len(requests) - key.rpm] - start
-                raise RateLimited(
-                    f"Rate limit reached for key {key.id}: {key.rpm} requests per minute. "
-                    f"Try again in {math.ceil(wait)} s.",
-                    retry_after=math.ceil(wait),
-                    code="rate_limit_exceeded",
-                )
+                raise rpm_exceeded(key, requests[len(requests) - key.rpm] - start)
             used = sum(n for _, n in tokens)
             if key.tpm is not None and used >= key.tpm:
-                wait = _time_until_below(tokens, used, key.tpm) - start
-                raise RateLimited(
-                    f"Rate limit reached for key {key.id}: {key.tpm} tokens per minute "
-                    f"({used} used). Try again in {math.ceil(wait)} s.",
-                    retry_after=math.ceil(wait),
-                    code="rate_limit_exceeded",
-                )
+                raise tpm_exceeded(key, used, _time_until_below(tokens, used, key.tpm) - start)
             requests.append(now)
 
-    def record_tokens(self, key: KeyRecord | None, tokens: int) -> None:
+    async def record_tokens(self, key: KeyRecord | None, tokens: int) -> None:
         """Add a finished request's prompt plus completion tokens to its key's TPM window."""
         if key is None or key.tpm is None or tokens <= 0:
             return
         with self._lock:
             self._tokens.setdefault(key.id, deque()).append((self._clock(), tokens))
+
+    def close(self) -> None:
+        """Nothing to release (the windows live in this object); :class:`RedisRateLimiter` closes its client."""
+
+
+def rpm_exceeded(key: KeyRecord, wait: float) -> RateLimited:
+    """The 429 for a key at its RPM limit; ``wait``: seconds until the window has room."""
+    return RateLimited(
+        f"Rate limit reached for key {key.id}: {key.rpm} requests per minute. Try again in {math.ceil(wait)} s.",
+        retry_after=math.ceil(wait),
+        code="rate_limit_exceeded",
+    )
+
+
+def tpm_exceeded(key: KeyRecord, used: int, wait: float) -> RateLimited:
+    """The 429 for a key at its TPM limit (``used`` tokens in the window)."""
+    return RateLimited(
+        f"Rate limit reached for key {key.id}: {key.tpm} tokens per minute ({used} used). "
+        f"Try again in {math.ceil(wait)} s.",
+        retry_after=math.ceil(wait),
+        code="rate_limit_exceeded",
+    )
 
 
 def _time_until_below(entries: deque[tuple[float, int]], used: int, limit: int) -> float:

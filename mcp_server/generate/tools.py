@@ -3,7 +3,9 @@
 Derived, committed, never edited by hand:
 
 - ``capability/generated/mcp-tools.json``: the MCP tool list (`mcp_tools`);
-- ``skills/<name>/...``: each skill of the capability (`mcp_server.generate.skill.render_skill`).
+- ``skills/<name>/...``: each skill of the capability (`mcp_server.generate.skill.render_skill`);
+- ``schemas/deployment.json``: the deployment file's schema, from the flag table
+  (`mcp_server.deployment.deployment_schema`).
 
 ``generate(root)`` writes them; ``generate(root, check=True)`` writes nothing and returns
 the files that are missing or stale (the ``chatcap generate --check`` gate)::
@@ -24,6 +26,7 @@ from typing import Any
 
 from mcp_server.capability.loader import Capability, McpTool, load_capability
 from mcp_server.capability.schemas import NO_PARAMETERS, PROJECT_ROOT, bundled_schema
+from mcp_server.deployment import SCHEMA_NAME, deployment_schema
 from mcp_server.errors import CapabilityError
 from mcp_server.generate.skill import render_skill
 from mcp_server.protocol.request import UNSUPPORTED
@@ -99,7 +102,10 @@ def artifacts(capability: Capability) -> dict[str, str]:
         CapabilityError: as `mcp_tools`.
         KeyError: as `mcp_server.generate.skill.render_skill`.
     """
-    files = {MCP_TOOLS_PATH: json.dumps(mcp_tools(capability), indent=2, sort_keys=True, ensure_ascii=False) + "\n"}
+    files = {
+        MCP_TOOLS_PATH: json.dumps(mcp_tools(capability), indent=2, sort_keys=True, ensure_ascii=False) + "\n",
+        f"schemas/{SCHEMA_NAME}.json": json.dumps(deployment_schema(), indent=2, ensure_ascii=False) + "\n",
+    }
     for skill in capability.skills:
         for relative, text in render_skill(capability, skill).items():
             files[f"skills/{skill.name}/{relative}"] = text if text.endswith("\n") else text + "\n"

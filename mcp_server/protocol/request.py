@@ -108,6 +108,7 @@ def parse_request(body: Any) -> ChatRequest:
         response_format=response_format,
         logprobs=fields.get("logprobs", False),
         top_logprobs=fields.get("top_logprobs", 0),
+        cache_salt=fields.get("cache_salt"),
     )
     return ChatRequest(
         generation=generation,

@@ -41,14 +41,14 @@ from mcp_server import __version__
 from mcp_server.capability.loader import Capability
 from mcp_server.capability.schemas import validate_instance
 from mcp_server.errors import CapabilityError, InvalidRequest, ServiceError
-from mcp_server.gateway import Gateway, request_key
+from mcp_server.gateway import Gateway, request_key, request_tenant
 from mcp_server.generate.tools import TOOL_SHAPES, mcp_tools
 from mcp_server.protocol.request import parse_request
 from mcp_server.surfaces.mcp_resources import TEMPLATES, ResourceCatalog
 from mcp_server.surfaces.mcp_security import OneHostOneOrigin
 from mcp_server.surfaces.mcp_sessions import SESSION_IDLE_TIMEOUT, SessionQuota
 
-__all__ = ["build_server", "run_stdio", "streamable_http_session_manager"]
+__all__ = ["build_server", "run_stdio", "served_models_enum", "streamable_http_session_manager"]
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +99,9 @@ def _tool_handlers(gateway: Gateway) -> dict[str, ToolHandler]:
                 raise InvalidRequest(f"'{name}' is not a parameter of this tool; it returns one whole "
                                      "chat.completion.", param=name)
         request = parse_request(args)
-        return await gateway.complete(request, progress=await progress_reporter(ctx), key=request_key(ctx.request))
+        return await gateway.complete(
+            request, progress=await progress_reporter(ctx), key=request_key(ctx.request), tenant=request_tenant(ctx.request)
+        )
 
     async def list_models(ctx: ServerRequestContext, args: dict[str, Any]) -> dict[str, Any]:
         return gateway.service.list_models()
@@ -119,7 +121,8 @@ def _tool_handlers(gateway: Gateway) -> dict[str, ToolHandler]:
                 "json_schema": {"name": "response", "schema": schema, "strict": True},
             }
         completion = await gateway.complete(
-            parse_request(body), progress=await progress_reporter(ctx), key=request_key(ctx.request)
+            parse_request(body), progress=await progress_reporter(ctx), key=request_key(ctx.request),
+            tenant=request_tenant(ctx.request),
         )
         text = completion["choices"][0]["message"]["content"]
         result: dict[str, Any] = {"text": text, "completion": completion}
@@ -168,7 +171,8 @@ def build_server(gateway: Gateway, capability: Capability, root: Path) -> Server
                 await ctx.session.send_log_message(level, data, logger="chatcap", related_request_id=ctx.request_id)
 
     async def on_list_tools(ctx, params) -> types.ListToolsResult:
-        return types.ListToolsResult(tools=[types.Tool.model_validate(t) for t in tools.values()])
+        served = [card.id for card in gateway.service.engine.models]
+        return types.ListToolsResult(tools=[types.Tool.model_validate(served_models_enum(t, served)) for t in tools.values()])
 
     async def on_call_tool(ctx, params: types.CallToolRequestParams) -> types.CallToolResult:
         tool = tools.get(params.name)
@@ -203,8 +207,10 @@ def build_server(gateway: Gateway, capability: Capability, root: Path) -> Server
 
     async def on_set_logging_level(ctx, params: types.SetLevelRequestParams) -> types.EmptyResult:
         log_levels[ctx.session] = params.level
-        models = [m.id for m in gateway.service.engine.models]
-        await log(ctx, "info", {"event": "model_loaded", "models": models, "engine": type(gateway.service.engine).__name__})
+        engine = gateway.service.engine
+        models = [m.id for m in engine.models]
+        engines = sorted({type(s.engine).__name__ for s in getattr(engine, "served", ())}) or [type(engine).__name__]
+        await log(ctx, "info", {"event": "model_loaded", "models": models, "engine": ", ".join(engines)})
         return types.EmptyResult()
 
     with warnings.catch_warnings(category=MCPDeprecationWarning, action="ignore"):
@@ -223,6 +229,19 @@ def build_server(gateway: Gateway, capability: Capability, root: Path) -> Server
             on_completion=on_completion,
             on_set_logging_level=on_set_logging_level,
         )
+
+
+def served_models_enum(tool: dict[str, Any], served: list[str]) -> dict[str, Any]:
+    """``tool`` with its ``model`` argument limited to the served ids (``enum``), as this server
+    publishes it; the generated file has no such list, since what is served is known at run time.
+
+    A call naming another id still reaches the service, whose 404 lists the served models.
+    """
+    properties = tool["inputSchema"].get("properties", {})
+    if "model" not in properties:
+        return tool
+    model = {**properties["model"], "enum": served}
+    return {**tool, "inputSchema": {**tool["inputSchema"], "properties": {**properties, "model": model}}}
 
 
 def streamable_http_session_manager(

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mcp_server.gateway import request_key
+from mcp_server.gateway import request_tenant
 
 __all__ = ["SESSION_IDLE_TIMEOUT", "SessionQuota"]
 
@@ -66,7 +66,7 @@ class SessionQuota:
             await self.app(scope, receive, send)
             return
         now = self._clock()
-        caller = _caller(scope)
+        caller = request_tenant(Request(scope))
         sessions = self._live(caller, now)
         session_id = dict(scope["headers"]).get(_SESSION_HEADER)
         if session_id is not None:
@@ -109,14 +109,6 @@ class SessionQuota:
             del sessions[session]
             self._owners.pop(session, None)
         return sessions
-
-
-def _caller(scope: Scope) -> str:
-    key = request_key(Request(scope))
-    if key is not None:
-        return key.id
-    client = scope.get("client")
-    return f"address:{client[0] if client else 'unknown'}"
 
 
 async def _too_many(limit: int, retry_after: int, send: Send) -> None:

@@ -19,11 +19,11 @@ from starlette.routing import Route
 
 from mcp_server.capability.schemas import openapi_document
 from mcp_server.errors import InvalidRequest, ServiceError
-from mcp_server.gateway import Gateway, request_key
+from mcp_server.gateway import Gateway, idempotency_key, request_key, request_tenant
 from mcp_server.gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from mcp_server.generate.skill import SkillCatalog
 from mcp_server.protocol.request import parse_request
-from mcp_server.surfaces.sse import sse_events
+from mcp_server.surfaces.sse import coalesce, sse_events
 
 __all__ = ["error_response", "http_exception_handler", "rest_routes"]
 
@@ -106,10 +106,10 @@ def rest_routes(gateway: Gateway, paths: dict[str, str], skills: SkillCatalog, s
 
     async def create_chat_completion(request: Request) -> Response:
         chat = parse_request(await _json_body(request))
-        key = request_key(request)
+        key, tenant, once = request_key(request), request_tenant(request), idempotency_key(request.headers.raw)
         if not chat.stream:
-            return JSONResponse(await gateway.complete(chat, key=key))
-        chunks = gateway.stream(chat, key=key)
+            return JSONResponse(await gateway.complete(chat, key=key, tenant=tenant, idempotency_key=once))
+        chunks = gateway.stream(chat, key=key, tenant=tenant, idempotency_key=once)
         first = await anext(chunks)  # raises before any byte is sent
 
         async def replay():
@@ -122,7 +122,7 @@ def rest_routes(gateway: Gateway, paths: dict[str, str], skills: SkillCatalog, s
 
         # The gateway cuts the generation at the grace (an error event, then [DONE]); the
         # response's own cut comes a second later, for those events to go out.
-        return EventSourceResponse(sse_events(replay()), ping=15, shutdown_grace_period=shutdown_grace + 1)
+        return EventSourceResponse(coalesce(sse_events(replay())), ping=15, shutdown_grace_period=shutdown_grace + 1)
 
     async def list_models(request: Request) -> Response:
         return JSONResponse(gateway.service.list_models())

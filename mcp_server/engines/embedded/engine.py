@@ -37,24 +37,15 @@ from mcp_server.engines.embedded.decoding.toolcalls import (
 from mcp_server.engines.embedded.decoding.toolcalls import render_messages
 from mcp_server.engines.embedded.family import PROMPT_TAIL_TOKENS, ServedFamily, check_tools_allowed, keeps_special_tokens
 from mcp_server.engines.embedded.model_check import check_model_path
+from mcp_server.engines.embedded.model_facts import WorkerFacts
 from mcp_server.engines.embedded.model_files import load_tokenizer
 from mcp_server.engines.embedded.output import OutputProcessor
+from mcp_server.engines.embedded.policy import Limits, cache_scope
 from mcp_server.engines.embedded.progress import Progress
 from mcp_server.engines.embedded.prompt import render_prompt
-from mcp_server.engines.embedded.runners import (
-    ModelRunner,
-    check_llamacpp_option,
-    resolve_runner,
-    resolve_threads,
-)
-from mcp_server.engines.embedded.runners.llamacpp import (
-    DEFAULT_KV_CACHE_DTYPE,
-    KV_CACHE_DTYPES,
-    LlamaCppRunner,
-)
-from mcp_server.engines.embedded.runners.llamacpp import (
-    DEFAULT_MAX_BATCH_SIZE as LLAMACPP_MAX_BATCH_SIZE,
-)
+from mcp_server.engines.embedded.runners import ModelRunner, check_llamacpp_option, resolve_runner, resolve_threads
+from mcp_server.engines.embedded.runners.llamacpp import DEFAULT_KV_CACHE_DTYPE, KV_CACHE_DTYPES, LlamaCppRunner
+from mcp_server.engines.embedded.runners.llamacpp import DEFAULT_MAX_BATCH_SIZE as LLAMACPP_MAX_BATCH_SIZE
 from mcp_server.engines.embedded.runners.repack import REPACK_MODES
 from mcp_server.engines.embedded.sampling import seeded_generator
 from mcp_server.engines.embedded.scheduler import Scheduler, Sequence
@@ -72,7 +63,7 @@ GrammarProvider = Callable[[GenerationRequest, Any], Any]
 """``(request, tokenizer) -> xgrammar.CompiledGrammar | None``; may raise InvalidRequest."""
 
 
-class EmbeddedEngine:
+class EmbeddedEngine(WorkerFacts):
     """An :class:`~mcp_server.engines.base.Engine` that runs a model in this process.
 
     Args:
@@ -111,14 +102,15 @@ class EmbeddedEngine:
         chat_template: a Jinja file or a known template's name, replacing the model's own.
         tool_call_parser, reasoning_parser: the model's formats (family-table names, SGLang's);
             None: the catalog's, else detected from the chat template (:class:`.family.ServedFamily`).
+        chunked_prefill_size, max_running_per_tenant: the scheduler's :class:`.policy.Limits`.
 
     Raises:
         ModelPathError: ``model_path`` or ``chat_template`` cannot be served
             (:func:`.model_check.check_model_path`: checked here, before anything loads).
-        InvalidRequest: ``max_batch_size`` or ``threads`` below 1 (param
-            ``max_running_requests``, ``threads``), an unknown or impossible runner
-            (param ``runner``), or a KV cache type or repacking mode that is unknown or
-            given to the torch runner (param ``kv_cache_dtype``, ``repack``).
+        InvalidRequest: ``max_batch_size`` or ``threads`` below 1 (param ``max_running_requests``,
+            ``threads``), bad limits (:meth:`.policy.Limits.resolve`), an unknown or impossible runner
+            (param ``runner``), or a KV cache type or repacking mode that is unknown or given to the
+            torch runner (param ``kv_cache_dtype``, ``repack``).
 
     Attributes:
         runner: the :class:`.runners.ModelRunner` (None before :meth:`start`).
@@ -150,6 +142,8 @@ class EmbeddedEngine:
         chat_template: str | None = None,
         tool_call_parser: str | None = None,
         reasoning_parser: str | None = None,
+        chunked_prefill_size: int | None = None,
+        max_running_per_tenant: int | None = None,
     ):
         if max_batch_size is not None and max_batch_size < 1:
             raise InvalidRequest("max_running_requests must be at least 1.", param="max_running_requests")
@@ -170,6 +164,8 @@ class EmbeddedEngine:
         check_llamacpp_option(self._runner_name, "kv_cache_dtype", kv_cache_dtype, ("auto", *KV_CACHE_DTYPES))
         self._kv_cache_dtype = DEFAULT_KV_CACHE_DTYPE if kv_cache_dtype == "auto" else kv_cache_dtype
         self._repack = check_llamacpp_option(self._runner_name, "repack", repack, REPACK_MODES)
+        exact_resume = self._runner_name == "llamacpp" and self._kv_cache_dtype == "q8_0"  # see policy.Limits.preempt
+        self._limits = Limits.resolve(chunked_prefill_size, max_running_per_tenant, self._max_batch_size, exact_resume)
         names = (served_model_name,) if isinstance(served_model_name, str) else tuple(dict.fromkeys(served_model_name or ()))
         self._ids = names or (checked.name,)
         check_catalog(load_catalog())
@@ -209,6 +205,8 @@ class EmbeddedEngine:
             chat_template=settings.chat_template,
             tool_call_parser=settings.tool_call_parser,
             reasoning_parser=settings.reasoning_parser,
+            chunked_prefill_size=settings.chunked_prefill_size,
+            max_running_per_tenant=settings.max_running_requests_per_key,
         )
 
     @property
@@ -262,7 +260,7 @@ class EmbeddedEngine:
         if self.grammar_provider is None:
             self.grammar_provider = ToolGrammarProvider(self.grammar_compiler, self._family.tool_format)
         self._card = replace(self._card, context_length=self.runner.context_length, backend=self.runner.backend)
-        self._scheduler = Scheduler(self.runner, self._eos_ids(), self._max_batch_size, vocab)
+        self._scheduler = Scheduler(self.runner, self._eos_ids(), self._max_batch_size, vocab, self._limits)
         self._scheduler.start()
 
     def _load(self) -> tuple[ModelRunner, Any]:
@@ -329,6 +327,7 @@ class EmbeddedEngine:
             matcher=matcher,
             counts=self._counts(request),
             top_logprobs=request.top_logprobs if request.logprobs else None,
+            tenant=request.tenant, cache_scope=cache_scope(request),
         )
         card, prompt_tail = self._card, self.tokenizer.decode(prompt_ids[-PROMPT_TAIL_TOKENS:])  # opened <think>?
         output = OutputProcessor(request, card.tool_call_format, card.reasoning_parser, prompt_tail, lambda: sequence.text.stopped)

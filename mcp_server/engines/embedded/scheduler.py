@@ -1,31 +1,32 @@
 """Continuous batching: one thread runs the model for every running sequence.
 
-Each round the scheduler admits waiting sequences (the runner prefills each alone),
-drops the ones whose consumer went away, and has the runner decode one token for all
-running rows in one step. Penalties, grammar masks, sampling, log-probabilities and stop
-strings are applied here on the runner's float32 logits, the same for every runner
-(:mod:`.runners`). Results go back through each sequence's ``emit`` callback, which
-must be thread-safe.
+Each step the scheduler drops the sequences whose consumer went away, admits waiting ones
+into free slots (fairly between tenants, preempting where :class:`.policy.FairQueue` says),
+prefills admitted prompts a chunk at a time within the step's token budget
+(:func:`.policy.step_budget`: the budget less one token per decode row), and has the runner
+decode one token for all running rows. A preempted sequence keeps its sampling state and
+output; readmitted, its prompt and output so far are prefilled again (mostly from the prefix
+cache) and it goes on exactly where it was.
+
+Penalties, grammar masks, sampling, log-probabilities and stop strings are applied here on
+the runner's float32 logits, the same for every runner (:mod:`.runners`). Results go back
+through each sequence's ``emit`` callback, which must be thread-safe.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
-from typing import Any
+from collections.abc import Iterable
+from dataclasses import replace
 
 import torch
 
-from mcp_server.engines.base import (
-    FinishReason,
-    GenerationDelta,
-    SamplingParams,
-    TokenLogprob,
-)
+from mcp_server.engines.base import EngineLoad, FinishReason, GenerationDelta, TokenLogprob
+from mcp_server.engines.embedded.policy import FairQueue, Limits
 from mcp_server.engines.embedded.runners import ModelRunner
 from mcp_server.engines.embedded.sampling import (
     apply_penalties,
@@ -33,7 +34,7 @@ from mcp_server.engines.embedded.sampling import (
     sample,
     token_logprobs,
 )
-from mcp_server.engines.embedded.textstream import TextStream
+from mcp_server.engines.embedded.sequence import Sequence
 from mcp_server.errors import EngineUnavailable, ServiceError
 
 __all__ = ["Scheduler", "Sequence"]
@@ -41,72 +42,44 @@ __all__ = ["Scheduler", "Sequence"]
 logger = logging.getLogger(__name__)
 
 
-@dataclass(eq=False)
-class Sequence:
-    """The scheduler's state for one sequence being generated.
-
-    Attributes:
-        prompt_ids: the rendered prompt's token ids.
-        max_new_tokens: most tokens to generate (at least 1).
-        sampling: the sampling settings.
-        text: detokenizer and stop-string filter.
-        emit: thread-safe callback taking a :class:`GenerationDelta` or a
-            :class:`ServiceError`; called from the scheduler thread.
-        generator: this sequence's random source.
-        matcher: an ``xgrammar.GrammarMatcher`` constraining the output, or None.
-        counts: float32 ``[V]`` generated-token counts when a penalty is set, else None.
-        top_logprobs: when the request asked for ``logprobs``, how many alternatives
-            (0..20) to report with each token's log-probability; None when it did not.
-        completion_tokens: tokens generated so far.
-        last_token: the most recent token, fed to the next decode step.
-        slot: the runner's handle for this sequence's cache, -1 before prefill.
-        cached_tokens: leading prompt tokens the runner's prefix cache held (not computed).
-        cancelled: set by the consumer when it stops listening.
-        finished: set by the scheduler once the sequence no longer counts as running.
-    """
-
-    prompt_ids: list[int]
-    max_new_tokens: int
-    sampling: SamplingParams
-    text: TextStream
-    emit: Callable[[GenerationDelta | ServiceError], None]
-    generator: torch.Generator
-    matcher: Any = None
-    counts: torch.Tensor | None = None
-    top_logprobs: int | None = None
-    completion_tokens: int = 0
-    last_token: int = -1
-    slot: int = -1
-    cached_tokens: int = 0
-    cancelled: bool = False
-    finished: bool = False
-
-
 class Scheduler:
     """Runs a model for many sequences at once on a dedicated thread.
 
     Args:
-        runner: prefills and decodes (:class:`.runners.ModelRunner`); it must hold
+        runner: admits, prefills and decodes (:class:`.runners.ModelRunner`); it must hold
             ``max_batch_size`` sequences. Only this thread calls it once started.
         eos_ids: token ids that end a sequence with finish_reason ``stop``.
-        max_batch_size: most sequences decoded together; others wait their turn.
+        max_batch_size: most sequences admitted at once (prefilling or decoding); others wait.
         vocab: each token id's raw bytes (``xgrammar.TokenizerInfo.decoded_vocab``), for
             log-probability entries; ids beyond it read as ``b""``.
+        limits: the step's token budget (prompt chunks get what the decode rows leave, at
+            least 1 token) and the per-tenant cap (:class:`.policy.Limits`).
     """
 
     def __init__(
-        self, runner: ModelRunner, eos_ids: Iterable[int], max_batch_size: int, vocab: list[bytes] | None = None
+        self,
+        runner: ModelRunner,
+        eos_ids: Iterable[int],
+        max_batch_size: int,
+        vocab: list[bytes] | None = None,
+        limits: Limits = Limits(),
     ):
         self._runner = runner
         self._vocab = vocab or []
         self._eos = frozenset(eos_ids)
         self._max_batch_size = max_batch_size
+        self._step_tokens = limits.step_tokens
         self._vocab_size = runner.vocab_size
-        self._pending: deque[Sequence] = deque()
+        self._pending: deque[Sequence] = deque()  # submitted, not yet seen by the thread
         self._wakeup = threading.Condition()
         self._stopping = False
         self._unfinished = 0
-        self._rows: list[Sequence] = []
+        self._arrivals = itertools.count()
+        self._admissions = itertools.count()
+        self._queue = FairQueue(limits.per_tenant, limits.preempt)  # waiting: seen by the thread, no slot
+        self._prefilling: list[Sequence] = []  # a slot, prompt not all computed
+        self._rows: list[Sequence] = []  # decoding
+        self._flushes: list[tuple[threading.Event, list[bool]]] = []  # (done, [flushed]) per caller
         self._thread = threading.Thread(target=self._run, name="chatcap-scheduler", daemon=True)
 
     @property
@@ -118,12 +91,38 @@ class Scheduler:
         """
         return self._unfinished
 
+    def load(self) -> EngineLoad:
+        """The sequences submitted and not finished, the waiting ones, and the tokens they hold."""
+        with self._wakeup:
+            waiting = [*self._pending, *self._queue.waiting]
+            running = [*self._rows, *self._prefilling]
+            unfinished = self._unfinished
+        tokens = sum(len(s.prompt_ids) + s.completion_tokens for s in (*running, *waiting) if not s.finished)
+        return EngineLoad(unfinished, len(waiting), tokens)
+
+    def flush_cache(self, timeout: float = 10.0) -> bool:
+        """Drop every cached prompt prefix, as SGLang's ``/flush_cache``: only while idle.
+
+        Blocks until the scheduler thread has done it (call it off the event loop).
+
+        Returns:
+            True when the cache was flushed; False when sequences are running or waiting
+            (nothing is dropped), or the thread did not get to it within ``timeout`` seconds.
+        """
+        done, flushed = threading.Event(), [False]
+        with self._wakeup:
+            if self._unfinished or self._stopping:
+                return False
+            self._flushes.append((done, flushed))
+            self._wakeup.notify()
+        return done.wait(timeout) and flushed[0]
+
     def start(self) -> None:
         """Start the scheduler thread."""
         self._thread.start()
 
     def submit(self, sequence: Sequence) -> None:
-        """Queue a sequence; it joins the batch at the next round.
+        """Queue a sequence; it is considered for a slot at the next step.
 
         Raises:
             EngineUnavailable: the scheduler is stopping.
@@ -131,6 +130,7 @@ class Scheduler:
         with self._wakeup:
             if self._stopping:
                 raise EngineUnavailable("The engine is shutting down.")
+            sequence.arrival = next(self._arrivals)
             self._pending.append(sequence)
             self._unfinished += 1
             self._wakeup.notify()
@@ -143,53 +143,117 @@ class Scheduler:
         if self._thread.is_alive():
             self._thread.join()
         error = EngineUnavailable("The engine shut down before the sequence finished.")
-        self._fail([*self._rows, *self._pending], error)
-        self._rows.clear()
+        self._fail([*self._rows, *self._prefilling, *self._queue.waiting, *self._pending], error)
+        self._rows, self._prefilling = [], []
         self._pending.clear()
+        self._queue.clear()
         self._runner.clear()
 
     def _run(self) -> None:
         with torch.inference_mode():
-            while (admitted := self._wait_for_work()) is not None:
-                for sequence in admitted:
-                    self._admit(sequence)
+            while self._wait_for_work():
+                self._drop_cancelled()
+                self._admit()
+                self._prefill()
                 try:
                     self._decode()
                 except Exception:
                     logger.exception("Decode step failed for %d sequences", len(self._rows))
                     self._fail(self._rows, EngineUnavailable("The model failed while generating."))
-                    self._rows = []
+                    for sequence in [*self._rows, *self._prefilling]:
+                        self._queue.leave(sequence)
+                    self._queue.waiting.extend(self._prefilling)  # their cells go with the clear: prefill again
+                    self._rows, self._prefilling = [], []
                     self._runner.clear()
 
-    def _wait_for_work(self) -> list[Sequence] | None:
-        """Block until there is something to do; return the sequences to admit, None to stop."""
+    def _wait_for_work(self) -> bool:
+        """Block until there is something to do and take in the new sequences; False to stop."""
         with self._wakeup:
-            while not (self._stopping or self._rows or self._pending):
+            while not (self._stopping or self._busy() or self._flushes):
                 self._wakeup.wait()
-            if self._stopping:
-                return None
-            free = self._max_batch_size - len(self._rows)
-            return [self._pending.popleft() for _ in range(min(free, len(self._pending)))]
+            if self._flushes:
+                idle = not self._busy()
+                if idle:
+                    self._runner.clear()
+                for done, flushed in self._flushes:
+                    flushed[0] = idle
+                    done.set()
+                self._flushes.clear()
+            self._queue.waiting.extend(self._pending)
+            self._pending.clear()
+            return not self._stopping
 
-    def _admit(self, sequence: Sequence) -> None:
-        """Prefill one sequence alone, pick its first token, and add it to the batch."""
-        if sequence.cancelled:
+    def _busy(self) -> bool:
+        """Whether any sequence is waiting, prefilling or decoding (call with the lock held)."""
+        return bool(self._rows or self._prefilling or self._queue.waiting or self._pending)
+
+    def _drop_cancelled(self) -> None:
+        """Retire the waiting and prefilling sequences nobody listens to (rows leave in :meth:`_decode`)."""
+        for sequence in [s for s in self._queue.waiting if s.cancelled]:
+            self._queue.waiting.remove(sequence)
             self._retire(sequence)
-            return
-        try:
-            sequence.slot, sequence.cached_tokens, logits = self._runner.prefill(sequence.prompt_ids)
-            tokens, entries = self._choose([sequence], logits[None])
-            done = self._advance(sequence, tokens[0], entries[0])
-        except Exception:
-            logger.exception("Prefill of a %d-token prompt failed", len(sequence.prompt_ids))
-            if sequence.slot >= 0:
-                self._runner.release(sequence.slot)
-            self._fail([sequence], EngineUnavailable("The model failed while reading the prompt."))
-            return
-        if done:
-            self._runner.release(sequence.slot)
+        for sequence in [s for s in self._prefilling if s.cancelled]:
+            self._leave(sequence)
+            self._retire(sequence)
+
+    def _admit(self) -> None:
+        """Give free slots to waiting sequences, fairest first, preempting where the queue says."""
+        queue = self._queue
+        while (sequence := queue.next()) is not None:
+            if len(self._rows) + len(self._prefilling) >= self._max_batch_size:
+                victim = queue.victim(sequence, [*self._rows, *self._prefilling])
+                if victim is None:
+                    return
+                logger.info("Preempting a sequence of a tenant running %d so that another gets a slot",
+                            queue.running(victim.tenant))
+                self._leave(victim)
+                queue.waiting.append(victim)
+            queue.waiting.remove(sequence)
+            try:
+                sequence.slot, cached = self._runner.admit(sequence.prompt_ids + sequence.output_ids,
+                                                           sequence.cache_scope)
+            except Exception:
+                logger.exception("Admitting a %d-token prompt failed", len(sequence.prompt_ids))
+                self._fail([sequence], EngineUnavailable("The model failed while reading the prompt."))
+                continue
+            if not sequence.output_ids:
+                sequence.cached_tokens = cached
+            sequence.admitted = next(self._admissions)
+            queue.admit(sequence)
+            self._prefilling.append(sequence)
+
+    def _leave(self, sequence: Sequence) -> None:
+        """Take an admitted sequence out of the batch and release its slot (its cells stay cached)."""
+        if sequence in self._rows:
+            self._rows.remove(sequence)
         else:
+            self._prefilling.remove(sequence)
+        self._runner.release(sequence.slot)
+        sequence.slot = -1
+        self._queue.leave(sequence)
+
+    def _prefill(self) -> None:
+        """Compute prompt chunks, oldest admission first, within what the step's budget leaves
+        after the decode rows; a prompt that is complete gets its next token and becomes a row."""
+        budget = math.inf if self._step_tokens is None else max(1, self._step_tokens - len(self._rows))
+        for sequence in list(self._prefilling):
+            if budget <= 0:
+                return
+            try:
+                computed, logits = self._runner.prefill(sequence.slot, min(budget, self._runner.context_length))
+                budget -= computed
+                if logits is None:
+                    continue
+                tokens, entries = self._choose([sequence], logits[None])
+            except Exception:
+                logger.exception("Prefill of a %d-token prompt failed", len(sequence.prompt_ids))
+                self._leave(sequence)
+                self._fail([sequence], EngineUnavailable("The model failed while reading the prompt."))
+                continue
+            self._prefilling.remove(sequence)
             self._rows.append(sequence)
+            if self._advance(sequence, tokens[0], entries[0]):
+                self._leave(sequence)
 
     def _decode(self) -> None:
         """Decode one token for every running row, then drop the rows that finished.
@@ -212,12 +276,9 @@ class Scheduler:
 
     def _keep(self, rows: list[int]) -> None:
         """Keep only ``rows`` (indices into the running rows); release the others' caches."""
-        if len(rows) < len(self._rows):
-            kept = set(rows)
-            for i, seq in enumerate(self._rows):
-                if i not in kept:
-                    self._runner.release(seq.slot)
-            self._rows = [self._rows[i] for i in rows]
+        kept = set(rows)
+        for sequence in [seq for i, seq in enumerate(self._rows) if i not in kept]:
+            self._leave(sequence)
 
     def _choose(self, rows: list[Sequence], logits: torch.Tensor) -> tuple[list[int], list[TokenLogprob | None]]:
         """Apply penalties and grammars to ``logits`` (``[B, V]``, in place) and pick tokens.
@@ -287,7 +348,7 @@ class Scheduler:
         A delta goes out when there is text, a finish, or a log-probability ``entry``
         (whose token's text may be held back, or never shown).
         """
-        sequence.completion_tokens += 1
+        sequence.output_ids.append(token)
         sequence.last_token = token
         if sequence.counts is not None:
             sequence.counts[token] += 1
@@ -320,7 +381,7 @@ class Scheduler:
         return finish is not None
 
     def _fail(self, sequences: Iterable[Sequence], error: ServiceError) -> None:
-        for sequence in sequences:
+        for sequence in list(sequences):
             self._retire(sequence)
             self._send(sequence, error)
 

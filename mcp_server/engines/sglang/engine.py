@@ -35,6 +35,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import orjson
 
 from mcp_server.catalog import ModelCard, find_entry
 from mcp_server.engines.base import (
@@ -167,7 +168,7 @@ async def read_deltas(lines: AsyncIterator[str]) -> AsyncIterator[GenerationDelt
         if data == "[DONE]":
             break
         try:
-            chunk = json.loads(data)
+            chunk = orjson.loads(data)
         except ValueError:
             raise EngineUnavailable(f"SGLang sent a malformed stream event: {data[:200]!r}") from None
         if "error" in chunk:

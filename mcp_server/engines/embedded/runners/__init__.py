@@ -1,8 +1,9 @@
 """Model runners: what the scheduler calls to run the network, and nothing else.
 
 A runner owns the weights and the key/value caches of the running sequences. It
-prefills one sequence (from a cached prefix when it has a prefix cache), decodes one
-token for a set of running sequences, and releases a sequence. Everything else (sampling, penalties, grammar masks, stop strings,
+admits a sequence (from a cached prefix of the same scope when it has a prefix cache),
+prefills its prompt a chunk at a time, decodes one token for a set of running sequences,
+and releases a sequence. Everything else (sampling, penalties, grammar masks, stop strings,
 cancellation) stays in :mod:`..scheduler`, the same for every runner.
 
 Two runners:
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Protocol
 
@@ -48,18 +50,32 @@ class ModelRunner(Protocol):
     eos_ids: frozenset[int]
     backend: str
 
-    def prefill(self, prompt_ids: list[int]) -> tuple[int, int, torch.Tensor]:
-        """Read a prompt into a new sequence's cache.
+    def admit(self, prompt_ids: list[int], scope: Hashable = None) -> tuple[int, int]:
+        """Give a prompt a new sequence, without computing it yet (see :meth:`prefill`).
 
         Args:
             prompt_ids: the prompt's token ids, at most ``context_length`` of them.
+            scope: who may share cached prefixes: a prompt reuses only cells computed for
+                an equal scope (the scheduler passes the tenant, or its ``cache_salt``).
 
         Returns:
-            ``(slot, cached_tokens, logits)``: the handle of the new sequence (pass it to
-            :meth:`decode` and :meth:`release`), how many leading prompt tokens were
-            found in a cache instead of computed (OpenAI's ``cached_tokens``; 0 for a
-            runner without a prefix cache), and the float32 ``[V]`` logits of the last
-            position, on the CPU, owned by the caller.
+            ``(slot, cached_tokens)``: the handle of the new sequence (pass it to
+            :meth:`prefill`, :meth:`decode` and :meth:`release`), and how many leading
+            prompt tokens were found in a cache instead of computed (OpenAI's
+            ``cached_tokens``; 0 for a runner without a prefix cache).
+        """
+        ...
+
+    def prefill(self, slot: int, max_tokens: int) -> tuple[int, torch.Tensor | None]:
+        """Compute the next prompt tokens of an admitted sequence: at most ``max_tokens`` (>= 1).
+
+        A runner that cannot split a prompt (torch) computes all of it at once.
+
+        Returns:
+            ``(computed, logits)``: how many prompt tokens this call computed, and, once the
+            last prompt token is computed, the float32 ``[V]`` logits of that position, on
+            the CPU, owned by the caller; None before. The sequence joins :meth:`decode`
+            only after its logits came back.
         """
         ...
 

@@ -24,7 +24,10 @@ in place) and only the rest is computed, as ``llama-server``'s slots do with
 blocks. The chat template's system prompt, tool definitions and earlier turns are then
 computed once instead of once per request (prefill costs ~5 ms per token on one core).
 Copies are exact and rows are computed independently, so a reused prefix gives the logits
-a fresh computation gives (tested).
+a fresh computation gives (tested). A prompt reuses only cells computed for its own scope
+(the scheduler's tenant or ``cache_salt``). Chunked prefill: :meth:`LlamaCppRunner.admit`
+places a prompt and its cached prefix, :meth:`LlamaCppRunner.prefill` computes the rest a
+chunk (one ``llama_decode``) at a time, the scheduler decoding the others in between.
 
 Memory is allocated once, when the context is created: the KV cache holds
 ``context_length * max_batch_size`` tokens (at q8_0 about 12 KB per token for
@@ -44,6 +47,7 @@ from __future__ import annotations
 import ctypes
 import itertools
 import logging
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
@@ -192,9 +196,12 @@ class LlamaCppRunner:
         self._capacity = max(self.context_length, max_batch_size)
         self._batch = lib.llama_batch_init(self._capacity, 0, 1)
         self._tokens: list[list[int]] = [[] for _ in range(max_batch_size)]  # what each id's cells hold
+        self._scopes: list[Hashable] = [None] * max_batch_size  # the prefix-cache scope they were computed for
+        self._prompts: dict[int, list[int]] = {}  # handle of a sequence still being prefilled -> its prompt
         self._seq_ids: dict[int, int] = {}  # handle of a running sequence -> its llama.cpp sequence id
         self._handles = itertools.count()
         self._prefix_cache = prefix_cache and kv_cache_dtype == "q8_0"
+        self._chunk_quantum = 1 if kv_cache_dtype == "q8_0" else params.n_ubatch  # see prefill()
         self.backend = f"llamacpp-{'amx' if self.repacked else 'cpu'}-{kv_cache_dtype}"
         logger.info(
             "llama.cpp: %d sequences x %d tokens, %s KV cache, prefix cache %s, weights %s, %d threads",
@@ -202,18 +209,18 @@ class LlamaCppRunner:
             "repacked (AMX)" if self.repacked else "as stored", threads,
         )  # fmt: skip
 
-    def prefill(self, prompt_ids: list[int]) -> tuple[int, int, torch.Tensor]:
-        """Read a prompt into a free sequence id, starting from the longest cached prefix.
+    def admit(self, prompt_ids: list[int], scope: Hashable = None) -> tuple[int, int]:
+        """Give a prompt a free sequence id, starting from the longest cached prefix of its scope.
 
-        See :meth:`ModelRunner.prefill`. The id is the free one holding that prefix, or,
-        when a running sequence holds it (copied if it is at least ``_MIN_COPIED_PREFIX``
-        tokens) or none does, the lowest free one. The last prompt token is always
-        computed (its logits are the answer), so at most ``len(prompt_ids) - 1`` tokens
-        are cached.
+        See :meth:`ModelRunner.admit`. Only ids whose cells were computed for the same
+        ``scope`` are searched, so one scope never reuses (or learns the length of) another's
+        prompt. The id is the free one holding that prefix, or, when a running sequence holds
+        it (copied if it is at least ``_MIN_COPIED_PREFIX`` tokens) or none does, the lowest
+        free one. The last prompt token is always computed (its logits are the answer), so at
+        most ``len(prompt_ids) - 1`` tokens are cached.
 
         Raises:
-            RuntimeError: no free sequence id, a prompt longer than ``context_length``,
-                or llama.cpp's decode failed (the sequence's cache is dropped).
+            RuntimeError: no free sequence id, or a prompt longer than ``context_length``.
         """
         free = self._free_ids()
         if not free:
@@ -222,7 +229,7 @@ class LlamaCppRunner:
             raise RuntimeError(f"A {len(prompt_ids)}-token prompt does not fit {self.context_length} tokens")
         # The longest shared prefix wins; among equals, a free id (no copy), the lowest first.
         cached, _, source = max(
-            (_shared_prefix(tokens, prompt_ids) if self._prefix_cache else 0, i in free, -i)
+            (_shared_prefix(tokens, prompt_ids) if self._prefix_cache and self._scopes[i] == scope else 0, i in free, -i)
             for i, tokens in enumerate(self._tokens)
         )
         source, cached = -source, min(cached, len(prompt_ids) - 1)
@@ -238,16 +245,48 @@ class LlamaCppRunner:
             if not self._lib.llama_memory_seq_rm(self._memory, seq_id, cached, -1):  # a partial removal may be refused
                 self._lib.llama_memory_seq_rm(self._memory, seq_id, -1, -1)
                 cached = 0
-            self._tokens[seq_id] = prompt_ids[:cached]
-            rest = prompt_ids[cached:]
-            self._fill(rest, range(cached, len(prompt_ids)), [seq_id] * len(rest))
-            self._batch.logits[len(rest) - 1] = 1
-            self._decode()
-            self._tokens[seq_id] = list(prompt_ids)
-            return handle, cached, self._logits(1)[0]
         except BaseException:
             self._forget(handle)
             raise
+        self._tokens[seq_id] = prompt_ids[:cached]
+        self._scopes[seq_id] = scope
+        self._prompts[handle] = list(prompt_ids)
+        return handle, cached
+
+    def prefill(self, slot: int, max_tokens: int) -> tuple[int, torch.Tensor | None]:
+        """Compute the next ``max_tokens`` (at least 1) prompt tokens of ``slot``; see :meth:`ModelRunner.prefill`.
+
+        A chunk is one ``llama_decode`` of this sequence's rows alone, its positions
+        following the cells already computed, as a prompt that found its prefix in the
+        cache: over the default q8_0 cache every row takes the same kernels whatever the
+        chunk's length, so a prompt computed in chunks of any size gives the logits it gives
+        at once (tested bit for bit). Over an f16 cache a row's attention depends on the
+        rows computed with it, so there a chunk ends on a multiple of ``n_ubatch`` (128)
+        tokens from the prompt's start (more than ``max_tokens`` when that is smaller): the
+        very pieces llama.cpp splits a whole prompt into, hence the same logits again.
+
+        Raises:
+            RuntimeError: llama.cpp's decode failed (the sequence and its cells are dropped).
+        """
+        seq_id, prompt = self._seq_ids[slot], self._prompts[slot]
+        start = len(self._tokens[seq_id])
+        end = start + max(1, max_tokens)
+        if end < len(prompt) and self._chunk_quantum > 1:  # end where a whole prefill's ubatches end
+            end = max(end - end % self._chunk_quantum, start - start % self._chunk_quantum + self._chunk_quantum)
+        end = min(len(prompt), end)
+        try:
+            self._fill(prompt[start:end], range(start, end), [seq_id] * (end - start))
+            if end == len(prompt):
+                self._batch.logits[end - start - 1] = 1
+            self._decode()
+        except BaseException:
+            self._forget(slot)
+            raise
+        self._tokens[seq_id] = prompt[:end]
+        if end < len(prompt):
+            return end - start, None
+        del self._prompts[slot]
+        return end - start, self._logits(1)[0]
 
     def decode(self, slots: list[int], tokens: list[int]) -> torch.Tensor:
         """One token for each sequence in ``slots``; see :meth:`ModelRunner.decode`.
@@ -274,14 +313,17 @@ class LlamaCppRunner:
         return logits[sorted(range(len(order)), key=order.__getitem__)]  # row k of logits is slots[order[k]]
 
     def release(self, slot: int) -> None:
-        """End the sequence; its id becomes free, its cells stay as a prefix cache."""
+        """End the sequence; its id becomes free, its cells (what was computed) stay as a prefix cache."""
         self._seq_ids.pop(slot, None)
+        self._prompts.pop(slot, None)
 
     def clear(self) -> None:
         """Drop every sequence and every cached prefix (for example after a failed step)."""
         self._seq_ids.clear()
+        self._prompts.clear()
         self._lib.llama_memory_clear(self._memory, True)
         self._tokens = [[] for _ in self._tokens]
+        self._scopes = [None for _ in self._scopes]
 
     def _free_ids(self) -> list[int]:
         running = set(self._seq_ids.values())
@@ -291,6 +333,7 @@ class LlamaCppRunner:
         """Make ``target``'s cells a copy of ``source``'s (the data is copied at the next decode)."""
         self._lib.llama_memory_seq_cp(self._memory, source, target, -1, -1)
         self._tokens[target] = list(self._tokens[source])
+        self._scopes[target] = self._scopes[source]
 
     def _compact(self) -> None:
         """Move running sequences down until their ids are ``0 .. n-1``; the moved-from ids keep their cache."""
@@ -307,6 +350,7 @@ class LlamaCppRunner:
     def _forget(self, slot: int) -> None:
         """End the sequence and drop its cells; nothing of it is reused."""
         seq_id = self._seq_ids.pop(slot, None)
+        self._prompts.pop(slot, None)
         if seq_id is not None:
             self._lib.llama_memory_seq_rm(self._memory, seq_id, -1, -1)
             self._tokens[seq_id] = []

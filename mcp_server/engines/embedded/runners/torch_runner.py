@@ -7,6 +7,7 @@ alone; its cache then joins the left-padded batch cache at its first decode step
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
@@ -67,17 +68,26 @@ class TorchRunner:
         self.backend = f"torch-{dtype_name}-{self.model.device.type}" + ("-deterministic" if deterministic else "")
         self._order: list[int] = []  # slots in the batch cache, in row order
         self._fresh: dict[int, Any] = {}  # prefilled caches not yet in the batch
+        self._prompts: dict[int, list[int]] = {}  # admitted, not yet prefilled
         self._released: set[int] = set()
         self._next_slot = 0
 
-    def prefill(self, prompt_ids: list[int]) -> tuple[int, int, torch.Tensor]:
-        """Prefill one prompt alone, with no prefix cache (0 cached tokens); see :class:`.ModelRunner`."""
+    def admit(self, prompt_ids: list[int], scope: Hashable = None) -> tuple[int, int]:
+        """A new sequence for ``prompt_ids``, with no prefix cache (0 cached tokens, ``scope`` unused);
+        see :class:`.ModelRunner`."""
+        slot, self._next_slot = self._next_slot, self._next_slot + 1
+        self._prompts[slot] = prompt_ids
+        return slot, 0
+
+    def prefill(self, slot: int, max_tokens: int) -> tuple[int, torch.Tensor]:
+        """Prefill the whole prompt of ``slot`` alone, whatever ``max_tokens`` (this runner does
+        not chunk: its prompt cache joins the left-padded batch whole); see :class:`.ModelRunner`."""
         self._pin_threads()
+        prompt_ids = self._prompts.pop(slot)
         prompt = torch.tensor([prompt_ids], device=self.model.device)
         out = self.model(input_ids=prompt, use_cache=True, logits_to_keep=1)
-        slot, self._next_slot = self._next_slot, self._next_slot + 1
         self._fresh[slot] = out.cache
-        return slot, 0, out.logits[0, -1].float().cpu()
+        return len(prompt_ids), out.logits[0, -1].float().cpu()
 
     def decode(self, slots: list[int], tokens: list[int]) -> torch.Tensor:
         """One step for ``slots``; see :class:`.ModelRunner`.
@@ -100,13 +110,13 @@ class TorchRunner:
 
     def release(self, slot: int) -> None:
         """Drop a sequence; a batched row leaves the cache at the next :meth:`decode`."""
-        if self._fresh.pop(slot, None) is None:
+        if self._fresh.pop(slot, None) is None and self._prompts.pop(slot, None) is None:
             self._released.add(slot)
 
     def clear(self) -> None:
         """Drop every sequence."""
         self._batch.clear()
-        self._order, self._fresh, self._released = [], {}, set()
+        self._order, self._fresh, self._released, self._prompts = [], {}, set(), {}
 
     def close(self) -> None:
         """Drop the caches (the weights go with the runner)."""
