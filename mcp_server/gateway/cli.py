@@ -29,7 +29,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from mcp_server.gateway.db import Database
 from mcp_server.gateway.keys import KeyRecord, KeyStore, micros_to_usd
-from mcp_server.gateway.ledger import Ledger, UsageTotal
+from mcp_server.gateway.usage import UsageTotal, query_usage
 
 __all__ = ["add_command", "add_keys_parser", "run_keys"]
 
@@ -132,7 +132,7 @@ def _usage_table(totals: list[UsageTotal], names: dict[str, str]) -> str:
 def _print_usage(store: KeyStore, args: argparse.Namespace) -> None:
     if args.key_id is not None:
         store.get(args.key_id)  # an unknown key id is an error, not an empty report
-    totals = Ledger(store.db).usage(args.key_id, args.since)
+    totals = query_usage(store.db, args.key_id, args.since)
     if args.json:
         print(json.dumps([{**asdict(t), "spend_usd": str(micros_to_usd(t.cost_micros))} for t in totals], indent=2))
     elif totals:

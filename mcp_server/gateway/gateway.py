@@ -32,7 +32,6 @@ import hmac
 import json
 import logging
 import math
-import secrets
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
@@ -48,6 +47,7 @@ from mcp_server.gateway.idempotency import replay_chunks, stored_answer
 from mcp_server.gateway.keys import KeyRecord, KeyStore
 from mcp_server.gateway.ledger import Ledger, Reservation, Status, Usage, cost_micros
 from mcp_server.gateway.limits import RateLimiter
+from mcp_server.gateway.meter import Meter
 from mcp_server.gateway.redis_limits import RedisRateLimiter
 from mcp_server.gateway.metrics import Metrics
 from mcp_server.gateway.request_limits import RequestLimits
@@ -58,30 +58,10 @@ from mcp_server.settings import Settings
 
 __all__ = ["Gateway"]
 
-request_log = logging.getLogger("chatcap.requests")
-"""One INFO line per admitted request, written when it settles (see :meth:`Gateway._settle`)."""
 
 _FREE = Price(0.0, 0.0)
 logger = logging.getLogger("chatcap.gateway")
 _SHUTTING_DOWN = "server_shutting_down"
-
-
-@dataclass
-class _Meter:
-    """What one generation has produced so far."""
-
-    model: str
-    started: float
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cached_tokens: int = 0
-    completion_id: str | None = None
-    first_chunk: float | None = None
-    chunks: list[dict[str, Any]] | None = None
-    """The chunks sent, kept only for an idempotent request (its answer is stored)."""
-
-    def update(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> None:
-        self.prompt_tokens, self.completion_tokens, self.cached_tokens = prompt_tokens, completion_tokens, cached_tokens
 
 
 class Gateway:
@@ -288,7 +268,7 @@ class Gateway:
             for chunk in replay_chunks(json.loads(hold.replay), request.include_usage):
                 yield chunk
             return
-        meter = _Meter(card.id, time.monotonic())
+        meter = Meter(card.id, time.monotonic())
         if hold is not None and hold.idempotency_key is not None:
             meter.chunks = []
         delivered = (0, 0, 0)
@@ -348,22 +328,14 @@ class Gateway:
         return await _in_thread(self.ledger.reserve, key, amount, idempotency_key)
 
     async def _settle(
-        self, key: KeyRecord | None, hold: Reservation | None, meter: _Meter, price: Price,
+        self, key: KeyRecord | None, hold: Reservation | None, meter: Meter, price: Price,
         status: Status, error_code: str | None,
     ) -> None:
         """Write the ledger row and charge the key, then count tokens, limits and metrics, and
         log the request's line: its id (the ledger row's), key id (never the secret), model,
         status, tokens, time to first chunk and total time."""
         cost = cost_micros(price, meter.prompt_tokens, meter.completion_tokens)
-        ended = time.monotonic()
-        request_log.info(
-            "request %s key=%s model=%s status=%s%s prompt_tokens=%d completion_tokens=%d cached_tokens=%d "
-            "ttft_ms=%s total_ms=%d",
-            hold.id if hold is not None else "req_" + secrets.token_hex(12), key.id if key else "-", meter.model,
-            status, f" error={error_code}" if error_code else "", meter.prompt_tokens, meter.completion_tokens,
-            meter.cached_tokens, "-" if meter.first_chunk is None else round((meter.first_chunk - meter.started) * 1000),
-            round((ended - meter.started) * 1000),
-        )
+        meter.log(hold.id if hold is not None else None, key.id if key else None, status, error_code)
         try:
             if self.ledger is not None and hold is not None:
                 used = Usage(meter.model, meter.prompt_tokens, meter.completion_tokens, cost, status,
@@ -386,7 +358,7 @@ class Gateway:
             metrics.prompt_tokens.labels(meter.model).inc(meter.prompt_tokens)
             metrics.cached_prompt_tokens.labels(meter.model).inc(meter.cached_tokens)
             metrics.completion_tokens.labels(meter.model).inc(meter.completion_tokens)
-            metrics.latency.labels(meter.model).observe(ended - meter.started)
+            metrics.latency.labels(meter.model).observe(time.monotonic() - meter.started)
 
 
 async def _in_thread(function, *args):

@@ -54,7 +54,7 @@ import socket
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Literal
@@ -68,7 +68,7 @@ from mcp_server.gateway.db import Database
 from mcp_server.gateway.keys import KeyRecord, micros_to_usd
 from mcp_server.gateway.schema import credits, keys, ledger, reservations
 
-__all__ = ["Ledger", "Reservation", "Status", "Usage", "UsageTotal", "cost_micros", "replica_id", "usage_totals"]
+__all__ = ["Ledger", "Reservation", "Status", "Usage", "cost_micros", "replica_id"]
 
 Status = Literal["completed", "cancelled", "failed"]
 logger = logging.getLogger("chatcap.gateway")
@@ -137,56 +137,6 @@ class Usage:
     status: Status
     completion_id: str | None = None
     error_code: str | None = None
-
-
-@dataclass(frozen=True)
-class UsageTotal:
-    """What one key spent on one model: the sum of its ledger rows.
-
-    Attributes:
-        key_id: the key, or None for requests without one (open mode, the single ``--api-key``).
-        model: the model id.
-        requests: ledger rows (admitted requests); ``completed + cancelled + failed``.
-        completed: rows with status ``completed``.
-        cancelled: rows with status ``cancelled``.
-        failed: rows with status ``failed``.
-        prompt_tokens: the rows' prompt tokens.
-        completion_tokens: the rows' completion tokens.
-        cost_micros: the rows' costs, micro-dollars (what the key was charged).
-    """
-
-    key_id: str | None
-    model: str
-    requests: int = 0
-    completed: int = 0
-    cancelled: int = 0
-    failed: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost_micros: int = 0
-
-
-def usage_totals(rows: Iterable[Mapping]) -> list[UsageTotal]:
-    """Sum ledger rows per key and model (``chatcap keys usage``).
-
-    Args:
-        rows: ledger rows, each a mapping with at least ``key_id``, ``model``, ``status``,
-            ``prompt_tokens``, ``completion_tokens`` and ``cost_micros``.
-
-    Returns:
-        One total per (key, model) that has rows, sorted by key id (requests without a key
-        last) then model.
-    """
-    totals: dict[tuple[str | None, str], dict[str, int]] = {}
-    for row in rows:
-        total = totals.setdefault((row["key_id"], row["model"]), dict.fromkeys(
-            ("requests", "completed", "cancelled", "failed", "prompt_tokens", "completion_tokens", "cost_micros"), 0))
-        total["requests"] += 1
-        total[row["status"]] += 1
-        for name in ("prompt_tokens", "completion_tokens", "cost_micros"):
-            total[name] += row[name]
-    ordered = sorted(totals, key=lambda pair: (pair[0] is None, pair[0] or "", pair[1]))
-    return [UsageTotal(key_id, model, **totals[key_id, model]) for key_id, model in ordered]
 
 
 class _Replay(Exception):
@@ -392,23 +342,6 @@ class Ledger:
         """Credit held by the key's running requests, on every replica."""
         with self.db.read() as conn:
             return conn.execute(select(keys.c.reserved_micros).where(keys.c.id == key_id)).scalar_one()
-
-    def usage(self, key_id: str | None = None, since: float | None = None) -> list[UsageTotal]:
-        """Requests, tokens and spend per key and model (:func:`usage_totals` of the rows).
-
-        Args:
-            key_id: only this key's rows; None: every row.
-            since: only rows created at or after this Unix time; None: all.
-        """
-        query = select(ledger.c.key_id, ledger.c.model, ledger.c.status, ledger.c.prompt_tokens,
-                       ledger.c.completion_tokens, ledger.c.cost_micros)
-        if key_id is not None:
-            query = query.where(ledger.c.key_id == key_id)
-        if since is not None:
-            query = query.where(ledger.c.created_at >= since)
-        with self.db.read() as conn:
-            rows = conn.execute(query).mappings().all()
-        return usage_totals(rows)
 
     def audit(self) -> dict[str, tuple[int, int]]:
         """Check every key's balance and holds against its credits, ledger rows and reservations.
