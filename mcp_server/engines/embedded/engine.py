@@ -342,8 +342,9 @@ class EmbeddedEngine(WorkerFacts):
                 item = await queue.get()
                 if isinstance(item, ServiceError):
                     raise item
-                yield output.process(item)
-                if item.finish_reason is not None:
+                delta = output.process(item)
+                yield delta
+                if delta.finish_reason is not None:  # also when the output ended it (a repeated call)
                     return
         finally:
             sequence.cancelled = True
