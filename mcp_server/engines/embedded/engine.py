@@ -250,7 +250,7 @@ class EmbeddedEngine(WorkerFacts):
             await anyio.to_thread.run_sync(self._start)
 
     def _start(self) -> None:
-        limit_malloc_arenas()
+        limit_malloc_arenas()  # and return_freed_memory() once loaded: start-up garbage back to the kernel
         self.runner, self.tokenizer = self._load()
         if self._chat_template is not None:
             self.tokenizer.chat_template = self._chat_template
@@ -272,7 +272,6 @@ class EmbeddedEngine(WorkerFacts):
         if self._runner_name == "llamacpp":
             cache_dir = Path(self._cache_dir) if self._cache_dir else None
             tokenizer = load_tokenizer(self._model_path, cache_dir)
-            return_freed_memory()  # parsing it left garbage: back before the weights arrive
             try:
                 runner = LlamaCppRunner(
                     self._path, self._max_batch_size, self._context_length, self._threads, self._prefix_cache,
