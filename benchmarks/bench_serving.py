@@ -23,7 +23,10 @@ time are then not measured). Per server it reports:
 * ``json_aggregate_tok_s@N``: the same with a ``json_schema`` response_format whose
   ``minItems`` no answer reaches within ``--max-tokens``, so constrained answers are as
   long as the others and the difference is the grammar's cost;
-* ``peak_rss_mb``: the peak resident memory (``VmHWM``) of the server's processes, summed.
+* ``peak_rss_mb``: the peak resident memory (``VmHWM``) of the server's processes, summed;
+
+and then chatcap's own memory by stage (:func:`memory_breakdown`: imports, tokenizer,
+grammar backend, llama.cpp weights and context, KV cache, compute buffer).
 
 A request may end early at end-of-sequence, so speeds use the tokens actually generated
 (the ``usage`` chunk; chunks are counted where a server sends none). Prints a table and
@@ -414,6 +417,61 @@ def _row_order(key: str) -> tuple:
     return (order.index(base) if base in order else 99, int(n or 0))
 
 
+BREAKDOWN = r"""
+import json, sys, gc
+def rss():
+    with open("/proc/self/status") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith("VmRSS:")) / 1024
+stages = [("python", rss())]
+import mcp_server.app, mcp_server.cli, uvicorn  # the serving path's imports
+stages.append(("imports", rss()))
+from pathlib import Path
+from mcp_server.engines.embedded.model_files import default_gguf_path, load_tokenizer
+tokenizer = load_tokenizer()
+stages.append(("tokenizer", rss()))
+from mcp_server.engines.embedded.decoding.backends import DEFAULT_GRAMMAR_BACKEND, make_backend
+backend = make_backend(DEFAULT_GRAMMAR_BACKEND, tokenizer, 49152, [tokenizer.eos_token_id], 1)
+stages.append(("grammar backend", rss()))
+from mcp_server.engines.embedded.runners.llamacpp import LlamaCppRunner, DEFAULT_KV_CACHE_DTYPE
+runner = LlamaCppRunner(default_gguf_path(), int(sys.argv[1]), None, int(sys.argv[2]), True, DEFAULT_KV_CACHE_DTYPE, "auto")
+stages.append(("llama.cpp model + context", rss()))
+runner.decode([runner.prefill(list(range(1, 200)))[0]], [5])
+stages.append(("first steps (compute buffer)", rss()))
+from mcp_server.engines.embedded.runners import return_freed_memory
+return_freed_memory()  # as the engine does once started
+stages.append(("freed heap returned", rss()))
+model = runner._model
+lib = runner._lib
+layers, embd, heads, kv_heads = (lib.llama_model_n_layer(model), lib.llama_model_n_embd(model),
+                                 lib.llama_model_n_head(model), lib.llama_model_n_head_kv(model))
+cells = runner.context_length * int(sys.argv[1])
+kv = layers * cells * 2 * (embd // heads) * kv_heads * (34 / 32 if DEFAULT_KV_CACHE_DTYPE == "q8_0" else 2) / 2**20
+print(json.dumps({"stages": stages, "kv_cache_mb": kv, "hwm": open("/proc/self/status").read().split("VmHWM:")[1].split()[0]}))
+"""
+
+
+def memory_breakdown(threads: int, batch: int) -> dict[str, float]:
+    """Where chatcap's memory goes at the default settings (llama.cpp runner), in MB of RSS.
+
+    Loads the serving path stage by stage in a child Python and reads ``VmRSS`` after each:
+    interpreter, imports, tokenizer, grammar backend, llama.cpp model and context (weights,
+    KV cache, buffers), first steps (compute buffer pages touched), and the freed heap the
+    engine hands back once started (negative). The KV cache's share is
+    computed from the model's shape (layers x cells x K and V widths x bytes per element).
+    """
+    done = subprocess.run([sys.executable, "-c", BREAKDOWN, str(batch), str(threads)], cwd=ROOT,
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    data = json.loads(done.stdout.strip().splitlines()[-1])
+    out, last = {}, 0.0
+    for name, value in data["stages"]:
+        out[name] = round(value - last, 1)
+        last = value
+    out["of which KV cache (computed)"] = round(data["kv_cache_mb"], 1)
+    out["total RSS"] = round(last, 1)
+    out["peak RSS (VmHWM)"] = round(int(data["hwm"]) / 1024, 1)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runners", default="llamacpp,torch", help="chatcap runners to start, comma-separated")
@@ -467,7 +525,11 @@ def main() -> None:
         for url in args.url:
             results[url] = asyncio.run(measure(Server(url, url.rstrip("/")), args.max_tokens, levels, json_levels, args.rounds))
     print(report(results))
-    write(args, "serving", results, {"max_tokens": args.max_tokens})
+    breakdown = memory_breakdown(args.threads, args.batch)
+    print("chatcap memory (llama.cpp runner, default settings), MB of RSS by stage:")
+    for stage, mb in breakdown.items():
+        print(f"  {stage:32} {mb:8.1f}")
+    write(args, "serving", {**results, "chatcap_memory_mb": breakdown}, {"max_tokens": args.max_tokens})
 
 
 def run_tenants(args: argparse.Namespace) -> None:

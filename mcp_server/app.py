@@ -35,6 +35,7 @@ from mcp_server.surfaces.mcp import (
     streamable_http_session_manager,
 )
 from mcp_server.surfaces.mcp_security import KeylessHostOriginCheck, cors_middleware, transport_security
+from mcp_server.surfaces.playground import playground_routes
 from mcp_server.surfaces.rest import error_response, http_exception_handler, rest_routes
 from mcp_server.surfaces.sglang_worker import worker_routes
 from mcp_server.surfaces.summary import startup_summary
@@ -100,8 +101,8 @@ async def run_mcp_stdio(settings: Settings, models: Sequence[Settings] | None = 
 def create_app(
     settings: Settings, *, engine: Engine | None = None, models: Sequence[Settings] | None = None
 ) -> Starlette:
-    """Build the ASGI app: REST ``/v1``, MCP at ``/mcp``, health, metrics, OpenAPI, skills and
-    the SGLang worker endpoints (:mod:`mcp_server.surfaces.sglang_worker`).
+    """Build the ASGI app: REST ``/v1``, MCP at ``/mcp``, health, metrics, OpenAPI, skills, the
+    SGLang worker endpoints (:mod:`mcp_server.surfaces.sglang_worker`) and the playground page at ``/``.
 
     The capability is loaded and validated first: a broken file raises before anything
     is built. The engine starts (loads the model) in the background once the app's
@@ -138,6 +139,7 @@ def create_app(
     )
     routes += worker_routes(runtime.engine, runtime.gateway.authenticate)
     routes.append(Route(MCP_PATH, mcp_app))
+    routes += playground_routes()
 
     load = LoadState()
 

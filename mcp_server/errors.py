@@ -56,7 +56,8 @@ class ServiceError(Exception):
 
     @property
     def headers(self) -> dict[str, str]:
-        """HTTP headers the error response carries (none, except for :class:`RateLimited`)."""
+        """HTTP headers the error response carries (none, except for :class:`RateLimited` and
+        :class:`AuthenticationError`)."""
         return {}
 
     def to_dict(self) -> dict:
@@ -79,11 +80,30 @@ class InvalidRequest(ServiceError):
 
 
 class AuthenticationError(ServiceError):
-    """Missing or wrong API key (HTTP 401)."""
+    """Missing or wrong API key (HTTP 401, with ``WWW-Authenticate: Bearer``).
+
+    Args:
+        message: what is wrong (never the key itself).
+        bearer_error: RFC 6750's ``error`` attribute of the challenge: ``invalid_token`` (an
+            unknown or revoked key), ``invalid_request`` (a malformed header), or None when
+            the request carried no key at all (section 3.1: then the challenge has no error).
+    """
 
     status_code = 401
     error_type = "invalid_request_error"
     default_code = "invalid_api_key"
+
+    def __init__(self, message: str, *, bearer_error: str | None = "invalid_token", code: str | None = None):
+        super().__init__(message, code=code)
+        self.bearer_error = bearer_error
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The RFC 6750 challenge, ``Bearer realm="chatcap"`` plus the ``error`` when a key was
+        sent: clients (MCP Inspector) read it to send their bearer token instead of starting an
+        OAuth sign-in."""
+        error = f', error="{self.bearer_error}"' if self.bearer_error else ""
+        return {"WWW-Authenticate": f'Bearer realm="chatcap"{error}'}
 
 
 class ModelNotFound(ServiceError):

@@ -175,7 +175,7 @@ class ChatService:
                     if payload or logprobs:  # a token's logprobs go out even while its text is held back
                         yield chunk(index, payload, logprobs=logprobs)
                     if delta.finish_reason is not None:
-                        yield chunk(index, {}, delta.finish_reason)
+                        yield chunk(index, {}, _finish_reason(delta.finish_reason, request.generation.tool_choice))
                         del active[index]
             if request.include_usage:
                 prompt, cached = (last[0].prompt_tokens, last[0].cached_tokens) if last else (0, 0)
@@ -184,6 +184,13 @@ class ChatService:
         finally:
             for gen in generators:
                 await gen.aclose()
+
+
+def _finish_reason(finish_reason: str, tool_choice: Any) -> str:
+    """The ``finish_reason`` a client sees: OpenAI's API ends an answer forced to call one named
+    function (``tool_choice: {"type": "function", ...}``) with ``stop``, not ``tool_calls`` (vLLM
+    does the same); ``auto`` and ``required`` keep ``tool_calls``."""
+    return "stop" if finish_reason == "tool_calls" and isinstance(tool_choice, dict) else finish_reason
 
 
 def _model_object(card: ModelCard) -> dict[str, Any]:

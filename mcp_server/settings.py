@@ -151,6 +151,9 @@ class Settings:
         repack: the llama.cpp runner's weight repacking for the CPU's matrix units
             (llama.cpp's ``--repack``): ``auto`` (on where the CPU has AMX and a probe in a
             child process decodes with it), ``on`` or ``off``.
+        grammar_backend: the embedded engine's grammar engine for JSON output and tool
+            calls (SGLang's ``--grammar-backend``): ``llguidance`` (default, no torch) or
+            ``xgrammar`` (imports torch).
         enable_deterministic_inference: the embedded engine decodes each sequence on its
             own, so that output never depends on what else is batched (SGLang's flag name).
         disable_prefix_cache: the llama.cpp runner computes every prompt in full instead of
@@ -249,6 +252,10 @@ class Settings:
     repack: str = _flag(
         "auto", "llama.cpp runner: repack weights for AMX (auto: where the CPU has AMX and a probe runs)",
         choices=("auto", "on", "off"),
+    )
+    grammar_backend: str = _flag(
+        "llguidance", "embedded engine: the grammar engine for JSON output and tool calls",
+        choices=("llguidance", "xgrammar"),
     )
     enable_deterministic_inference: bool = _flag(
         False, "embedded engine: output never depends on the batch (decodes rows one by one)", switch=True

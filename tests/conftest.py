@@ -16,12 +16,25 @@ def tokenizer():
 
 
 @pytest.fixture(scope="session")
-def compiler(tokenizer):
-    """An xgrammar compiler for the bundled model's vocabulary."""
-    import xgrammar
+def xgrammar_backend(tokenizer):
+    """The xgrammar grammar backend for the bundled model's vocabulary."""
+    from mcp_server.engines.embedded.decoding.backends import make_backend
 
-    info = xgrammar.TokenizerInfo.from_huggingface(tokenizer, vocab_size=len(tokenizer))
-    return xgrammar.GrammarCompiler(info, max_threads=2)
+    return make_backend("xgrammar", tokenizer, len(tokenizer), [tokenizer.eos_token_id], 2)
+
+
+@pytest.fixture(scope="session")
+def llguidance_backend(tokenizer):
+    """The llguidance grammar backend for the bundled model's vocabulary."""
+    from mcp_server.engines.embedded.decoding.backends import make_backend
+
+    return make_backend("llguidance", tokenizer, len(tokenizer), [tokenizer.eos_token_id], 2)
+
+
+@pytest.fixture(params=["llguidance", "xgrammar"])
+def grammar_backend(request):
+    """Each grammar backend in turn."""
+    return request.getfixturevalue(f"{request.param}_backend")
 
 
 @pytest.fixture(scope="session")

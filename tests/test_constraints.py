@@ -19,9 +19,9 @@ def schema_format(schema):
     return {"type": "json_schema", "json_schema": {"name": "t", "schema": schema}}
 
 
-def accepts(compiler, tokenizer, schema, text: str) -> bool:
+def accepts(xgrammar_backend, tokenizer, schema, text: str) -> bool:
     """Feed ``text`` token by token; True when every token is accepted and the grammar may end."""
-    matcher = xgrammar.GrammarMatcher(compile_response_format(compiler, schema_format(schema), GrammarCache()))
+    matcher = xgrammar.GrammarMatcher(compile_response_format(xgrammar_backend, schema_format(schema), GrammarCache()))
     return all(matcher.accept_token(t) for t in tokenizer.encode(text, add_special_tokens=False)) and matcher.is_completed()
 
 
@@ -67,9 +67,9 @@ def test_schema_failing_its_meta_schema_is_rejected():
         check_schema({"type": "string", "minLength": -1})
 
 
-def test_compile_failure_becomes_invalid_request(compiler):
+def test_compile_failure_becomes_invalid_request(xgrammar_backend):
     with pytest.raises(InvalidRequest, match="cannot be compiled.*minLength"):
-        compile_response_format(compiler, schema_format({"type": "string", "minLength": 5, "maxLength": 2}), GrammarCache())
+        compile_response_format(xgrammar_backend, schema_format({"type": "string", "minLength": 5, "maxLength": 2}), GrammarCache())
 
 
 RECURSIVE = {
@@ -103,49 +103,49 @@ RECURSIVE = {
          "format", "format-annotation", "maxItems", "minItems", "additionalProperties-false",
          "additionalProperties-unspecified", "additionalProperties-schema", "property-order", "multipleOf-integer"],
 )  # fmt: skip
-def test_defined_behaviour(compiler, tokenizer, schema, good, bad):
-    assert accepts(compiler, tokenizer, schema, good)
-    assert not accepts(compiler, tokenizer, schema, bad)
+def test_defined_behaviour(xgrammar_backend, tokenizer, schema, good, bad):
+    assert accepts(xgrammar_backend, tokenizer, schema, good)
+    assert not accepts(xgrammar_backend, tokenizer, schema, bad)
 
 
-def test_oneof_overlap_is_caught_by_the_final_check(compiler, tokenizer):
+def test_oneof_overlap_is_caught_by_the_final_check(xgrammar_backend, tokenizer):
     schema = {"oneOf": [{"type": "integer"}, {"type": "number"}]}
-    assert accepts(compiler, tokenizer, schema, "1")
+    assert accepts(xgrammar_backend, tokenizer, schema, "1")
     assert validate_output("1", schema_format(schema)) is not None
     assert validate_output("1.5", schema_format(schema)) is None
 
 
-def test_json_object_is_any_object_in_compact_form(compiler, tokenizer):
-    grammar = compile_response_format(compiler, {"type": "json_object"}, GrammarCache())
+def test_json_object_is_any_object_in_compact_form(xgrammar_backend, tokenizer):
+    grammar = compile_response_format(xgrammar_backend, {"type": "json_object"}, GrammarCache())
     for text, ok in [('{"a":[1,{"b":null}]}', True), ("{}", True), ("[1]", False), ('{"a": 1}', False)]:
         matcher = xgrammar.GrammarMatcher(grammar)
         assert (matcher.accept_string(text) and matcher.is_completed()) is ok, text
 
 
-def test_text_and_none_have_no_grammar(compiler):
-    assert compile_response_format(compiler, None, GrammarCache()) is None
-    assert compile_response_format(compiler, {"type": "text"}, GrammarCache()) is None
+def test_text_and_none_have_no_grammar(xgrammar_backend):
+    assert compile_response_format(xgrammar_backend, None, GrammarCache()) is None
+    assert compile_response_format(xgrammar_backend, {"type": "text"}, GrammarCache()) is None
     with pytest.raises(InvalidRequest) as caught:
-        compile_response_format(compiler, {"type": "yaml"}, GrammarCache())
+        compile_response_format(xgrammar_backend, {"type": "yaml"}, GrammarCache())
     assert caught.value.param == "response_format.type"
 
 
-def test_cache_hits_on_the_same_schema_and_is_bounded(compiler):
+def test_cache_hits_on_the_same_schema_and_is_bounded(xgrammar_backend):
     cache = GrammarCache(maxsize=2)
-    first = compile_response_format(compiler, schema_format({"type": "integer"}), cache)
-    assert compile_response_format(compiler, schema_format({"type": "integer"}), cache) is first
+    first = compile_response_format(xgrammar_backend, schema_format({"type": "integer"}), cache)
+    assert compile_response_format(xgrammar_backend, schema_format({"type": "integer"}), cache) is first
     assert (cache.hits, cache.misses) == (1, 1)
     for schema in ({"type": "string"}, {"type": "boolean"}):
-        compile_response_format(compiler, schema_format(schema), cache)
+        compile_response_format(xgrammar_backend, schema_format(schema), cache)
     assert len(cache) == 2
-    compile_response_format(compiler, schema_format({"type": "integer"}), cache)
+    compile_response_format(xgrammar_backend, schema_format({"type": "integer"}), cache)
     assert cache.misses == 4
 
 
-def test_rejected_schema_is_not_cached(compiler):
+def test_rejected_schema_is_not_cached(xgrammar_backend):
     cache = GrammarCache()
     with pytest.raises(InvalidRequest):
-        compile_response_format(compiler, schema_format({"not": {}}), cache)
+        compile_response_format(xgrammar_backend, schema_format({"not": {}}), cache)
     assert len(cache) == 0
 
 
@@ -160,15 +160,15 @@ def test_validate_output():
     assert validate_output('"2025-13-45"', schema_format({"type": "string", "format": "date"})) is not None
 
 
-def test_cache_is_bounded_by_bytes_and_keeps_no_oversized_grammar(compiler):
-    one = compile_response_format(compiler, schema_format({"type": "integer"}), GrammarCache()).memory_size_bytes
+def test_cache_is_bounded_by_bytes_and_keeps_no_oversized_grammar(xgrammar_backend):
+    one = compile_response_format(xgrammar_backend, schema_format({"type": "integer"}), GrammarCache()).memory_size_bytes
     cache = GrammarCache(max_bytes=2 * one + one // 2)
     for schema in ({"type": "integer"}, {"type": "number"}, {"type": "boolean"}):
-        compile_response_format(compiler, schema_format(schema), cache)
+        compile_response_format(xgrammar_backend, schema_format(schema), cache)
         assert cache.nbytes <= cache.max_bytes
     assert len(cache) == 2
     tiny = GrammarCache(max_bytes=one // 2)
-    assert compile_response_format(compiler, schema_format({"type": "integer"}), tiny) is not None
+    assert compile_response_format(xgrammar_backend, schema_format({"type": "integer"}), tiny) is not None
     assert len(tiny) == 0 and tiny.nbytes == 0
 
 
@@ -180,18 +180,18 @@ SLOW_SCHEMA = {
 """A schema that takes xgrammar seconds to compile (200 such properties took 134 s)."""
 
 
-def test_compilation_past_the_time_limit_is_a_400_and_is_not_cached(compiler):
+def test_compilation_past_the_time_limit_is_a_400_and_is_not_cached(xgrammar_backend):
     cache = GrammarCache(compile_timeout=0.01)
     with pytest.raises(InvalidRequest) as caught:
-        compile_response_format(compiler, schema_format(SLOW_SCHEMA), cache)
+        compile_response_format(xgrammar_backend, schema_format(SLOW_SCHEMA), cache)
     assert caught.value.param == "response_format.json_schema.schema"
     assert "took longer than" in str(caught.value)
     assert len(cache) == 0
 
 
-def test_abandoned_compilations_cannot_pile_up(compiler):
+def test_abandoned_compilations_cannot_pile_up(xgrammar_backend):
     cache = GrammarCache(compile_timeout=0.01, max_compiling=1)
     with pytest.raises(InvalidRequest):
-        compile_response_format(compiler, schema_format(SLOW_SCHEMA), cache)
+        compile_response_format(xgrammar_backend, schema_format(SLOW_SCHEMA), cache)
     with pytest.raises(EngineUnavailable, match="busy"):  # the first one still compiles
-        compile_response_format(compiler, schema_format({"type": "integer"}), cache)
+        compile_response_format(xgrammar_backend, schema_format({"type": "integer"}), cache)

@@ -214,7 +214,7 @@ def test_many_concurrent_requests_all_complete(engine):
 
 
 def test_grammar_provider_constrains_output_to_json(engine, monkeypatch):
-    monkeypatch.setattr(engine, "grammar_provider", lambda req, tok: engine.grammar_compiler.compile_builtin_json_grammar())
+    monkeypatch.setattr(engine, "grammar_provider", lambda req, tok: engine.grammar_backend.compile_json_schema({}, "response_format"))
     prompt = "What is the capital of France? Reply in JSON."
     deltas = run(lambda: collect(engine, request(prompt, max_tokens=48)))
     assert deltas[-1].finish_reason == "stop"

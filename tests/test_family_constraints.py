@@ -11,7 +11,6 @@ import json
 
 import openai
 import pytest
-import xgrammar
 
 from mcp_server.engines.base import GenerationRequest, SamplingParams
 from mcp_server.engines.embedded.decoding.toolcalls import GrammarProvider
@@ -33,10 +32,11 @@ TOOLS = [WEATHER, TIME]
 NAMED = {"type": "function", "function": {"name": "get_weather"}}
 
 
-def accepts(compiler, tokenizer, fmt, text, tool_choice, parallel=True) -> bool:
+def accepts(backend, tokenizer, fmt, text, tool_choice, parallel=True) -> bool:
     request = GenerationRequest(model="m", messages=[], tools=TOOLS, tool_choice=tool_choice, parallel_tool_calls=parallel)
-    matcher = xgrammar.GrammarMatcher(GrammarProvider(compiler, fmt)(request, tokenizer))
-    return all(matcher.accept_token(t) for t in tokenizer.encode(text, add_special_tokens=False)) and matcher.is_completed()
+    matcher = backend.matcher(GrammarProvider(backend, fmt)(request, tokenizer))
+    tokens = [*tokenizer.encode(text, add_special_tokens=False), tokenizer.eos_token_id]
+    return all(matcher.accept(t) for t in tokens) and matcher.is_terminated()
 
 
 def test_every_json_argument_format_has_a_constraint():
@@ -45,14 +45,14 @@ def test_every_json_argument_format_has_a_constraint():
 
 
 @pytest.mark.parametrize("name", TEMPLATED)
-def test_constraint_accepts_the_family_text_and_the_table_parses_it_back(compiler, tokenizer, name):
+def test_constraint_accepts_the_family_text_and_the_table_parses_it_back(grammar_backend, tokenizer, name):
     fmt = grammar_format(name)
     one = fmt.call_text("get_weather", '{"city":"Paris"}')
     two = one + fmt.separator + fmt.call_text("get_time", "{}")
-    assert accepts(compiler, tokenizer, fmt, one, "required") and accepts(compiler, tokenizer, fmt, one, NAMED)
-    assert accepts(compiler, tokenizer, fmt, two, "required")
-    assert not accepts(compiler, tokenizer, fmt, two, "required", parallel=False)
-    assert not accepts(compiler, tokenizer, fmt, fmt.call_text("get_weather", '{"town":"Paris"}'), "required")
+    assert accepts(grammar_backend, tokenizer, fmt, one, "required") and accepts(grammar_backend, tokenizer, fmt, one, NAMED)
+    assert accepts(grammar_backend, tokenizer, fmt, two, "required")
+    assert not accepts(grammar_backend, tokenizer, fmt, two, "required", parallel=False)
+    assert not accepts(grammar_backend, tokenizer, fmt, fmt.call_text("get_weather", '{"town":"Paris"}'), "required")
     tools = {"get_weather": WEATHER["function"]["parameters"], "get_time": {}}
     content, _, calls = parse(name, None, two, tools)
     assert content is None and [(c.name, json.loads(c.arguments)) for c in calls] == [
@@ -77,8 +77,9 @@ async def _generate(engine, tool_choice, parallel):
 
 
 @pytest.mark.parametrize("name", [n for n in TEMPLATED if n not in ("hermes", "mistral")])
-def test_in_process_engine_with_the_format_forced_returns_valid_calls(name):
-    engine = EmbeddedEngine(max_batch_size=2, tool_call_parser=name)
+@pytest.mark.parametrize("backend", ["llguidance", "xgrammar"])
+def test_in_process_engine_with_the_format_forced_returns_valid_calls(name, backend):
+    engine = EmbeddedEngine(max_batch_size=2, tool_call_parser=name, grammar_backend=backend)
     asyncio.run(engine.start())
     try:
         assert engine.models[0].tool_call_format == name

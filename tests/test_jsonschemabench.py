@@ -19,8 +19,13 @@ spec.loader.exec_module(bench)
 
 
 @pytest.fixture(scope="module")
-def stats(tokenizer):
-    return bench.evaluate(bench.XGrammarBackend(tokenizer), tokenizer, sorted(bench.DATA.glob("*.json")))
+def stats(tokenizer, xgrammar_backend):
+    return bench.evaluate(xgrammar_backend, tokenizer, sorted(bench.DATA.glob("*.json")))
+
+
+@pytest.fixture(scope="module")
+def llguidance_stats(tokenizer, llguidance_backend):
+    return bench.evaluate(llguidance_backend, tokenizer, sorted(bench.DATA.glob("*.json")))
 
 
 def test_every_schema_compiles_or_is_rejected(stats):
@@ -44,3 +49,14 @@ def test_invalid_instances_never_pass_both_checks(stats):
           f"caught by final check {total.invalid_caught_by_final_check}")  # fmt: skip
     assert total.invalid_rejected_by_grammar + total.invalid_caught_by_final_check == total.invalid == 84
     assert total.invalid_rejected_by_grammar == 84
+
+
+def test_llguidance_refuses_fewer_and_never_lets_an_invalid_instance_through(stats, llguidance_stats):
+    total, xgr = llguidance_stats["ALL"], stats["ALL"]
+    print(f"\nllguidance: compiled {total.compiled}/{total.schemas}, valid accepted {total.valid_accepted}/{total.valid}, "
+          f"invalid rejected {total.invalid_rejected_by_grammar}, caught {total.invalid_caught_by_final_check}")  # fmt: skip
+    assert total.rejected < xgr.rejected
+    assert total.invalid_let_through == 0
+    # Like xgrammar (strict mode), it never emits undeclared properties: valid instances that
+    # carry some are not accepted.
+    assert total.valid_accepted >= xgr.valid_accepted

@@ -49,7 +49,7 @@ def test_grammar_compilation_runs_off_the_event_loop(engine, monkeypatch):
         "type": "object",
         "properties": {f"p{i}": {"type": "string", "pattern": "^((ab|cd){1,30}(ef|gh){1,30}){1,30}$"} for i in range(10)},
     }
-    provider = GrammarProvider(engine.grammar_compiler)
+    provider = GrammarProvider(engine.grammar_backend)
     compiling, compiled = threading.Event(), threading.Event()
 
     def observed(req, tokenizer):

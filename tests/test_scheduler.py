@@ -8,13 +8,13 @@ import threading
 import time
 
 import pytest
-import torch
 
 from mcp_server.engines.base import GenerationDelta, SamplingParams
 from mcp_server.engines.embedded.model_files import default_gguf_path
 from mcp_server.engines.embedded.policy import Limits
 from mcp_server.engines.embedded.prompt import render_prompt
 from mcp_server.engines.embedded.runners.llamacpp import LlamaCppRunner
+from mcp_server.engines.embedded.sampling import new_generator
 from mcp_server.engines.embedded.scheduler import Scheduler, Sequence
 from mcp_server.engines.embedded.textstream import TextStream
 
@@ -68,7 +68,7 @@ def _sequence(tokenizer, log: Log, name: str, content: str, tenant: str, max_new
         sampling=SamplingParams(temperature=0.0),
         text=TextStream(lambda ids: tokenizer.decode(ids, skip_special_tokens=True)),
         emit=log.emit(name),
-        generator=torch.Generator(),
+        generator=new_generator(None),
         tenant=tenant,
         cache_scope=tenant,
     )

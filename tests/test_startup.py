@@ -95,7 +95,7 @@ def test_health_says_loading_then_ready_and_the_summary_line_says_what_runs(tmp_
         summary = [line for line in log.splitlines() if "Ready in" in line]
         assert len(summary) == 1, log
         for part in ["models smol, tiny, third (family: tool calls hermes, reasoning none)", "runner llamacpp",
-                     "threads 1", "context 2048 tokens x 8 sequences", "KV cache q8_0", "grammar backend xgrammar",
+                     "threads 1", "context 2048 tokens x 8 sequences", "KV cache q8_0", "grammar backend llguidance",
                      "data directory none", "keys on", "price $0.5 / $1.5 per million input / output tokens"]:  # fmt: skip
             assert part in summary[0]
         assert "Loading SmolLM2-135M-Instruct.Q4_1.gguf into llama.cpp ..." in log  # progress, in a log: lines

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import xgrammar
 
 from mcp_server.engines.base import GenerationRequest
 from mcp_server.engines.embedded.decoding.toolcalls import FAMILIES, GrammarProvider, render_messages
@@ -52,10 +51,12 @@ def run(family, text: str, streamed: bool):
     return (content, calls), events
 
 
-def grammar_accepts(compiler, tokenizer, family, text, tool_choice="auto", parallel=True, tools=TOOLS) -> bool:
+def grammar_accepts(backend, tokenizer, family, text, tool_choice="auto", parallel=True, tools=TOOLS) -> bool:
+    """Whether the backend's grammar takes ``text`` token by token and then the end of the answer."""
     request = GenerationRequest(model="m", messages=[], tools=tools, tool_choice=tool_choice, parallel_tool_calls=parallel)
-    matcher = xgrammar.GrammarMatcher(GrammarProvider(compiler, family.name)(request, tokenizer))
-    return all(matcher.accept_token(t) for t in tokenizer.encode(text, add_special_tokens=False)) and matcher.is_completed()
+    matcher = backend.matcher(GrammarProvider(backend, family.name)(request, tokenizer))
+    tokens = [*tokenizer.encode(text, add_special_tokens=False), tokenizer.eos_token_id]
+    return all(matcher.accept(t) for t in tokens) and matcher.is_terminated()
 
 
 @pytest.fixture(params=sorted(FAMILIES))
@@ -103,59 +104,59 @@ def test_streamed_argument_pieces_concatenate_to_the_whole_arguments(family):
     assert "".join(pieces) == parse(family, text)[1][0]["arguments"] == calls[0]["arguments"]
 
 
-def test_constraint_accepts_valid_calls(compiler, tokenizer, family):
+def test_constraint_accepts_valid_calls(grammar_backend, tokenizer, family):
     call = family.call_text("get_weather", '{"city":"Paris","unit":"f"}')
-    assert grammar_accepts(compiler, tokenizer, family, call, "required")
-    assert grammar_accepts(compiler, tokenizer, family, "Sure. " + call, "auto")
-    assert grammar_accepts(compiler, tokenizer, family, "Just text.", "auto")
-    assert grammar_accepts(compiler, tokenizer, family, call + "\n" + family.call_text("get_time", "{}"), "required")
+    assert grammar_accepts(grammar_backend, tokenizer, family, call, "required")
+    assert grammar_accepts(grammar_backend, tokenizer, family, "Sure. " + call, "auto")
+    assert grammar_accepts(grammar_backend, tokenizer, family, "Just text.", "auto")
+    assert grammar_accepts(grammar_backend, tokenizer, family, call + "\n" + family.call_text("get_time", "{}"), "required")
     named = {"type": "function", "function": {"name": "get_time"}}
-    assert grammar_accepts(compiler, tokenizer, family, family.call_text("get_time", "{}"), named)
+    assert grammar_accepts(grammar_backend, tokenizer, family, family.call_text("get_time", "{}"), named)
 
 
-def test_constraint_rejects_bad_calls(compiler, tokenizer, family):
-    assert not grammar_accepts(compiler, tokenizer, family, family.call_text("delete_all", "{}"), "required")
-    assert not grammar_accepts(compiler, tokenizer, family, family.call_text("get_weather", '{"unit":"c"}'), "required")
-    assert not grammar_accepts(compiler, tokenizer, family, family.call_text("get_weather", '{"city":1}'), "auto")
-    assert not grammar_accepts(compiler, tokenizer, family, family.call_text("get_time", '{"x":1}'), "required")
-    assert not grammar_accepts(compiler, tokenizer, family, "Just text.", "required")
+def test_constraint_rejects_bad_calls(grammar_backend, tokenizer, family):
+    assert not grammar_accepts(grammar_backend, tokenizer, family, family.call_text("delete_all", "{}"), "required")
+    assert not grammar_accepts(grammar_backend, tokenizer, family, family.call_text("get_weather", '{"unit":"c"}'), "required")
+    assert not grammar_accepts(grammar_backend, tokenizer, family, family.call_text("get_weather", '{"city":1}'), "auto")
+    assert not grammar_accepts(grammar_backend, tokenizer, family, family.call_text("get_time", '{"x":1}'), "required")
+    assert not grammar_accepts(grammar_backend, tokenizer, family, "Just text.", "required")
     named = {"type": "function", "function": {"name": "get_time"}}
-    assert not grammar_accepts(compiler, tokenizer, family, family.call_text("get_weather", '{"city":"x"}'), named)
+    assert not grammar_accepts(grammar_backend, tokenizer, family, family.call_text("get_weather", '{"city":"x"}'), named)
     two = family.call_text("get_time", "{}") + "\n" + family.call_text("get_time", "{}")
-    assert not grammar_accepts(compiler, tokenizer, family, two, "required", parallel=False)
+    assert not grammar_accepts(grammar_backend, tokenizer, family, two, "required", parallel=False)
 
 
 @pytest.mark.parametrize("parallel", [True, False])
-def test_required_and_named_choice_allow_calls_only(compiler, tokenizer, family, parallel):
+def test_required_and_named_choice_allow_calls_only(grammar_backend, tokenizer, family, parallel):
     call = family.call_text("get_time", "{}")
     named = {"type": "function", "function": {"name": "get_time"}}
     for choice in ("required", named):
-        assert grammar_accepts(compiler, tokenizer, family, call, choice, parallel=parallel)
-        assert not grammar_accepts(compiler, tokenizer, family, call + " Done.", choice, parallel=parallel)
-        assert not grammar_accepts(compiler, tokenizer, family, call + "\nThe time is noon.", choice, parallel=parallel)
+        assert grammar_accepts(grammar_backend, tokenizer, family, call, choice, parallel=parallel)
+        assert not grammar_accepts(grammar_backend, tokenizer, family, call + " Done.", choice, parallel=parallel)
+        assert not grammar_accepts(grammar_backend, tokenizer, family, call + "\nThe time is noon.", choice, parallel=parallel)
     if parallel:
-        assert grammar_accepts(compiler, tokenizer, family, call + " Done.", "auto")
+        assert grammar_accepts(grammar_backend, tokenizer, family, call + " Done.", "auto")
 
 
-def test_constraint_errors_name_the_param(compiler, family):
+def test_constraint_errors_name_the_param(grammar_backend, family):
     with pytest.raises(InvalidRequest) as caught:
-        family.constraint(TOOLS, {"type": "function", "function": {"name": "nope"}}, True)
+        family.constraint(TOOLS, {"type": "function", "function": {"name": "nope"}}, True, grammar_backend.check_json_schema)
     assert caught.value.param == "tool_choice"
     bad = [TIME, {"type": "function", "function": {"name": "x", "parameters": {"type": "object", "not": {}}}}]
     with pytest.raises(InvalidRequest) as caught:
-        family.constraint(bad, "auto", True)
+        family.constraint(bad, "auto", True, grammar_backend.check_json_schema)
     assert caught.value.param == "tools[1].function.parameters"
-    assert family.constraint(TOOLS, "none", True) is None
+    assert family.constraint(TOOLS, "none", True, grammar_backend.check_json_schema) is None
 
 
-def test_provider_uses_response_format_without_tools_and_caches(compiler, tokenizer):
-    provider = GrammarProvider(compiler, "hermes")
+def test_provider_uses_response_format_without_tools_and_caches(grammar_backend, tokenizer):
+    provider = GrammarProvider(grammar_backend, "hermes")
     request = GenerationRequest(model="m", messages=[], response_format={"type": "json_object"})
     assert provider(request, tokenizer) is provider(request, tokenizer)
     assert provider(GenerationRequest(model="m", messages=[]), tokenizer) is None
     assert provider(GenerationRequest(model="m", messages=[], tools=TOOLS, tool_choice="none"), tokenizer) is None
     with pytest.raises(ValueError, match="known"):
-        GrammarProvider(compiler, "nope")
+        GrammarProvider(grammar_backend, "nope")
 
 
 def test_render_messages_for_templates_without_tools(family):

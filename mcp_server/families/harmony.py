@@ -60,8 +60,9 @@ class HarmonySplitter:
             pass
         return events
 
-    def finish(self) -> list[Event]:
-        """End of output: flush the open body (a cut call or header is dropped)."""
+    def finish(self, truncated: bool = False) -> list[Event]:
+        """End of output: flush the open body (a cut call or header is dropped; ``truncated``,
+        as :meth:`Splitter.finish`, changes nothing here: headers are special tokens)."""
         events: list[Event] = []
         while self._step(events, final=True):
             pass

@@ -68,6 +68,7 @@ class Splitter:
         self._calls = 0
         self._pending = _Pending()
         self._reasoning_lead = True
+        self._truncated = False
 
     def feed(self, text: str) -> list[Event]:
         """Consume the next piece of output; return the events it completes."""
@@ -77,8 +78,14 @@ class Splitter:
             pass
         return events
 
-    def finish(self) -> list[Event]:
-        """End of output: flush what was held back (a block cut off is dropped)."""
+    def finish(self, truncated: bool = False) -> list[Event]:
+        """End of output: flush what was held back (a block cut off is dropped).
+
+        Args:
+            truncated: ``max_tokens`` cut the output: text that may begin a call marker
+                (``<tool``) is markup cut short, and is dropped too; otherwise it is content.
+        """
+        self._truncated = truncated
         events: list[Event] = []
         while self._step(events, final=True):
             pass
@@ -139,7 +146,7 @@ class Splitter:
         markers = list(self._openers + self._syntax.drop) if self._syntax else []
         hits = [(at, marker) for marker in markers if (at := self._buf.find(marker)) >= 0]
         if not hits:
-            keep = 0 if final else held_back(self._buf, markers)
+            keep = 0 if final and not self._truncated else held_back(self._buf, markers)
             self._content(self._buf[: len(self._buf) - keep], events)
             self._buf = self._buf[len(self._buf) - keep :]
             return False

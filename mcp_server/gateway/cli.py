@@ -1,4 +1,4 @@
-"""``chatcap keys create|list|revoke|top-up``: manage API keys in the gateway database.
+"""``chatcap keys create|list|revoke|top-up|usage``: manage API keys in the gateway database.
 
 Usage::
 
@@ -6,6 +6,8 @@ Usage::
     chatcap keys --database-url postgresql://chatcap@db/chatcap list
     chatcap keys top-up key_0123456789ab 2.50
     chatcap keys revoke key_0123456789ab
+    chatcap keys usage                       # requests, tokens and spend per key and model
+    chatcap keys usage key_0123456789ab --since 7d --json
 
 ``create`` prints the secret once, on stdout; nothing else ever shows it. The database is
 ``--database-url`` (``CHATCAP_DATABASE_URL``), else ``<--data-dir>/chatcap.db``
@@ -15,13 +17,19 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import json
+import re
 import sys
+import time
+from dataclasses import asdict
+from datetime import datetime, timezone
 from pathlib import Path
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from mcp_server.gateway.db import Database
 from mcp_server.gateway.keys import KeyRecord, KeyStore, micros_to_usd
+from mcp_server.gateway.usage import UsageTotal, query_usage
 
 __all__ = ["add_command", "add_keys_parser", "run_keys"]
 
@@ -56,6 +64,36 @@ def add_keys_parser(commands, data_dir_default: str | None, database_url_default
     top_up = add_command(actions, "top-up", "add credit to a key", "keys top-up key_0123456789ab 2.50")
     top_up.add_argument("key_id", help="the key's id (key_...), as `keys list` shows it")
     top_up.add_argument("amount", help="USD to add")
+    usage = add_command(actions, "usage", "requests, tokens and spend per key and model, from the ledger",
+                        "keys usage key_0123456789ab --since 7d")
+    usage.add_argument("key_id", nargs="?", help="only this key (default: every key, and requests without one)")
+    usage.add_argument("--since", type=_since, metavar="WHEN",
+                       help="only requests from then on: a date or time in ISO 8601 (UTC unless it names "
+                            "an offset: 2026-12-01, 2026-12-01T09:30) or a span back from now (30m, 24h, 7d); "
+                            "default: all")
+    usage.add_argument("--json", action="store_true", help="print JSON, one object per key and model (default: a table)")
+
+
+_SPAN = re.compile(r"^(\d+)([smhd])$")
+_SPAN_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _since(text: str) -> float:
+    """``--since``: a span back from now (``7d``) or an ISO 8601 date or time (naive: UTC), as Unix seconds.
+
+    Raises:
+        argparse.ArgumentTypeError: neither.
+    """
+    span = _SPAN.match(text.strip())
+    if span:
+        return time.time() - int(span[1]) * _SPAN_SECONDS[span[2]]
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither an ISO 8601 date or time (2026-12-01, 2026-12-01T09:30) nor a span (30m, 24h, 7d)"
+        ) from None
+    return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()
 
 
 def add_command(commands, name: str, help: str, example: str) -> argparse.ArgumentParser:
@@ -78,11 +116,36 @@ def _row(key: KeyRecord) -> str:
     return f"{key.id}  {key.prefix}...  {state:7}  ${micros_to_usd(key.balance_micros):<12}  {limits}  {key.name}"
 
 
+def _usage_table(totals: list[UsageTotal], names: dict[str, str]) -> str:
+    head = ("key", "name", "model", "requests", "completed", "cancelled", "failed", "prompt_tokens",
+            "completion_tokens", "spend_usd")
+    lines = [head] + [
+        (t.key_id or "(no key)", names.get(t.key_id or "", "-"), t.model,
+         *(str(n) for n in (t.requests, t.completed, t.cancelled, t.failed, t.prompt_tokens, t.completion_tokens)),
+         str(micros_to_usd(t.cost_micros)))
+        for t in totals
+    ]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines)
+
+
+def _print_usage(store: KeyStore, args: argparse.Namespace) -> None:
+    if args.key_id is not None:
+        store.get(args.key_id)  # an unknown key id is an error, not an empty report
+    totals = query_usage(store.db, args.key_id, args.since)
+    if args.json:
+        print(json.dumps([{**asdict(t), "spend_usd": str(micros_to_usd(t.cost_micros))} for t in totals], indent=2))
+    elif totals:
+        print(_usage_table(totals, {key.id: key.name for key in store.list()}))
+    else:
+        print("no requests recorded" + (" for this key" if args.key_id else "") + (" in that time" if args.since else ""))
+
+
 def run_keys(args: argparse.Namespace) -> int:
     """Run a ``keys`` action; returns the exit status.
 
-    A data directory that is not a directory, or that ``list`` does not find (a read
-    creates nothing), or a database that cannot be opened, ends with a message on stderr
+    A data directory that is not a directory, or that ``list`` or ``usage`` does not find (a
+    read creates nothing), or a database that cannot be opened, ends with a message on stderr
     and status 2.
 
     Raises:
@@ -94,7 +157,7 @@ def run_keys(args: argparse.Namespace) -> int:
         return 2
     try:
         db = Database.open(Path(args.data_dir) if args.data_dir else None, url=args.database_url,
-                           create=args.keys_command != "list")
+                           create=args.keys_command not in ("list", "usage"))
     except (OSError, ValueError, RuntimeError, SQLAlchemyError) as exc:
         print(f"chatcap keys: {exc}", file=sys.stderr)
         return 2
@@ -109,6 +172,8 @@ def run_keys(args: argparse.Namespace) -> int:
                 print(_row(key))
         elif args.keys_command == "revoke":
             print(_row(store.revoke(args.key_id)))
+        elif args.keys_command == "usage":
+            _print_usage(store, args)
         else:
             print(_row(store.top_up(args.key_id, args.amount)))
     finally:

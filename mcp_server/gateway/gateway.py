@@ -47,6 +47,7 @@ from mcp_server.gateway.idempotency import replay_chunks, stored_answer
 from mcp_server.gateway.keys import KeyRecord, KeyStore
 from mcp_server.gateway.ledger import Ledger, Reservation, Status, Usage, cost_micros
 from mcp_server.gateway.limits import RateLimiter
+from mcp_server.gateway.meter import Meter
 from mcp_server.gateway.redis_limits import RedisRateLimiter
 from mcp_server.gateway.metrics import Metrics
 from mcp_server.gateway.request_limits import RequestLimits
@@ -57,26 +58,10 @@ from mcp_server.settings import Settings
 
 __all__ = ["Gateway"]
 
+
 _FREE = Price(0.0, 0.0)
 logger = logging.getLogger("chatcap.gateway")
 _SHUTTING_DOWN = "server_shutting_down"
-
-
-@dataclass
-class _Meter:
-    """What one generation has produced so far."""
-
-    model: str
-    started: float
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cached_tokens: int = 0
-    completion_id: str | None = None
-    chunks: list[dict[str, Any]] | None = None
-    """The chunks sent, kept only for an idempotent request (its answer is stored)."""
-
-    def update(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> None:
-        self.prompt_tokens, self.completion_tokens, self.cached_tokens = prompt_tokens, completion_tokens, cached_tokens
 
 
 class Gateway:
@@ -204,7 +189,7 @@ class Gateway:
         if not required:
             return None
         if not token:
-            raise AuthenticationError("Missing API key: send 'Authorization: Bearer <key>'.")
+            raise AuthenticationError("Missing API key: send 'Authorization: Bearer <key>'.", bearer_error=None)
         raise AuthenticationError("Incorrect API key provided.")
 
     def price_of(self, model_id: str) -> Price:
@@ -283,7 +268,7 @@ class Gateway:
             for chunk in replay_chunks(json.loads(hold.replay), request.include_usage):
                 yield chunk
             return
-        meter = _Meter(card.id, time.monotonic())
+        meter = Meter(card.id, time.monotonic())
         if hold is not None and hold.idempotency_key is not None:
             meter.chunks = []
         delivered = (0, 0, 0)
@@ -296,9 +281,9 @@ class Gateway:
         try:
             while (chunk := await self._next_chunk(chunks)) is not None:
                 if meter.completion_id is None:
-                    meter.completion_id = chunk["id"]
+                    meter.completion_id, meter.first_chunk = chunk["id"], time.monotonic()
                     self.metrics.queue_depth.labels(card.id).dec()
-                    self.metrics.time_to_first_token.labels(card.id).observe(time.monotonic() - meter.started)
+                    self.metrics.time_to_first_token.labels(card.id).observe(meter.first_chunk - meter.started)
                 if meter.chunks is not None:
                     meter.chunks.append(chunk)
                 yield chunk
@@ -343,11 +328,14 @@ class Gateway:
         return await _in_thread(self.ledger.reserve, key, amount, idempotency_key)
 
     async def _settle(
-        self, key: KeyRecord | None, hold: Reservation | None, meter: _Meter, price: Price,
+        self, key: KeyRecord | None, hold: Reservation | None, meter: Meter, price: Price,
         status: Status, error_code: str | None,
     ) -> None:
-        """Write the ledger row and charge the key, then count tokens, limits and metrics."""
+        """Write the ledger row and charge the key, then count tokens, limits and metrics, and
+        log the request's line: its id (the ledger row's), key id (never the secret), model,
+        status, tokens, time to first chunk and total time."""
         cost = cost_micros(price, meter.prompt_tokens, meter.completion_tokens)
+        meter.log(hold.id if hold is not None else None, key.id if key else None, status, error_code)
         try:
             if self.ledger is not None and hold is not None:
                 used = Usage(meter.model, meter.prompt_tokens, meter.completion_tokens, cost, status,

@@ -94,7 +94,9 @@ class GatewayMiddleware:
             if self.gateway.needs_key(path):
                 authorizations = [v for k, v in scope["headers"] if k == b"authorization"]
                 if len(authorizations) > 1:
-                    raise AuthenticationError("Send one 'Authorization' header, not several.")
+                    raise AuthenticationError(
+                        "Send one 'Authorization' header, not several.", bearer_error="invalid_request"
+                    )
                 authorization = authorizations[0].decode("latin-1") if authorizations else ""
                 key = await self.gateway.authenticate(authorization)
                 state = scope.setdefault("state", {})

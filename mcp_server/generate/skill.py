@@ -94,14 +94,23 @@ class SkillCatalog:
         skill, files = self._find(name)
         return {"name": skill.name, "description": skill.description, "files": sorted(files)}
 
-    def archive(self, name: str) -> bytes:
+    def archive(self, name: str, base_url: str | None = None) -> bytes:
         """Zip the skill's files under a ``<name>/`` folder: deterministic (sorted entries,
         fixed timestamps), ``scripts/`` executable.
+
+        Args:
+            name: the skill.
+            base_url: the OpenAI base URL of the server that serves the archive
+                (``http://host:port/v1``): it replaces :data:`DEFAULT_BASE_URL` in every file,
+                so ``SKILL.md`` names it and ``scripts/chat.py`` calls it unless
+                ``CHATCAP_BASE_URL`` says otherwise. None keeps the default.
 
         Raises:
             KeyError: no skill is called ``name``.
         """
         _, files = self._find(name)
+        if base_url is not None:
+            files = {path: text.replace(DEFAULT_BASE_URL, base_url) for path, text in files.items()}
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
             for relative in sorted(files):

@@ -91,8 +91,10 @@ async def drain(chunks: AsyncIterator[dict[str, Any]]) -> dict[str, Any]:
                 choice["finish_reason"] = c["finish_reason"]
     for choice in choices.values():
         message = choice["message"]
-        if message.get("tool_calls") and not message["content"]:
-            message["content"] = None  # OpenAI: content is null when there are only tool calls
+        if not message["content"]:
+            # OpenAI: content is null when there are only tool calls; so it is when there is no
+            # text at all (a call cut by max_tokens leaves neither call nor text).
+            message["content"] = None
     return {
         "id": completion["id"],
         "object": "chat.completion",

@@ -8,16 +8,20 @@ Usage::
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from mcp_server.capability.schemas import validate_request
+from mcp_server.capability.schemas import load_schema, validate_request
 from mcp_server.engines.base import GenerationRequest, SamplingParams
 from mcp_server.errors import InvalidRequest
 from mcp_server.protocol.content import normalize_messages
 
-__all__ = ["MAX_BODY_DEPTH", "SAMPLING_EPS", "UNSUPPORTED", "ChatRequest", "json_depth", "parse_request"]
+__all__ = [
+    "ACCEPTED_EXTENSIONS", "MAX_BODY_DEPTH", "SAMPLING_EPS", "UNSUPPORTED", "ChatRequest", "json_depth", "parse_request",
+]
 
 MAX_BODY_DEPTH = 200
 """Levels of arrays and objects a request may nest (its schemas are bounded further on, at 32);
@@ -65,6 +69,7 @@ def parse_request(body: Any) -> ChatRequest:
     validate_request(body)
     # OpenAI clients send explicit nulls for unset options: null means "the default".
     fields = {key: value for key, value in body.items() if value is not None}
+    _check_known(fields)
     _check_supported(fields)
     if "tools" in fields:
         fields["tools"] = [{**t, "function": _without_nulls(t["function"])} for t in fields["tools"]]
@@ -160,6 +165,105 @@ UNSUPPORTED = {
     "repetition_penalty": lambda v: v != 1,
 }
 """Accepted fields whose non-default values this service does not implement yet."""
+
+
+def _is(default: Any) -> Callable[[Any], bool]:
+    return lambda value: value == default
+
+
+def _empty(value: Any) -> bool:
+    return not value
+
+
+def _anything(value: Any) -> bool:
+    return True
+
+
+ACCEPTED_EXTENSIONS: dict[str, Callable[[Any], bool]] = {
+    # OpenAI fields that only label, route or hint (nothing in the answer depends on them).
+    "service_tier": _anything,
+    "prompt_cache_key": _anything,
+    "prompt_cache_retention": _anything,
+    "safety_identifier": _anything,
+    "modalities": lambda value: value == ["text"],
+    # SGLang's extensions (its ChatCompletionRequest; the SGLang router forwards them with their
+    # defaults). Request ids and routing hints are accepted whatever their value.
+    "rid": _anything,
+    "priority": _anything,
+    "routed_dp_rank": _anything,
+    "data_parallel_rank": _anything,
+    "disagg_prefill_dp_rank": _anything,
+    "bootstrap_host": _anything,
+    "bootstrap_port": _anything,
+    "bootstrap_room": _anything,
+    "custom_labels": _anything,
+    # The rest only at the value that changes nothing here.
+    "ignore_eos": _is(False),
+    "no_stop_trim": _is(False),
+    "skip_special_tokens": _is(True),
+    "spaces_between_special_tokens": _is(True),
+    "separate_reasoning": _is(True),
+    "stream_reasoning": _is(True),
+    "continue_final_message": _is(False),
+    "return_hidden_states": _is(False),
+    "return_routed_experts": _is(False),
+    "return_cached_tokens_details": _is(False),
+    "return_prompt_token_ids": _is(False),
+    "return_token_ids": _is(False),
+    "return_meta_info": _is(False),
+    "use_audio_in_video": _is(False),
+    "min_tokens": _is(0),
+    "chat_template_kwargs": _empty,
+    "stop_token_ids": _empty,
+    "stop_regex": _empty,
+    "regex": _empty,
+    "ebnf": _empty,
+    "lora_path": _empty,
+    "session_id": _empty,
+    "session_params": _empty,
+    "custom_logit_processor": _empty,
+    "custom_params": _empty,
+    "images_config": _empty,
+    "input_ids": _empty,
+    "extra_key": _empty,
+    "cache_salt": _empty,
+}
+"""Top-level fields outside the request schema that are accepted, each with the test of the
+values accepted (a null field is always absent). Any other value is refused with 400 naming the
+field: the server does not implement it, and ignoring it would change the answer silently."""
+
+
+@functools.cache
+def _schema_fields() -> frozenset[str]:
+    """The top-level fields the request schema declares."""
+    return frozenset(load_schema("chat-completion-request")["properties"])
+
+
+def _check_known(fields: dict[str, Any]) -> None:
+    """Refuse top-level fields that are neither in the request schema nor accepted extensions.
+
+    The rule (README, "Unknown fields"): OpenAI's API refuses an unknown argument with 400;
+    peers that forward requests (the SGLang router) add their own extensions to every request,
+    so those in :data:`ACCEPTED_EXTENSIONS` are accepted at the values that change nothing.
+
+    Raises:
+        InvalidRequest: ``param`` names the first unknown field (in sorted order), or the
+            extension whose value is not supported.
+    """
+    known = _schema_fields()
+    unknown = sorted(name for name in fields if name not in known and name not in ACCEPTED_EXTENSIONS)
+    if unknown:
+        raise InvalidRequest(
+            f"Unrecognized request argument supplied: {', '.join(unknown)}.", param=unknown[0],
+            code="unknown_parameter",
+        )
+    for name, accepts in ACCEPTED_EXTENSIONS.items():
+        if name in fields and not accepts(fields[name]):
+            raise InvalidRequest(
+                f"'{name}' is accepted only at the value that changes nothing here; this server does not "
+                "implement the value sent. Leave it unset.",
+                param=name,
+            )
 
 
 def _check_supported(fields: dict[str, Any]) -> None:

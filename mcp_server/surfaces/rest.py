@@ -152,7 +152,8 @@ def rest_routes(gateway: Gateway, paths: dict[str, str], skills: SkillCatalog, s
     async def skill_download(request: Request) -> Response:
         name = request.path_params["name"]
         try:
-            archive = skills.archive(name)
+            # The archive names the URL it was fetched from: its helper script calls this server.
+            archive = skills.archive(name, base_url=str(request.base_url).rstrip("/") + "/v1")
         except KeyError:
             raise HTTPException(404, f"Unknown skill '{name}'") from None
         return Response(

@@ -4,7 +4,7 @@ Example (one line in the log)::
 
     Ready in 2.1 s at http://127.0.0.1:8000: model HuggingFaceTB/SmolLM2-135M-Instruct
     (family: tool calls hermes, reasoning none); runner llamacpp; threads 1; context 2048
-    tokens x 8 sequences; KV cache q8_0; grammar backend xgrammar; data directory none
+    tokens x 8 sequences; KV cache q8_0; grammar backend llguidance; data directory none
     (no keys, no ledger); keys off; price free
 
 The family is what the engine detected (``ModelCard.tool_call_format`` and

@@ -1,4 +1,4 @@
-"""The embedded engine: llama.cpp or transformers, plus xgrammar, in this process, with continuous batching.
+"""The embedded engine: llama.cpp or transformers, plus a grammar backend, in this process, with continuous batching.
 
 Usage::
 
@@ -11,7 +11,8 @@ Usage::
 The model runs on one scheduler thread (:mod:`.scheduler`) through a runner
 (:mod:`.runners`: llama.cpp for GGUF files on the CPU, torch otherwise); ``generate``
 prepares the sequence (tokenizing and grammar compiling on worker threads, off the event
-loop) and waits for its deltas. The engine needs anyio's
+loop) and waits for its deltas. On the llama.cpp runner nothing imports torch (sampling is
+numpy, :mod:`.sampling`; the default grammar backend is llguidance). The engine needs anyio's
 asyncio backend (the thread hands results over with ``loop.call_soon_threadsafe``).
 """
 
@@ -26,11 +27,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import torch
+import numpy as np
 
 from mcp_server.catalog import ModelCard, default_entry, find_entry, load_catalog
 from mcp_server.engines.base import GenerationDelta, GenerationRequest
 from mcp_server.engines.embedded.decoding import check_catalog
+from mcp_server.engines.embedded.decoding.backends import DEFAULT_GRAMMAR_BACKEND, GRAMMAR_BACKENDS, make_backend
 from mcp_server.engines.embedded.decoding.toolcalls import (
     GrammarProvider as ToolGrammarProvider,
 )
@@ -43,11 +45,13 @@ from mcp_server.engines.embedded.output import OutputProcessor
 from mcp_server.engines.embedded.policy import Limits, cache_scope
 from mcp_server.engines.embedded.progress import Progress
 from mcp_server.engines.embedded.prompt import render_prompt
-from mcp_server.engines.embedded.runners import ModelRunner, check_llamacpp_option, resolve_runner, resolve_threads
+from mcp_server.engines.embedded.runners import (  # fmt: skip
+    ModelRunner, check_llamacpp_option, limit_malloc_arenas, resolve_runner, resolve_threads, return_freed_memory,
+)
 from mcp_server.engines.embedded.runners.llamacpp import DEFAULT_KV_CACHE_DTYPE, KV_CACHE_DTYPES, LlamaCppRunner
 from mcp_server.engines.embedded.runners.llamacpp import DEFAULT_MAX_BATCH_SIZE as LLAMACPP_MAX_BATCH_SIZE
 from mcp_server.engines.embedded.runners.repack import REPACK_MODES
-from mcp_server.engines.embedded.sampling import seeded_generator
+from mcp_server.engines.embedded.sampling import new_generator
 from mcp_server.engines.embedded.scheduler import Scheduler, Sequence
 from mcp_server.engines.embedded.textstream import TextStream
 from mcp_server.errors import EngineUnavailable, InvalidRequest, ServiceError
@@ -60,7 +64,7 @@ __all__ = ["EmbeddedEngine", "GrammarProvider"]
 logger = logging.getLogger(__name__)
 
 GrammarProvider = Callable[[GenerationRequest, Any], Any]
-"""``(request, tokenizer) -> xgrammar.CompiledGrammar | None``; may raise InvalidRequest."""
+"""``(request, tokenizer) -> compiled grammar of the engine's grammar backend | None``; may raise InvalidRequest."""
 
 
 class EmbeddedEngine(WorkerFacts):
@@ -99,6 +103,7 @@ class EmbeddedEngine(WorkerFacts):
             ``q8_0`` or ``f16``.
         repack: llama.cpp runner: weight repacking for AMX, ``auto``, ``on`` or ``off``
             (:func:`.runners.repack.resolve_repack`).
+        grammar_backend: ``llguidance`` (default) or ``xgrammar`` (:mod:`.decoding.backends`).
         chat_template: a Jinja file or a known template's name, replacing the model's own.
         tool_call_parser, reasoning_parser: the model's formats (family-table names, SGLang's);
             None: the catalog's, else detected from the chat template (:class:`.family.ServedFamily`).
@@ -109,18 +114,16 @@ class EmbeddedEngine(WorkerFacts):
             (:func:`.model_check.check_model_path`: checked here, before anything loads).
         InvalidRequest: ``max_batch_size`` or ``threads`` below 1 (param ``max_running_requests``,
             ``threads``), bad limits (:meth:`.policy.Limits.resolve`), an unknown or impossible runner
-            (param ``runner``), or a KV cache type or repacking mode that is unknown or given to the
-            torch runner (param ``kv_cache_dtype``, ``repack``).
+            (param ``runner``), a KV cache type or repacking mode that is unknown or given to the
+            torch runner (param ``kv_cache_dtype``, ``repack``), or an unknown grammar backend.
 
     Attributes:
         runner: the :class:`.runners.ModelRunner` (None before :meth:`start`).
         model: the transformers model on the torch runner, else None.
         tokenizer: its tokenizer (None before :meth:`start`).
-        tokenizer_info: the ``xgrammar.TokenizerInfo`` for the model's vocabulary.
-        grammar_compiler: a shared ``xgrammar.GrammarCompiler`` (its own cache is off; the
-            grammar provider caches).
+        grammar_backend: the :class:`.decoding.backends.GrammarBackend` (None before :meth:`start`).
         grammar_provider: the grammar provider; may be set after construction, e.g. once
-            :meth:`start` has built ``grammar_compiler``.
+            :meth:`start` has built ``grammar_backend``.
     """
 
     def __init__(
@@ -139,6 +142,7 @@ class EmbeddedEngine(WorkerFacts):
         prefix_cache: bool = True,
         kv_cache_dtype: str = "auto",
         repack: str = "auto",
+        grammar_backend: str = DEFAULT_GRAMMAR_BACKEND,
         chat_template: str | None = None,
         tool_call_parser: str | None = None,
         reasoning_parser: str | None = None,
@@ -164,6 +168,9 @@ class EmbeddedEngine(WorkerFacts):
         check_llamacpp_option(self._runner_name, "kv_cache_dtype", kv_cache_dtype, ("auto", *KV_CACHE_DTYPES))
         self._kv_cache_dtype = DEFAULT_KV_CACHE_DTYPE if kv_cache_dtype == "auto" else kv_cache_dtype
         self._repack = check_llamacpp_option(self._runner_name, "repack", repack, REPACK_MODES)
+        if grammar_backend not in GRAMMAR_BACKENDS:
+            raise InvalidRequest(f"Unknown grammar backend {grammar_backend!r}.", param="grammar_backend")
+        self._grammar_backend_name = grammar_backend
         exact_resume = self._runner_name == "llamacpp" and self._kv_cache_dtype == "q8_0"  # see policy.Limits.preempt
         self._limits = Limits.resolve(chunked_prefill_size, max_running_per_tenant, self._max_batch_size, exact_resume)
         names = (served_model_name,) if isinstance(served_model_name, str) else tuple(dict.fromkeys(served_model_name or ()))
@@ -181,8 +188,7 @@ class EmbeddedEngine(WorkerFacts):
         self.runner: ModelRunner | None = None
         self.model: Any = None
         self.tokenizer: Any = None
-        self.tokenizer_info: Any = None
-        self.grammar_compiler: Any = None
+        self.grammar_backend: Any = None
 
     @classmethod
     def from_settings(cls, settings: Settings, grammar_provider: GrammarProvider | None = None) -> EmbeddedEngine:
@@ -202,6 +208,7 @@ class EmbeddedEngine(WorkerFacts):
             prefix_cache=not settings.disable_prefix_cache,
             kv_cache_dtype=settings.kv_cache_dtype,
             repack=settings.repack,
+            grammar_backend=settings.grammar_backend,
             chat_template=settings.chat_template,
             tool_call_parser=settings.tool_call_parser,
             reasoning_parser=settings.reasoning_parser,
@@ -220,7 +227,7 @@ class EmbeddedEngine(WorkerFacts):
         return {
             "runner": self._runner_name, "threads": str(self._threads),
             "context": f"{self.context_length} tokens x {self._max_batch_size} sequences",
-            "KV cache": kv_cache, "grammar backend": "xgrammar",
+            "KV cache": kv_cache, "grammar backend": self._grammar_backend_name,
         }  # fmt: skip
 
     @property
@@ -243,8 +250,7 @@ class EmbeddedEngine(WorkerFacts):
             await anyio.to_thread.run_sync(self._start)
 
     def _start(self) -> None:
-        import xgrammar
-
+        limit_malloc_arenas()  # and return_freed_memory() once loaded: start-up garbage back to the kernel
         self.runner, self.tokenizer = self._load()
         if self._chat_template is not None:
             self.tokenizer.chat_template = self._chat_template
@@ -252,15 +258,13 @@ class EmbeddedEngine(WorkerFacts):
         self.model = getattr(self.runner, "model", None)
         vocab_size = self.runner.vocab_size
         with Progress(f"Indexing the vocabulary ({vocab_size:,} tokens) for grammar-constrained decoding"):
-            self.tokenizer_info = xgrammar.TokenizerInfo.from_huggingface(self.tokenizer, vocab_size=vocab_size)
-            vocab = [bytes(token) for token in self.tokenizer_info.decoded_vocab]
-        # The provider's GrammarCache is the one cache (bounded by count and bytes); xgrammar's
-        # own would grow without bound and keep grammars whose compilation timed out.
-        self.grammar_compiler = xgrammar.GrammarCompiler(self.tokenizer_info, max_threads=self._threads, cache_enabled=False)
+            self.grammar_backend = backend = make_backend(
+                self._grammar_backend_name, self.tokenizer, vocab_size, self._eos_ids(), self._threads)  # fmt: skip
         if self.grammar_provider is None:
-            self.grammar_provider = ToolGrammarProvider(self.grammar_compiler, self._family.tool_format)
+            self.grammar_provider = ToolGrammarProvider(self.grammar_backend, self._family.tool_format)
+        return_freed_memory()
         self._card = replace(self._card, context_length=self.runner.context_length, backend=self.runner.backend)
-        self._scheduler = Scheduler(self.runner, self._eos_ids(), self._max_batch_size, vocab, self._limits)
+        self._scheduler = Scheduler(self.runner, self._eos_ids(), self._max_batch_size, backend.vocab, self._limits)
         self._scheduler.start()
 
     def _load(self) -> tuple[ModelRunner, Any]:
@@ -323,7 +327,7 @@ class EmbeddedEngine(WorkerFacts):
             sampling=request.sampling,
             text=TextStream(partial(self._decode, special=keeps_special_tokens(request, self._card)), request.stop),
             emit=partial(asyncio.get_running_loop().call_soon_threadsafe, queue.put_nowait),
-            generator=seeded_generator(request.sampling.seed),
+            generator=new_generator(request.sampling.seed),
             matcher=matcher,
             counts=self._counts(request),
             top_logprobs=request.top_logprobs if request.logprobs else None,
@@ -337,8 +341,9 @@ class EmbeddedEngine(WorkerFacts):
                 item = await queue.get()
                 if isinstance(item, ServiceError):
                     raise item
-                yield output.process(item)
-                if item.finish_reason is not None:
+                delta = output.process(item)
+                yield delta
+                if delta.finish_reason is not None:  # also when the output ended it (a repeated call)
                     return
         finally:
             sequence.cancelled = True
@@ -376,15 +381,13 @@ class EmbeddedEngine(WorkerFacts):
         compiled = self.grammar_provider(request, self.tokenizer)
         if compiled is None:
             return None
-        import xgrammar
+        return self.grammar_backend.matcher(compiled)
 
-        return xgrammar.GrammarMatcher(compiled)
-
-    def _counts(self, request: GenerationRequest) -> torch.Tensor | None:
+    def _counts(self, request: GenerationRequest) -> np.ndarray | None:
         sampling = request.sampling
         if sampling.presence_penalty == 0 and sampling.frequency_penalty == 0:
             return None
-        return torch.zeros(self.runner.vocab_size)
+        return np.zeros(self.runner.vocab_size, dtype=np.float32)
 
     def _decode(self, token_ids: list[int], special: bool = False) -> str:
         return self.tokenizer.decode(token_ids, skip_special_tokens=not special)

@@ -24,6 +24,7 @@ from mcp_server.errors import EngineUnavailable
 
 __all__ = [
     "DEFAULT_GGUF_FILE",
+    "convert_gguf_tokenizer",
     "LoadedModel",
     "cache_root",
     "default_gguf_path",
@@ -151,12 +152,21 @@ def load_tokenizer(model_path: str | None = None, cache_dir: Path | None = None)
     45 MB of memory less (measured: +86 MB from the GGUF, +46 MB from the copy, for
     SmolLM2's 49,152 tokens) and is faster.
 
+    The copy is read with ``PreTrainedTokenizerFast`` (the class ``AutoTokenizer`` picks for
+    it, ``tokenizer_class: TokenizersBackend``, so the same ids), which imports no torch:
+    ``AutoTokenizer`` imports transformers' configuration module, and with it torch (about
+    190 MB) when torch is installed. transformers' GGUF reader needs torch, so the first
+    conversion runs in a child process (:func:`convert_gguf_tokenizer`) and this process
+    stays without torch.
+
     Args:
         model_path: as for :func:`load_model`; None is the bundled SmolLM2 GGUF.
         cache_dir: where converted copies are kept; defaults to :func:`cache_root`.
 
     Raises:
-        EngineUnavailable: the files are missing or unreadable.
+        EngineUnavailable: the files are missing or unreadable, or the conversion failed
+            (for example without torch: ``pip install 'chatcap[torch]'`` once, or a
+            Hugging Face directory).
     """
     path = default_gguf_path() if model_path is None else Path(model_path).expanduser()
     cached = None if path.is_dir() else (cache_dir or cache_root()) / _cache_key(path, "tokenizer")
@@ -166,15 +176,43 @@ def load_tokenizer(model_path: str | None = None, cache_dir: Path | None = None)
     )  # fmt: skip
     try:
         with Progress(step):
-            from transformers import AutoTokenizer
+            if path.is_dir():
+                from transformers import AutoTokenizer
 
-            if source is not None:
-                return AutoTokenizer.from_pretrained(source, local_files_only=True)
-            tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name, local_files_only=True)
+                return AutoTokenizer.from_pretrained(path, local_files_only=True)
+            from transformers import PreTrainedTokenizerFast
+
+            if source is None:
+                _convert_in_child(path, cached)
+            return PreTrainedTokenizerFast.from_pretrained(cached, local_files_only=True)
     except (OSError, ValueError) as exc:
         raise EngineUnavailable(f"Cannot load a tokenizer from {path}: {exc}") from exc
+
+
+def convert_gguf_tokenizer(path: Path, cached: Path) -> None:
+    """Rebuild a GGUF file's tokenizer with transformers (which needs torch) and save it at ``cached``.
+
+    Raises:
+        OSError, ValueError: transformers cannot read the file.
+    """
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name, local_files_only=True)
     _save_atomically(tokenizer.save_pretrained, cached, "tokenizer")
-    return tokenizer
+
+
+def _convert_in_child(path: Path, cached: Path) -> None:
+    """Run :func:`convert_gguf_tokenizer` in a child Python, so torch stays out of this process."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[3]  # the folder holding the mcp_server package
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    code = "import sys; from pathlib import Path; from mcp_server.engines.embedded.model_files import convert_gguf_tokenizer; convert_gguf_tokenizer(Path(sys.argv[1]), Path(sys.argv[2]))"
+    done = subprocess.run([sys.executable, "-c", code, str(path), str(cached)], env=env, capture_output=True, text=True)
+    if done.returncode != 0 or not (cached / "tokenizer.json").is_file():
+        reason = (done.stderr.strip().splitlines() or ["no tokenizer.json written"])[-1]
+        raise OSError(f"converting the GGUF tokenizer failed ({reason}); it needs torch: pip install 'chatcap[torch]'")
 
 
 def _cache_key(path: Path, kind: str) -> str:

@@ -12,6 +12,13 @@ never returned as a success: it raises :class:`~mcp_server.errors.ServiceError`
 happen path; this is the final check behind it. Output that one of the client's ``stop``
 strings cut short is returned as it is, unchecked, like output cut by ``max_tokens``: the
 cut is the client's choice (OpenAI returns such output the same way).
+
+A call that repeats an earlier call of the same answer exactly (same name, same arguments
+text) ends the answer there: it is dropped, and the answer ends with ``tool_calls`` (the
+delta carries that finish reason, which tells the engine to stop generating). Small models
+otherwise tend to repeat their last call until the context is full, since after a call the
+grammar allows another one as well as the end of the answer; a repeated call asks for
+nothing new. (The family table reports each call whole, so the check sees whole calls.)
 """
 
 from __future__ import annotations
@@ -64,6 +71,8 @@ class OutputProcessor:
         self._calls_allowed = calls_allowed
         self._content: list[str] = []
         self._calls: list[dict[str, str]] = []
+        self._name = ""
+        self._ended = False  # a repeated call ended the answer before the engine did
 
     def process(self, delta: GenerationDelta) -> GenerationDelta:
         """Split one raw delta; on the last one, flush, check, and fix the finish reason.
@@ -73,17 +82,18 @@ class OutputProcessor:
                 (and no stop string cut it).
         """
         finished = delta.finish_reason is not None
-        reasoning, text, calls = self._split(delta.text, finished)
+        reasoning, text, calls = self._split(delta.text, finished, truncated=delta.finish_reason == "length")
         self._content.append(text)
-        finish_reason = delta.finish_reason
+        finish_reason = "stop" if self._ended and not finished else delta.finish_reason
+        finished = finish_reason is not None
         if finished and self._calls and finish_reason == "stop":
             finish_reason = "tool_calls"
         if finish_reason in ("stop", "tool_calls") and not self._stop_hit():
             self._check()
         return replace(delta, text=text, reasoning_content=reasoning, tool_calls=calls, finish_reason=finish_reason)
 
-    def _split(self, text: str, finished: bool) -> tuple[str, str, tuple[ToolCallDelta, ...]]:
-        events = self._splitter.feed(text) + (self._splitter.finish() if finished else [])
+    def _split(self, text: str, finished: bool, truncated: bool) -> tuple[str, str, tuple[ToolCallDelta, ...]]:
+        events = self._splitter.feed(text) + (self._splitter.finish(truncated) if finished else [])
         reasoning: list[str] = []
         pieces: list[str] = []
         calls: list[ToolCallDelta] = []
@@ -93,11 +103,14 @@ class OutputProcessor:
             elif isinstance(event, ReasoningDelta):
                 reasoning.append(event.text)
             elif isinstance(event, CallStart):
-                self._calls.append({"name": event.name, "arguments": ""})
-                calls.append(ToolCallDelta(event.index, f"call_{uuid.uuid4().hex[:24]}", event.name))
-            elif isinstance(event, ArgumentsDelta):
-                self._calls[event.index]["arguments"] += event.text
-                calls.append(ToolCallDelta(event.index, arguments=event.text))
+                self._name = event.name
+            elif isinstance(event, ArgumentsDelta):  # the whole arguments of the call just started
+                call = {"name": self._name, "arguments": event.text}
+                if call in self._calls:
+                    self._ended = True
+                    break
+                self._calls.append(call)
+                calls.append(ToolCallDelta(event.index, f"call_{uuid.uuid4().hex[:24]}", self._name, event.text))
         return "".join(reasoning), "".join(pieces), tuple(calls)
 
     def _check(self) -> None:

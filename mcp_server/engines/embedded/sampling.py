@@ -1,28 +1,24 @@
-"""Next-token selection for a batch of rows: penalties, temperature, top-k, top-p, and the
-log-probabilities of what was drawn.
+"""Next-token selection for a batch of rows: penalties, grammar masks, temperature, top-k,
+top-p, and the log-probabilities of what was drawn, in numpy on float32 logits.
 
 Every function works on a whole batch at once. A row's result depends only on its own
 logits, settings and random draw, never on the other rows, so a seeded request gives the
-same tokens alone or batched.
+same tokens alone or batched. Nothing here imports torch: the llama.cpp runner's serving
+path runs without it (the torch runner hands its logits over as numpy too).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
+import numpy as np
 
 from mcp_server.engines.base import SamplingParams
 
-__all__ = ["apply_penalties", "draw_uniforms", "sample", "seeded_generator", "token_logprobs"]
+__all__ = ["apply_bitmask", "apply_penalties", "draw_uniforms", "new_generator", "sample", "token_logprobs"]
 
 
-def apply_penalties(
-    logits: torch.Tensor,
-    counts: torch.Tensor,
-    presence: torch.Tensor,
-    frequency: torch.Tensor,
-) -> None:
+def apply_penalties(logits: np.ndarray, counts: np.ndarray, presence: np.ndarray, frequency: np.ndarray) -> None:
     """Apply OpenAI's presence and frequency penalties in place.
 
     ``logits[j] -= counts[j] * frequency + (counts[j] > 0) * presence``, row by row.
@@ -33,33 +29,53 @@ def apply_penalties(
         presence: float32 ``[B]`` presence penalties.
         frequency: float32 ``[B]`` frequency penalties.
     """
-    logits -= counts * frequency[:, None] + (counts > 0) * presence[:, None]
+    logits -= (counts * frequency[:, None] + (counts > 0) * presence[:, None]).astype(np.float32)
 
 
-def seeded_generator(seed: int | None) -> torch.Generator:
-    """A sequence's random generator: seeded with ``seed`` (the same draws every time), or
-    from the OS when None."""
-    generator = torch.Generator()
-    if seed is None:
-        generator.seed()
-    else:
-        generator.manual_seed(seed)
-    return generator
-
-
-def draw_uniforms(generators: Sequence[torch.Generator]) -> torch.Tensor:
-    """Draw one number in ``[0, 1)`` per row, each from that row's own generator.
+def apply_bitmask(logits: np.ndarray, bitmask: np.ndarray, rows: list[int] | None = None) -> None:
+    """Set the logits of the tokens a grammar bans to ``-inf``, in place.
 
     Args:
-        generators: one generator per row.
+        logits: float32 ``[B, V]``, no ``+inf``.
+        bitmask: int32 ``[R, ceil(V / 32)]``, bit ``j % 32`` of word ``j // 32`` set when token
+            ``j`` is allowed (the layout xgrammar and llguidance fill).
+        rows: the ``R`` rows of ``logits`` the bitmask's rows are for (distinct); None: all.
+    """
+    # One gather from a 256 x 8 table (0 or -inf per bit of a byte) and one add: 3-4x faster
+    # than writing -inf through a boolean index when most tokens are banned (measured, 8 rows).
+    bias = _BYTE_BIAS[bitmask.view(np.uint8)].reshape(len(bitmask), -1)[:, : logits.shape[1]]
+    if rows is None or len(rows) == len(logits):
+        logits += bias
+    else:
+        logits[rows] += bias
+
+
+_BYTE_BIAS = np.where(
+    np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1, bitorder="little") == 1, 0.0, -np.inf
+).astype(np.float32)
+"""``_BYTE_BIAS[b, j]``: 0 where bit ``j`` of byte ``b`` is set (allowed), else ``-inf``."""
+
+
+def new_generator(seed: int | None) -> np.random.Generator:
+    """A row's random source: numpy's PCG64, seeded with ``seed`` (None: fresh OS entropy).
+
+    A seed gives the same stream on every machine and numpy version that keeps PCG64's
+    stream (numpy's policy for ``Generator``). Earlier chatcap builds drew from torch's
+    generator, so a seed recorded with them draws different tokens now.
+    """
+    return np.random.Generator(np.random.PCG64(seed))
+
+
+def draw_uniforms(generators: Sequence[np.random.Generator]) -> np.ndarray:
+    """Draw one number in ``[0, 1)`` per row, each from that row's own generator.
 
     Returns:
-        float32 ``[B]``.
+        float64 ``[B]``.
     """
-    return torch.cat([torch.rand(1, generator=g) for g in generators])
+    return np.array([g.random() for g in generators], dtype=np.float64)
 
 
-def sample(logits: torch.Tensor, params: Sequence[SamplingParams], uniforms: torch.Tensor) -> torch.Tensor:
+def sample(logits: np.ndarray, params: Sequence[SamplingParams], uniforms: np.ndarray) -> np.ndarray:
     """Pick one token per row.
 
     Rows with temperature 0 take the argmax. The others are scaled by their temperature,
@@ -69,40 +85,56 @@ def sample(logits: torch.Tensor, params: Sequence[SamplingParams], uniforms: tor
     Args:
         logits: float32 ``[B, V]``; banned tokens may be ``-inf`` (at least one must not be).
         params: the sampling settings of each row (``B`` of them).
-        uniforms: float32 ``[B]`` draws in ``[0, 1)``; ignored for greedy rows.
+        uniforms: ``[B]`` draws in ``[0, 1)``; ignored for greedy rows.
 
     Returns:
         int64 ``[B]`` token ids.
     """
-    tokens = logits.argmax(dim=-1)
-    rows = [i for i, p in enumerate(params) if p.temperature > 0]
-    if not rows:
-        return tokens
-    picked = [params[i] for i in rows]
-    temperature = torch.tensor([p.temperature for p in picked])
-    top_p = torch.tensor([p.top_p for p in picked])
-    vocab = logits.shape[-1]
-    top_k = torch.tensor([min(p.top_k or 0, vocab) for p in picked])  # past the vocabulary: no cut
-
-    scaled = logits[rows] / temperature[:, None]
-    sorted_logits, order = scaled.sort(dim=-1, descending=True)
-    rank = torch.arange(scaled.shape[-1])
-    beyond_k = (top_k[:, None] > 0) & (rank[None, :] >= top_k[:, None])
-    probs = sorted_logits.masked_fill(beyond_k, float("-inf")).softmax(dim=-1)
-    # Keep the smallest prefix whose mass reaches top_p: a token goes when the mass
-    # before it already does. The first token always stays.
-    beyond_p = (probs.cumsum(dim=-1) - probs >= top_p[:, None]) & (rank[None, :] > 0)
-    probs = probs.masked_fill(beyond_p, 0.0)
-    cumulative = probs.cumsum(dim=-1)
-    target = uniforms[rows] * cumulative[:, -1]
-    choice = torch.searchsorted(cumulative, target[:, None], right=True).clamp_(max=scaled.shape[-1] - 1)
-    tokens[rows] = order.gather(1, choice).squeeze(1)
+    tokens = logits.argmax(axis=-1).astype(np.int64)
+    for i, p in enumerate(params):
+        if p.temperature > 0:
+            tokens[i] = _sample_row(logits[i], p, float(uniforms[i]))
     return tokens
 
 
+def _sample_row(logits: np.ndarray, p: SamplingParams, uniform: float) -> int:
+    """One row of :func:`sample`.
+
+    Walks the tokens in descending probability (ties by id) over a growing sorted head
+    (64, 512, ... candidates) instead of sorting the whole vocabulary: the answer is the
+    same as with a full sort, since the walk stops inside the head whenever the head holds
+    the drawn token and the end of the top-p prefix.
+    """
+    scaled = logits.astype(np.float64) / p.temperature
+    k = min(p.top_k or 0, scaled.shape[-1])  # 0 or past the vocabulary: no cut
+    pool = np.argpartition(-scaled, k - 1)[:k] if 0 < k < scaled.shape[-1] else np.arange(scaled.shape[-1])
+    pool = pool[scaled[pool] > -np.inf]  # banned tokens never enter the walk
+    peak = scaled[pool].max()
+    weights = np.exp(scaled[pool] - peak)
+    total = weights.sum()
+    head = 64
+    while True:
+        head = min(head, len(pool))
+        part = np.argpartition(-weights, head - 1)[:head] if head < len(pool) else np.arange(len(pool))
+        part = part[np.lexsort((pool[part], -weights[part]))]
+        probs = weights[part] / total
+        cumulative = np.cumsum(probs)
+        # Keep the smallest prefix whose mass reaches top_p: a token goes when the mass
+        # before it already does. The first token always stays.
+        kept = max(1, int(np.count_nonzero(cumulative - probs < np.float32(p.top_p))))
+        if head == len(pool) or kept < head:  # the whole top-p prefix is in the head
+            choice = int(np.searchsorted(cumulative[:kept], uniform * cumulative[kept - 1], side="right"))
+            return int(pool[part[min(choice, kept - 1)]])
+        if p.top_p >= 1:  # everything is kept: the mass is 1, and the draw may land in the head
+            choice = int(np.searchsorted(cumulative, uniform, side="right"))
+            if choice < head:
+                return int(pool[part[choice]])
+        head *= 8
+
+
 def token_logprobs(
-    logits: torch.Tensor, temperatures: torch.Tensor, tokens: torch.Tensor, k: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    logits: np.ndarray, temperatures: np.ndarray, tokens: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Log-probabilities of the distribution :func:`sample` draws from, for OpenAI ``logprobs``.
 
     ``log_softmax(logits / temperature)`` per row, with the logits as :func:`sample` gets
@@ -121,7 +153,19 @@ def token_logprobs(
         float32 ``[B, k]`` the k largest log-probabilities in descending order, int64
         ``[B, k]`` their token ids.
     """
-    scale = torch.where(temperatures > 0, temperatures, torch.ones_like(temperatures))
-    logprobs = (logits / scale[:, None]).log_softmax(dim=-1)
-    top = logprobs.topk(k, dim=-1)
-    return logprobs.gather(1, tokens[:, None]).squeeze(1), top.values, top.indices
+    scale = np.where(temperatures > 0, temperatures, 1.0).astype(np.float32)
+    scaled = logits / scale[:, None]
+    peak = scaled.max(axis=-1, keepdims=True)
+    with np.errstate(divide="ignore"):
+        logprobs = scaled - peak - np.log(np.exp(scaled - peak).sum(axis=-1, keepdims=True))
+    rows = np.arange(len(tokens))
+    if k > 0:
+        top = np.argpartition(-logprobs, k - 1, axis=-1)[:, :k] if k < logprobs.shape[-1] else np.tile(np.arange(logprobs.shape[-1]), (len(tokens), 1))
+        top_values = np.take_along_axis(logprobs, top, axis=-1)
+        order = np.lexsort((top, -top_values), axis=-1)
+        top_ids = np.take_along_axis(top, order, axis=-1)
+        top_values = np.take_along_axis(top_values, order, axis=-1)
+    else:
+        top_ids = np.zeros((len(tokens), 0), dtype=np.int64)
+        top_values = np.zeros((len(tokens), 0), dtype=np.float32)
+    return logprobs[rows, tokens].astype(np.float32), top_values.astype(np.float32), top_ids.astype(np.int64)

@@ -23,12 +23,14 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import replace
 
-import torch
+import numpy as np
 
 from mcp_server.engines.base import EngineLoad, FinishReason, GenerationDelta, TokenLogprob
+from mcp_server.engines.embedded.decoding.backends import allocate_bitmask, fill_masks
 from mcp_server.engines.embedded.policy import FairQueue, Limits
 from mcp_server.engines.embedded.runners import ModelRunner
 from mcp_server.engines.embedded.sampling import (
+    apply_bitmask,
     apply_penalties,
     draw_uniforms,
     sample,
@@ -50,7 +52,7 @@ class Scheduler:
             ``max_batch_size`` sequences. Only this thread calls it once started.
         eos_ids: token ids that end a sequence with finish_reason ``stop``.
         max_batch_size: most sequences admitted at once (prefilling or decoding); others wait.
-        vocab: each token id's raw bytes (``xgrammar.TokenizerInfo.decoded_vocab``), for
+        vocab: each token id's raw bytes (the grammar backend's ``vocab``), for
             log-probability entries; ids beyond it read as ``b""``.
         limits: the step's token budget (prompt chunks get what the decode rows leave, at
             least 1 token) and the per-tenant cap (:class:`.policy.Limits`).
@@ -150,21 +152,20 @@ class Scheduler:
         self._runner.clear()
 
     def _run(self) -> None:
-        with torch.inference_mode():
-            while self._wait_for_work():
-                self._drop_cancelled()
-                self._admit()
-                self._prefill()
-                try:
-                    self._decode()
-                except Exception:
-                    logger.exception("Decode step failed for %d sequences", len(self._rows))
-                    self._fail(self._rows, EngineUnavailable("The model failed while generating."))
-                    for sequence in [*self._rows, *self._prefilling]:
-                        self._queue.leave(sequence)
-                    self._queue.waiting.extend(self._prefilling)  # their cells go with the clear: prefill again
-                    self._rows, self._prefilling = [], []
-                    self._runner.clear()
+        while self._wait_for_work():
+            self._drop_cancelled()
+            self._admit()
+            self._prefill()
+            try:
+                self._decode()
+            except Exception:
+                logger.exception("Decode step failed for %d sequences", len(self._rows))
+                self._fail(self._rows, EngineUnavailable("The model failed while generating."))
+                for sequence in [*self._rows, *self._prefilling]:
+                    self._queue.leave(sequence)
+                self._queue.waiting.extend(self._prefilling)  # their cells go with the clear: prefill again
+                self._rows, self._prefilling = [], []
+                self._runner.clear()
 
     def _wait_for_work(self) -> bool:
         """Block until there is something to do and take in the new sequences; False to stop."""
@@ -280,7 +281,7 @@ class Scheduler:
         for sequence in [seq for i, seq in enumerate(self._rows) if i not in kept]:
             self._leave(sequence)
 
-    def _choose(self, rows: list[Sequence], logits: torch.Tensor) -> tuple[list[int], list[TokenLogprob | None]]:
+    def _choose(self, rows: list[Sequence], logits: np.ndarray) -> tuple[list[int], list[TokenLogprob | None]]:
         """Apply penalties and grammars to ``logits`` (``[B, V]``, in place) and pick tokens.
 
         Returns:
@@ -292,28 +293,25 @@ class Scheduler:
             subset = logits[penalized]
             apply_penalties(
                 subset,
-                torch.stack([rows[i].counts for i in penalized]),
-                torch.tensor([rows[i].sampling.presence_penalty for i in penalized]),
-                torch.tensor([rows[i].sampling.frequency_penalty for i in penalized]),
+                np.stack([rows[i].counts for i in penalized]),
+                np.array([rows[i].sampling.presence_penalty for i in penalized], dtype=np.float32),
+                np.array([rows[i].sampling.frequency_penalty for i in penalized], dtype=np.float32),
             )
             logits[penalized] = subset
         constrained = [i for i, seq in enumerate(rows) if seq.matcher is not None]
         if constrained:
-            import xgrammar
-
-            bitmask = xgrammar.allocate_token_bitmask(len(rows), self._vocab_size)
-            for i in constrained:
-                rows[i].matcher.fill_next_token_bitmask(bitmask, i)
-            xgrammar.apply_token_bitmask_inplace(logits, bitmask, indices=constrained)
+            bitmask = allocate_bitmask(len(constrained), self._vocab_size)
+            fill_masks([(rows[i].matcher, k) for k, i in enumerate(constrained)], bitmask)
+            apply_bitmask(logits, bitmask, constrained)
         params = [seq.sampling for seq in rows]
         sampled = [seq.generator for seq in rows if seq.sampling.temperature > 0]
-        uniforms = torch.zeros(len(rows))
+        uniforms = np.zeros(len(rows))
         if sampled:
             uniforms[[i for i, p in enumerate(params) if p.temperature > 0]] = draw_uniforms(sampled)
         tokens = sample(logits, params, uniforms)
         return tokens.tolist(), self._logprobs(rows, logits, tokens)
 
-    def _logprobs(self, rows: list[Sequence], logits: torch.Tensor, tokens: torch.Tensor) -> list[TokenLogprob | None]:
+    def _logprobs(self, rows: list[Sequence], logits: np.ndarray, tokens: np.ndarray) -> list[TokenLogprob | None]:
         """The log-probability entries of the rows that asked, from the logits they were drawn from.
 
         See :func:`.sampling.token_logprobs`: the penalized, grammar-masked logits over the
@@ -326,7 +324,7 @@ class Scheduler:
         if not asked:
             return entries
         k = max(rows[i].top_logprobs for i in asked)
-        temperatures = torch.tensor([rows[i].sampling.temperature for i in asked])
+        temperatures = np.array([rows[i].sampling.temperature for i in asked], dtype=np.float32)
         chosen, values, ids = token_logprobs(logits[asked], temperatures, tokens[asked], k)
         for j, i in enumerate(asked):
             n = rows[i].top_logprobs
@@ -352,7 +350,7 @@ class Scheduler:
         sequence.last_token = token
         if sequence.counts is not None:
             sequence.counts[token] += 1
-        if sequence.matcher is not None and not sequence.matcher.accept_token(token):
+        if sequence.matcher is not None and not sequence.matcher.accept(token):
             logger.error("The grammar rejected token %d it had allowed", token)
             self._fail([sequence], ServiceError("Constrained decoding produced a token its grammar rejects."))
             return True

@@ -6,7 +6,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
+import numpy as np
 
 from mcp_server.engines.base import GenerationDelta, SamplingParams
 from mcp_server.engines.embedded.textstream import TextStream
@@ -27,7 +27,7 @@ class Sequence:
         emit: thread-safe callback taking a :class:`GenerationDelta` or a
             :class:`ServiceError`; called from the scheduler thread.
         generator: this sequence's random source.
-        matcher: an ``xgrammar.GrammarMatcher`` constraining the output, or None.
+        matcher: a :class:`.decoding.backends.GrammarMatcher` constraining the output, or None.
         counts: float32 ``[V]`` generated-token counts when a penalty is set, else None.
         top_logprobs: when the request asked for ``logprobs``, how many alternatives
             (0..20) to report with each token's log-probability; None when it did not.
@@ -50,9 +50,9 @@ class Sequence:
     sampling: SamplingParams
     text: TextStream
     emit: Callable[[GenerationDelta | ServiceError], None]
-    generator: torch.Generator
+    generator: np.random.Generator
     matcher: Any = None
-    counts: torch.Tensor | None = None
+    counts: np.ndarray | None = None
     top_logprobs: int | None = None
     tenant: Hashable = None
     cache_scope: Hashable = None

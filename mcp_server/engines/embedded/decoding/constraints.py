@@ -1,14 +1,17 @@
-"""``response_format`` and JSON Schemas -> xgrammar grammars, plus the final output check.
+"""``response_format`` and JSON Schemas -> grammars, plus the final output check.
 
-The engine constrains decoding with an xgrammar grammar so that output is valid by
+The engine constrains decoding with a grammar (:mod:`.backends`) so that output is valid by
 construction. This module owns the JSON Schema side of that:
 
-* :func:`check_schema` rejects schemas whose meaning the grammar engine (xgrammar 0.2.9)
-  cannot enforce, naming the keyword and its JSON Pointer in the schema;
+* :func:`check_schema` rejects schemas whose meaning the grammar cannot enforce, naming the
+  keyword and its JSON Pointer in the schema: the backend-independent rules (nesting,
+  meta-schema, patterns, ``const``/``enum``), and those of xgrammar 0.2.9 for the
+  ``xgrammar`` backend (the ``llguidance`` backend reports the keywords it cannot enforce
+  itself);
 * :func:`compile_response_format` turns an OpenAI ``response_format`` into a compiled
-  grammar (cached in a bounded :class:`~.grammar_cache.GrammarCache`);
-* :func:`schema_ebnf` gives the same grammar as EBNF text, for embedding tool arguments
-  in a structural tag (see :mod:`mcp_server.engines.embedded.decoding.toolcalls`);
+  grammar of the chosen backend (cached in a bounded :class:`~.grammar_cache.GrammarCache`);
+* :func:`schema_ebnf` gives the same grammar as xgrammar EBNF text, for embedding tool
+  arguments in an xgrammar structural tag (:mod:`.backends.xgrammar_backend`);
 * :func:`validate_output` re-checks finished output with ``jsonschema``, so a sequence that
   stops without matching its schema is never reported as a success.
 
@@ -56,7 +59,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import jsonschema
-import xgrammar
 
 from mcp_server.engines.embedded.decoding.nesting import (
     MAX_SCHEMA_NESTING,
@@ -69,6 +71,7 @@ from mcp_server.engines.embedded.decoding.patterns import PatternError, compile_
 from mcp_server.errors import InvalidRequest, ServiceError
 
 if TYPE_CHECKING:
+    from mcp_server.engines.embedded.decoding.backends import GrammarBackend
     from mcp_server.engines.embedded.decoding.grammar_cache import GrammarCache
 
 __all__ = [
@@ -78,6 +81,7 @@ __all__ = [
     "SCHEMA_PARAM",
     "SUPPORTED_FORMATS",
     "UNSUPPORTED",
+    "XGRAMMAR_OPTIONS",
     "check_schema",
     "compile_response_format",
     "reject_on_failure",
@@ -115,12 +119,13 @@ _SCHEMA_MAPS = ("properties", "$defs", "definitions")
 _META_FORMATS = jsonschema.FormatChecker([f for f in jsonschema.FormatChecker.checkers if f != "regex"])
 """Formats the meta-schema check asserts: all but ``regex`` (Python's ``re``; patterns are
 checked by :mod:`.patterns` instead)."""
-_OPTIONS = {"any_whitespace": False, "separators": JSON_SEPARATORS, "strict_mode": True}
+XGRAMMAR_OPTIONS = {"any_whitespace": False, "separators": JSON_SEPARATORS, "strict_mode": True}
+"""xgrammar's JSON Schema options: compact output, and no properties or items the schema does not declare."""
 _XGRAMMAR_LOCATION = re.compile(r"^\[[^\]]*\]\s*\S+:\d+:\s*")
 
 
-def check_schema(schema: Any, param: str = SCHEMA_PARAM) -> None:
-    """Reject a JSON Schema the grammar engine cannot enforce exactly.
+def check_schema(schema: Any, param: str = SCHEMA_PARAM, xgrammar_rules: bool = True) -> None:
+    """Reject a JSON Schema the grammar backend cannot enforce exactly.
 
     The schema's nesting is bounded first (:data:`MAX_SCHEMA_NESTING` subschema levels,
     ``$ref`` chains followed), then it is checked against its meta-schema (``$schema``,
@@ -131,6 +136,11 @@ def check_schema(schema: Any, param: str = SCHEMA_PARAM) -> None:
     Args:
         schema: a JSON Schema (dict or bool).
         param: the request field holding it, used as the error's ``param``.
+        xgrammar_rules: also refuse what xgrammar 0.2.9 cannot enforce (the module
+            docstring's list); False for the llguidance backend, which reports the keywords
+            it cannot enforce itself: then only the backend-independent rules apply (nesting,
+            meta-schema, patterns both readings share, ``const``/``enum`` against their
+            siblings, local ``$ref`` s).
 
     Raises:
         InvalidRequest: naming the keyword and its JSON Pointer in the schema.
@@ -138,7 +148,7 @@ def check_schema(schema: Any, param: str = SCHEMA_PARAM) -> None:
     try:
         check_nesting(schema, param)
         jsonschema.validators.validator_for(schema).check_schema(schema, format_checker=_META_FORMATS)
-        _check_node(schema, "", schema, param)
+        _check_node(schema, "", schema, param, xgrammar_rules)
     except jsonschema.SchemaError as exc:
         pointer = "".join(f"/{p}" for p in exc.path)
         raise InvalidRequest(f"invalid JSON Schema at '{pointer or '/'}': {exc.message}", param=param) from None
@@ -160,14 +170,16 @@ def schema_ebnf(schema: Any, param: str) -> str:
     Raises:
         InvalidRequest: the schema is unsupported or does not compile.
     """
+    import xgrammar
+
     check_schema(schema, param)
-    return str(reject_on_failure(lambda: xgrammar.Grammar.from_json_schema(_dumps(schema), **_OPTIONS), param))
+    return str(reject_on_failure(lambda: xgrammar.Grammar.from_json_schema(_dumps(schema), **XGRAMMAR_OPTIONS), param))
 
 
 def compile_response_format(
-    compiler: xgrammar.GrammarCompiler, response_format: dict[str, Any] | None, cache: GrammarCache
-) -> xgrammar.CompiledGrammar | None:
-    """Compile an OpenAI ``response_format`` into a grammar.
+    backend: GrammarBackend, response_format: dict[str, Any] | None, cache: GrammarCache
+) -> Any:
+    """Compile an OpenAI ``response_format`` into a grammar of ``backend`` (None for text).
 
     ``text`` or None: no grammar. ``json_object``: any JSON object. ``json_schema``: the
     schema in ``json_schema.schema`` (missing: any JSON value); ``json_schema.strict`` changes
@@ -187,11 +199,7 @@ def compile_response_format(
     else:
         raise InvalidRequest(f"unknown response_format type {kind!r}", param="response_format.type")
 
-    def build() -> xgrammar.CompiledGrammar:
-        check_schema(schema)
-        return reject_on_failure(lambda: compiler.compile_json_schema(_dumps(schema), **_OPTIONS), SCHEMA_PARAM)
-
-    return cache.get(_dumps(schema), build)
+    return cache.get(_dumps(schema), lambda: backend.compile_json_schema(schema, SCHEMA_PARAM))
 
 
 def validate_output(text: str, response_format: dict[str, Any] | None) -> ServiceError | None:
@@ -256,10 +264,10 @@ def _dumps(value: Any) -> str:
 
 
 def reject_on_failure(convert: Callable[[], Any], param: str) -> Any:
-    """Run an xgrammar conversion or compilation and return its result.
+    """Run a grammar conversion or compilation and return its result.
 
     Raises:
-        InvalidRequest: with ``param``, when xgrammar raises (its location prefix removed).
+        InvalidRequest: with ``param``, when it raises (xgrammar's location prefix removed).
     """
     try:
         return convert()
@@ -268,7 +276,7 @@ def reject_on_failure(convert: Callable[[], Any], param: str) -> Any:
         raise InvalidRequest(f"JSON Schema cannot be compiled to a grammar: {reason}", param=param) from None
 
 
-def _check_node(node: Any, path: str, root: Any, param: str) -> None:
+def _check_node(node: Any, path: str, root: Any, param: str, xgrammar_rules: bool = True) -> None:
     """Walk one subschema at JSON Pointer ``path``; see the module docstring for the rules."""
     if not isinstance(node, dict):
         return
@@ -276,12 +284,33 @@ def _check_node(node: Any, path: str, root: Any, param: str) -> None:
     def reject(keyword: str, why: str) -> None:
         raise InvalidRequest(f"JSON Schema keyword '{keyword}' at '{path}/{keyword}' {why}", param=param)
 
-    for keyword in sorted(UNSUPPORTED & node.keys()):
-        reject(keyword, "is not supported by constrained decoding")
     if "$ref" in node:
         _check_ref(node["$ref"], root, reject)
-        if siblings := sorted(_ASSERTIONS & node.keys()):
-            reject("$ref", f"has sibling assertions {siblings}, which are not supported next to '$ref'")
+    if xgrammar_rules:
+        _check_xgrammar_rules(node, reject)
+    if "pattern" in node:
+        _check_pattern(node["pattern"], reject, xgrammar_rules)
+    for keyword in ("const", "enum"):
+        if keyword in node:
+            _check_values(keyword, node, root, reject)
+
+    for keyword in _SCHEMA_MAPS:
+        for name, child in node.get(keyword, {}).items():
+            _check_node(child, f"{path}/{keyword}/{_escape(name)}", root, param, xgrammar_rules)
+    for keyword in SCHEMA_LISTS:
+        for index, child in enumerate(node.get(keyword, [])):
+            _check_node(child, f"{path}/{keyword}/{index}", root, param, xgrammar_rules)
+    for keyword in SCHEMA_VALUES:
+        if keyword in node:
+            _check_node(node[keyword], f"{path}/{keyword}", root, param, xgrammar_rules)
+
+
+def _check_xgrammar_rules(node: dict[str, Any], reject: Callable[[str, str], None]) -> None:
+    """The keywords and combinations of one subschema that xgrammar 0.2.9 cannot enforce."""
+    for keyword in sorted(UNSUPPORTED & node.keys()):
+        reject(keyword, "is not supported by constrained decoding")
+    if "$ref" in node and (siblings := sorted(_ASSERTIONS & node.keys())):
+        reject("$ref", f"has sibling assertions {siblings}, which are not supported next to '$ref'")
     if node.get("uniqueItems") is True:
         reject("uniqueItems", "(true) is not supported by constrained decoding")
     if "multipleOf" in node and not (node.get("type") == "integer" and isinstance(node["multipleOf"], int)):
@@ -303,21 +332,6 @@ def _check_node(node: Any, path: str, root: Any, param: str) -> None:
     if "format" in node and "string" in (types if isinstance(types, list) else [types]):
         if node["format"] not in SUPPORTED_FORMATS:
             reject("format", f"{node['format']!r} is not enforceable; supported: {sorted(SUPPORTED_FORMATS)}")
-    if "pattern" in node:
-        _check_pattern(node["pattern"], reject)
-    for keyword in ("const", "enum"):
-        if keyword in node:
-            _check_values(keyword, node, root, reject)
-
-    for keyword in _SCHEMA_MAPS:
-        for name, child in node.get(keyword, {}).items():
-            _check_node(child, f"{path}/{keyword}/{_escape(name)}", root, param)
-    for keyword in SCHEMA_LISTS:
-        for index, child in enumerate(node.get(keyword, [])):
-            _check_node(child, f"{path}/{keyword}/{index}", root, param)
-    for keyword in SCHEMA_VALUES:
-        if keyword in node:
-            _check_node(node[keyword], f"{path}/{keyword}", root, param)
 
 
 def _check_ref(ref: str, root: Any, reject: Callable[[str, str], None]) -> None:
@@ -328,14 +342,18 @@ def _check_ref(ref: str, root: Any, reject: Callable[[str, str], None]) -> None:
         reject("$ref", f"{ref!r} does not resolve inside the schema")
 
 
-def _check_pattern(pattern: str, reject: Callable[[str, str], None]) -> None:
-    """Reject regexes the final check and the grammar would read differently, or that xgrammar
-    cannot convert (see :mod:`.patterns`)."""
+def _check_pattern(pattern: str, reject: Callable[[str, str], None], xgrammar_rules: bool = True) -> None:
+    """Reject regexes the final check and the grammar would read differently (see
+    :mod:`.patterns`), or, with ``xgrammar_rules``, that xgrammar cannot convert."""
     shown = repr(pattern) if len(pattern) <= 100 else repr(pattern[:100]) + "..."
     try:
         compile_pattern(pattern)
     except PatternError as exc:
         reject("pattern", f"{shown} {exc}")
+    if not xgrammar_rules:
+        return
+    import xgrammar
+
     try:
         xgrammar.Grammar.from_regex(pattern)
     except (RuntimeError, ValueError) as exc:

@@ -6,13 +6,15 @@ import concurrent.futures
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-
-import xgrammar
+from typing import Any
 
 from mcp_server.engines.embedded.decoding.constraints import SCHEMA_PARAM
 from mcp_server.errors import EngineUnavailable, InvalidRequest
 
-__all__ = ["GrammarCache"]
+__all__ = ["COMPILE_TIMEOUT", "GrammarCache"]
+
+COMPILE_TIMEOUT = 10.0
+"""Seconds a request waits for its grammar to compile (then 400)."""
 
 
 class GrammarCache:
@@ -22,19 +24,20 @@ class GrammarCache:
     kept: property order decides the order in which the grammar emits properties).
     Thread-safe: the engine compiles on worker threads, off the event loop.
 
-    An xgrammar compilation cannot be interrupted, so each miss compiles on its own daemon
-    thread and the caller stops waiting after ``compile_timeout`` seconds; the compilation
-    then finishes in the background and its grammar is dropped, not cached. At most
-    ``max_compiling`` compilations run at once (those left running included), so abandoned
-    ones cannot pile up and starve the CPU; a miss that finds no free slot within
+    Each miss compiles on its own daemon thread and the caller stops waiting after
+    ``compile_timeout`` seconds. The backends bound the work behind it: xgrammar's
+    compilation runs in a child process killed at the same limit, llguidance's is bounded by
+    its own limits (:mod:`.backends`); the grammar of a late compilation is dropped, not
+    cached. At most ``max_compiling`` compilations run at once (late ones included), so they
+    cannot pile up and starve the CPU; a miss that finds no free slot within
     ``compile_timeout`` gets 503.
 
     Attributes:
         maxsize: the most grammars kept; the least recently used one is dropped first.
-        max_bytes: the most memory the kept grammars may take together (their
-            ``CompiledGrammar.memory_size_bytes``, measured: about 49 KB for ``json_object``,
-            32 MB for an object of 100 string properties with distinct ``pattern`` s); a grammar
-            larger than this on its own is used once and not kept.
+        max_bytes: the most memory the kept grammars may take together (as ``sizeof``
+            reports it; xgrammar's ``CompiledGrammar.memory_size_bytes``, measured: about 49 KB
+            for ``json_object``, 32 MB for an object of 100 string properties with distinct
+            ``pattern`` s); a grammar larger than this on its own is used once and not kept.
         compile_timeout: seconds a caller waits for one compilation.
         max_compiling: compilations that may run at once.
         hits: lookups served from the cache.
@@ -42,14 +45,20 @@ class GrammarCache:
     """
 
     def __init__(
-        self, maxsize: int = 256, max_bytes: int = 256 * 2**20, compile_timeout: float = 10.0, max_compiling: int = 4
+        self,
+        maxsize: int = 256,
+        max_bytes: int = 256 * 2**20,
+        compile_timeout: float = COMPILE_TIMEOUT,
+        max_compiling: int = 4,
+        sizeof: Callable[[Any], int] = lambda grammar: grammar.memory_size_bytes,
     ):
         self.maxsize = maxsize
         self.max_bytes = max_bytes
         self.compile_timeout = compile_timeout
         self.hits = 0
         self.misses = 0
-        self._items: OrderedDict[str, xgrammar.CompiledGrammar] = OrderedDict()
+        self._sizeof = sizeof
+        self._items: OrderedDict[str, Any] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
         self._compiling = threading.BoundedSemaphore(max_compiling)
@@ -62,9 +71,7 @@ class GrammarCache:
         """Memory taken by the kept grammars, in bytes."""
         return self._bytes
 
-    def get(
-        self, key: str, build: Callable[[], xgrammar.CompiledGrammar], param: str = SCHEMA_PARAM
-    ) -> xgrammar.CompiledGrammar:
+    def get(self, key: str, build: Callable[[], Any], param: str = SCHEMA_PARAM) -> Any:
         """Return the grammar cached under ``key``, building and caching it on a miss.
 
         Args:
@@ -85,7 +92,7 @@ class GrammarCache:
             self.misses += 1
         if not self._compiling.acquire(timeout=self.compile_timeout):
             raise EngineUnavailable("The grammar compiler is busy with other schemas; retry later.")
-        future: concurrent.futures.Future[xgrammar.CompiledGrammar] = concurrent.futures.Future()
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
 
         def run() -> None:
             try:
@@ -107,8 +114,8 @@ class GrammarCache:
         self._put(key, grammar)
         return grammar
 
-    def _put(self, key: str, grammar: xgrammar.CompiledGrammar) -> None:
-        size = grammar.memory_size_bytes
+    def _put(self, key: str, grammar: Any) -> None:
+        size = self._sizeof(grammar)
         if size > self.max_bytes:
             return
         with self._lock:
@@ -118,4 +125,4 @@ class GrammarCache:
             self._bytes += size
             while len(self._items) > self.maxsize or self._bytes > self.max_bytes:
                 _, dropped = self._items.popitem(last=False)
-                self._bytes -= dropped.memory_size_bytes
+                self._bytes -= self._sizeof(dropped)

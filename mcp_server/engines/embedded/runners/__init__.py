@@ -16,17 +16,28 @@ Two runners:
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import logging
 import os
 from collections.abc import Hashable
 from pathlib import Path
 from typing import Protocol
 
-import torch
+import numpy as np
 
 from mcp_server.errors import InvalidRequest
 
-__all__ = ["RUNNERS", "ModelRunner", "check_llamacpp_option", "default_threads", "resolve_runner", "resolve_threads"]
+__all__ = [
+    "RUNNERS",
+    "ModelRunner",
+    "check_llamacpp_option",
+    "default_threads",
+    "limit_malloc_arenas",
+    "resolve_runner",
+    "resolve_threads",
+    "return_freed_memory",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +77,7 @@ class ModelRunner(Protocol):
         """
         ...
 
-    def prefill(self, slot: int, max_tokens: int) -> tuple[int, torch.Tensor | None]:
+    def prefill(self, slot: int, max_tokens: int) -> tuple[int, np.ndarray | None]:
         """Compute the next prompt tokens of an admitted sequence: at most ``max_tokens`` (>= 1).
 
         A runner that cannot split a prompt (torch) computes all of it at once.
@@ -79,7 +90,7 @@ class ModelRunner(Protocol):
         """
         ...
 
-    def decode(self, slots: list[int], tokens: list[int]) -> torch.Tensor:
+    def decode(self, slots: list[int], tokens: list[int]) -> np.ndarray:
         """Append one token to each sequence in ``slots`` and return the next logits.
 
         Args:
@@ -187,3 +198,30 @@ def check_llamacpp_option(runner: str, param: str, value: str, choices: tuple[st
     if value != "auto" and runner != "llamacpp":
         raise InvalidRequest(f"--{param.replace('_', '-')} applies to the llamacpp runner only.", param=param)
     return value
+
+
+def limit_malloc_arenas(arenas: int = 2) -> None:
+    """Cap glibc's malloc arenas (``mallopt(M_ARENA_MAX)``, as ``MALLOC_ARENA_MAX`` does).
+
+    glibc gives each thread that allocates its own arena of up to 64 MB, and the engine's
+    worker threads (tokenizing, compiling) each leave one partly resident. Call it before
+    those threads start. Does nothing where the C library has no ``mallopt``.
+    """
+    try:
+        ctypes.CDLL(None).mallopt(-8, arenas)  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass
+
+
+def return_freed_memory() -> None:
+    """Hand the memory that loading freed back to the kernel (glibc's ``malloc_trim(0)``).
+
+    Parsing the tokenizer and building the grammar backend's copy of it leave freed heap
+    pages resident: measured 19 MB of RSS returned after start-up. Does nothing where the C
+    library has no ``malloc_trim``.
+    """
+    gc.collect()
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass

@@ -52,11 +52,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from mcp_server.engines.embedded.model_files import cache_root
 from mcp_server.engines.embedded.progress import Progress
-from mcp_server.engines.embedded.runners.repack import resolve_repack
+from mcp_server.engines.embedded.runners.repack import one_openmp_thread, resolve_repack
 
 __all__ = ["DEFAULT_CONTEXT_LENGTH", "DEFAULT_KV_CACHE_DTYPE", "DEFAULT_MAX_BATCH_SIZE", "KV_CACHE_DTYPES", "LlamaCppRunner"]
 
@@ -67,7 +66,7 @@ DEFAULT_CONTEXT_LENGTH = 2048
 196 MB at q8_0 (about 12 KB per token for SmolLM2-135M), 363 MB at f16 (23 KB).
 
 Measured resident memory of a process on this runner (SmolLM2-135M Q4_1): ~294 MB for
-Python with torch (193 MB, imported by xgrammar), transformers and the web stack, 46 MB
+Python with transformers' tokenizer module and the web stack (no torch), 17 MB
 of tokenizer, 92 MB of mapped weights (124 MB of copies when repacked for AMX), ~25 MB of
 compute buffer, plus the KV cache."""
 
@@ -149,13 +148,12 @@ class LlamaCppRunner:
         if llama_log.level == logging.NOTSET:
             llama_log.setLevel(logging.ERROR)
         self._lib = lib
-        # One OpenMP thread for this thread (torch and llama.cpp share one libgomp). Sampling and
-        # grammar masks then run in torch without competing with llama.cpp's workers, and the
-        # OpenMP regions that repack the weights leave no idle team behind: with one, GNU OpenMP
+        # One OpenMP thread for this thread (llama.cpp's, and torch's when loaded, share one
+        # libgomp). The OpenMP regions that repack the weights leave no idle team behind: with one, GNU OpenMP
         # counts more threads than cores and sleeps at each of ggml's per-node barriers (`omp
         # barrier`) in the decoding thread instead of spinning (measured with 2 threads on 2
         # cores: 33 ms a step for one sequence against 3.5 ms).
-        torch.set_num_threads(1)
+        one_openmp_thread()
         lib.llama_backend_init()
         model_params = lib.llama_model_default_params()
         self.repacked = resolve_repack(repack, gguf_path, threads, cache_dir or cache_root())
@@ -253,7 +251,7 @@ class LlamaCppRunner:
         self._prompts[handle] = list(prompt_ids)
         return handle, cached
 
-    def prefill(self, slot: int, max_tokens: int) -> tuple[int, torch.Tensor | None]:
+    def prefill(self, slot: int, max_tokens: int) -> tuple[int, np.ndarray | None]:
         """Compute the next ``max_tokens`` (at least 1) prompt tokens of ``slot``; see :meth:`ModelRunner.prefill`.
 
         A chunk is one ``llama_decode`` of this sequence's rows alone, its positions
@@ -288,7 +286,7 @@ class LlamaCppRunner:
         del self._prompts[slot]
         return end - start, self._logits(1)[0]
 
-    def decode(self, slots: list[int], tokens: list[int]) -> torch.Tensor:
+    def decode(self, slots: list[int], tokens: list[int]) -> np.ndarray:
         """One token for each sequence in ``slots``; see :meth:`ModelRunner.decode`.
 
         The rows go to llama.cpp in sequence-id order, after closing any gap in the ids
@@ -381,13 +379,13 @@ class LlamaCppRunner:
         if status != 0:
             raise RuntimeError(f"llama_decode returned {status}")
 
-    def _logits(self, rows: int) -> torch.Tensor:
+    def _logits(self, rows: int) -> np.ndarray:
         """Copy the logits of the batch's first ``rows`` outputs into a float32 ``[rows, V]`` tensor."""
         out = np.empty((rows, self.vocab_size), dtype=np.float32)
         for i in range(rows):
             pointer = self._lib.llama_get_logits_ith(self._ctx, i if rows > 1 else -1)
             out[i] = np.ctypeslib.as_array(ctypes.cast(pointer, ctypes.POINTER(ctypes.c_float)), shape=(self.vocab_size,))
-        return torch.from_numpy(out)
+        return out
 
 
 def _shared_prefix(a: list[int], b: list[int]) -> int:

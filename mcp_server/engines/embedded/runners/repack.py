@@ -29,6 +29,7 @@ model and thread count.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import importlib.util
 import logging
@@ -40,7 +41,7 @@ from pathlib import Path
 
 from mcp_server.engines.embedded.progress import Progress
 
-__all__ = ["REPACK_MODES", "cpu_has_amx", "repack_works", "resolve_repack"]
+__all__ = ["REPACK_MODES", "cpu_has_amx", "one_openmp_thread", "repack_works", "resolve_repack"]
 
 logger = logging.getLogger(__name__)
 
@@ -161,3 +162,15 @@ def _cpuinfo(field: str) -> str:
     except OSError:
         return ""
     return next((line.split(":", 1)[1].strip() for line in lines if line.split(":", 1)[0].strip() == field), "")
+
+
+def one_openmp_thread() -> None:
+    """``omp_set_num_threads(1)`` for the calling thread, through the libgomp llama.cpp loaded.
+
+    Without torch in the process this is the only way to set it; a missing libgomp (a build
+    without OpenMP) leaves nothing to set.
+    """
+    try:
+        ctypes.CDLL("libgomp.so.1").omp_set_num_threads(1)
+    except (OSError, AttributeError):
+        pass

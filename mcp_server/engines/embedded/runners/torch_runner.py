@@ -11,6 +11,7 @@ from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from mcp_server.engines.embedded.kv_batch import DecodeBatch, use_rowwise_attention
@@ -79,7 +80,8 @@ class TorchRunner:
         self._prompts[slot] = prompt_ids
         return slot, 0
 
-    def prefill(self, slot: int, max_tokens: int) -> tuple[int, torch.Tensor]:
+    @torch.inference_mode()
+    def prefill(self, slot: int, max_tokens: int) -> tuple[int, np.ndarray]:
         """Prefill the whole prompt of ``slot`` alone, whatever ``max_tokens`` (this runner does
         not chunk: its prompt cache joins the left-padded batch whole); see :class:`.ModelRunner`."""
         self._pin_threads()
@@ -87,9 +89,10 @@ class TorchRunner:
         prompt = torch.tensor([prompt_ids], device=self.model.device)
         out = self.model(input_ids=prompt, use_cache=True, logits_to_keep=1)
         self._fresh[slot] = out.cache
-        return len(prompt_ids), out.logits[0, -1].float().cpu()
+        return len(prompt_ids), out.logits[0, -1].float().cpu().numpy()
 
-    def decode(self, slots: list[int], tokens: list[int]) -> torch.Tensor:
+    @torch.inference_mode()
+    def decode(self, slots: list[int], tokens: list[int]) -> np.ndarray:
         """One step for ``slots``; see :class:`.ModelRunner`.
 
         Raises:
@@ -106,13 +109,15 @@ class TorchRunner:
             self._order.append(slot)
         if self._order != slots:
             raise RuntimeError(f"Rows {slots} do not follow the batch order {self._order}")
-        return self._batch.forward(self.model, torch.tensor(tokens))
+        return self._batch.forward(self.model, torch.tensor(tokens)).float().cpu().numpy()
 
+    @torch.inference_mode()
     def release(self, slot: int) -> None:
         """Drop a sequence; a batched row leaves the cache at the next :meth:`decode`."""
         if self._fresh.pop(slot, None) is None and self._prompts.pop(slot, None) is None:
             self._released.add(slot)
 
+    @torch.inference_mode()
     def clear(self) -> None:
         """Drop every sequence."""
         self._batch.clear()

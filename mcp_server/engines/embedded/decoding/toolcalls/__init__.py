@@ -3,7 +3,7 @@ the family table's: :mod:`mcp_server.families`).
 
 The registry is the one table :data:`FAMILIES`; each entry is a
 :class:`~mcp_server.engines.embedded.decoding.toolcalls.format.ToolCallFormat` and provides ``constraint(tools,
-tool_choice, parallel_tool_calls)``; :func:`render_messages` takes the entry. :class:`GrammarProvider` is what the engine calls to
+tool_choice, parallel_tool_calls, check_parameters)``; :func:`render_messages` takes the entry. :class:`GrammarProvider` is what the engine calls to
 get a request's grammar.
 
 Formats: ``hermes`` - ``<tool_call>\\n{"name": ..., "arguments": {...}}\\n</tool_call>``

@@ -1,29 +1,22 @@
 """One tool-call text format: ``prefix + {"name": N, "<key>": ARGS} + suffix``.
 
-A :class:`ToolCallFormat` is data (a registry entry); from it come the xgrammar constraint
+A :class:`ToolCallFormat` is data (a registry entry); from it come the grammar constraint
 (:meth:`ToolCallFormat.constraint`) and the
 prompt rendering (:mod:`mcp_server.engines.embedded.decoding.toolcalls.render`), so every family shares one implementation.
 
 Tool-choice semantics follow OpenAI's Chat Completions reference (``tool_choice``,
-``parallel_tool_calls``); the structural-tag formats are xgrammar's (``xgrammar.structural_tag``).
+``parallel_tool_calls``); the structural tag is xgrammar's JSON form of one, which every grammar
+backend compiles (:mod:`mcp_server.engines.embedded.decoding.backends`).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from xgrammar.structural_tag import (
-    GrammarFormat,
-    StructuralTag,
-    TagFormat,
-    TagsWithSeparatorFormat,
-    TriggeredTagsFormat,
-)
-
 from mcp_server.capability.schemas import NO_PARAMETERS
-from mcp_server.engines.embedded.decoding.constraints import schema_ebnf
 from mcp_server.errors import InvalidRequest
 
 __all__ = ["CALL_SEPARATOR", "ToolCallFormat", "function_of", "parameters_of"]
@@ -80,9 +73,13 @@ class ToolCallFormat:
         return self._begin(name) + arguments + self._end
 
     def constraint(
-        self, tools: list[dict[str, Any]] | None, tool_choice: str | dict[str, Any] | None, parallel_tool_calls: bool
-    ) -> StructuralTag | None:
-        """Build the structural tag that makes tool calls valid by construction.
+        self,
+        tools: list[dict[str, Any]] | None,
+        tool_choice: str | dict[str, Any] | None,
+        parallel_tool_calls: bool,
+        check_parameters: Callable[[Any, str], None],
+    ) -> dict[str, Any] | None:
+        """Build the structural tag (a JSON-able dict) that makes tool calls valid by construction.
 
         ``none`` (or no tools): None. ``auto`` / None: free text, then calls.
         ``required``: calls only, one or more, one per line (the separator the chat
@@ -90,8 +87,9 @@ class ToolCallFormat:
         no text before, between or after them (vLLM's ``required``). A named function:
         exactly one call to it and nothing else. ``parallel_tool_calls=False``: at most one
         call (nothing after it).
-        Every call's arguments follow that tool's ``parameters`` (see
-        :func:`mcp_server.engines.embedded.decoding.constraints.schema_ebnf`); a tool without parameters gets ``{}``.
+        Every call's arguments follow that tool's ``parameters`` (a ``json_schema`` content,
+        checked first with ``check_parameters(schema, param)``, the grammar backend's check);
+        a tool without parameters gets ``{}``.
 
         Raises:
             InvalidRequest: a malformed tool (param ``tools[i]``), a duplicate name, an
@@ -106,33 +104,40 @@ class ToolCallFormat:
             if function["name"] in tags:
                 raise InvalidRequest(f"duplicate tool name {function['name']!r}", param=f"tools[{index}].function.name")
             parameters = parameters_of(function)
-            ebnf = schema_ebnf(parameters, param=f"tools[{index}].function.parameters")
-            tags[function["name"]] = TagFormat(
-                begin=self._begin(function["name"]), content=GrammarFormat(grammar=ebnf), end=self._end
-            )
+            check_parameters(parameters, f"tools[{index}].function.parameters")
+            tags[function["name"]] = {
+                "type": "tag",
+                "begin": self._begin(function["name"]),
+                "content": {"type": "json_schema", "json_schema": parameters},
+                "end": self._end,
+            }
         if isinstance(tool_choice, dict):
             name = (tool_choice.get("function") or {}).get("name")
             if tool_choice.get("type") != "function" or name not in tags:
                 raise InvalidRequest(f"tool_choice names no given function: {name!r}", param="tool_choice")
-            return StructuralTag(format=tags[name])
+            return {"type": "structural_tag", "format": tags[name]}
         if tool_choice not in (None, "auto", "required"):
             raise InvalidRequest(f"unknown tool_choice {tool_choice!r}", param="tool_choice")
         if tool_choice == "required":
-            return StructuralTag(
-                format=TagsWithSeparatorFormat(
-                    tags=list(tags.values()),
-                    separator=self.separator,
-                    at_least_one=True,
-                    stop_after_first=not parallel_tool_calls,
-                )
-            )
-        return StructuralTag(
-            format=TriggeredTagsFormat(
-                triggers=[self.trigger],
-                tags=list(tags.values()),
-                stop_after_first=not parallel_tool_calls,
-            )
-        )
+            return {
+                "type": "structural_tag",
+                "format": {
+                    "type": "tags_with_separator",
+                    "tags": list(tags.values()),
+                    "separator": self.separator,
+                    "at_least_one": True,
+                    "stop_after_first": not parallel_tool_calls,
+                },
+            }
+        return {
+            "type": "structural_tag",
+            "format": {
+                "type": "triggered_tags",
+                "triggers": [self.trigger],
+                "tags": list(tags.values()),
+                "stop_after_first": not parallel_tool_calls,
+            },
+        }
 
     def _begin(self, name: str) -> str:
         quoted = json.dumps(name, ensure_ascii=False)

@@ -5,13 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import xgrammar
-
 from mcp_server.engines.base import GenerationRequest
-from mcp_server.engines.embedded.decoding.constraints import (
-    compile_response_format,
-    reject_on_failure,
-)
+from mcp_server.engines.embedded.decoding.backends import GrammarBackend
+from mcp_server.engines.embedded.decoding.constraints import compile_response_format
 from mcp_server.engines.embedded.decoding.grammar_cache import GrammarCache
 from mcp_server.engines.embedded.decoding.toolcalls.format import ToolCallFormat
 from mcp_server.engines.embedded.decoding.toolcalls.registry import FAMILIES
@@ -31,42 +27,44 @@ def get_family(name: str) -> ToolCallFormat:
 
 
 class GrammarProvider:
-    """Callable ``(request, tokenizer) -> CompiledGrammar | None`` for the engine.
+    """Callable ``(request, tokenizer) -> compiled grammar | None`` for the engine.
 
     With tools and ``tool_choice != "none"`` the grammar is the family's tool-call structural
     tag; otherwise it is the ``response_format`` grammar (None for plain text). Grammars are
-    cached (LRU) by the canonical JSON of what they depend on.
+    compiled by the grammar backend and cached (LRU) by the canonical JSON of what they
+    depend on.
 
     Example::
 
-        provider = GrammarProvider(xgrammar.GrammarCompiler(tokenizer_info), tool_call_format="hermes")
+        provider = GrammarProvider(make_backend("llguidance", tokenizer, vocab_size, eos_ids, 1), "hermes")
         # tool_call_format: a registry name, or a ToolCallFormat (one built from the family table)
         grammar = provider(request, tokenizer)
 
     Attributes:
+        backend: the :class:`~mcp_server.engines.embedded.decoding.backends.GrammarBackend`.
         family: the tool-call format, for parsing and rendering.
         cache: the compiled-grammar cache.
     """
 
-    def __init__(
-        self, compiler: xgrammar.GrammarCompiler, tool_call_format: ToolCallFormat | str = "hermes", cache_size: int = 256
-    ):
+    def __init__(self, backend: GrammarBackend, tool_call_format: ToolCallFormat | str = "hermes", cache_size: int = 256):
+        self.backend = backend
         self.family = tool_call_format if isinstance(tool_call_format, ToolCallFormat) else get_family(tool_call_format)
-        self.cache = GrammarCache(cache_size)
-        self._compiler = compiler
+        self.cache = GrammarCache(cache_size, sizeof=backend.size_bytes)
 
-    def __call__(self, request: GenerationRequest, tokenizer: Any = None) -> xgrammar.CompiledGrammar | None:
-        """Return the grammar for ``request``; ``tokenizer`` is unused (the compiler has it).
+    def __call__(self, request: GenerationRequest, tokenizer: Any = None) -> Any:
+        """Return the grammar for ``request``; ``tokenizer`` is unused (the backend has it).
 
         Raises:
             InvalidRequest: an unsupported schema, a bad tool or ``tool_choice``.
         """
         if not request.tools or request.tool_choice == "none":
-            return compile_response_format(self._compiler, request.response_format, self.cache)
+            return compile_response_format(self.backend, request.response_format, self.cache)
         key = json.dumps([request.tools, request.tool_choice, request.parallel_tool_calls], ensure_ascii=False)
 
-        def build() -> xgrammar.CompiledGrammar:
-            tag = self.family.constraint(request.tools, request.tool_choice, request.parallel_tool_calls)
-            return reject_on_failure(lambda: self._compiler.compile_structural_tag(tag), "tools")
+        def build() -> Any:
+            tag = self.family.constraint(
+                request.tools, request.tool_choice, request.parallel_tool_calls, self.backend.check_json_schema
+            )
+            return self.backend.compile_structural_tag(tag, "tools")
 
         return self.cache.get("tools:" + key, build, "tools")
