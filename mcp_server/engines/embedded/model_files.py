@@ -155,9 +155,10 @@ def load_tokenizer(model_path: str | None = None, cache_dir: Path | None = None)
     The copy is read with ``PreTrainedTokenizerFast`` (the class ``AutoTokenizer`` picks for
     it, ``tokenizer_class: TokenizersBackend``, so the same ids), which imports no torch:
     ``AutoTokenizer`` imports transformers' configuration module, and with it torch (about
-    190 MB) when torch is installed. transformers' GGUF reader needs torch, so the first
-    conversion runs in a child process (:func:`convert_gguf_tokenizer`) and this process
-    stays without torch.
+    190 MB) when torch is installed. The first conversion builds the tokenizer from the GGUF
+    metadata without torch (:func:`.gguf_tokenizer.tokenizer_from_gguf`), in a child process
+    (:func:`convert_gguf_tokenizer`) so that the vocabulary it reads does not stay in this
+    process's memory.
 
     Args:
         model_path: as for :func:`load_model`; None is the bundled SmolLM2 GGUF.
@@ -165,8 +166,7 @@ def load_tokenizer(model_path: str | None = None, cache_dir: Path | None = None)
 
     Raises:
         EngineUnavailable: the files are missing or unreadable, or the conversion failed
-            (for example without torch: ``pip install 'chatcap[torch]'`` once, or a
-            Hugging Face directory).
+            (a tokenizer type transformers cannot build).
     """
     path = default_gguf_path() if model_path is None else Path(model_path).expanduser()
     cached = None if path.is_dir() else (cache_dir or cache_root()) / _cache_key(path, "tokenizer")
@@ -190,15 +190,14 @@ def load_tokenizer(model_path: str | None = None, cache_dir: Path | None = None)
 
 
 def convert_gguf_tokenizer(path: Path, cached: Path) -> None:
-    """Rebuild a GGUF file's tokenizer with transformers (which needs torch) and save it at ``cached``.
+    """Rebuild a GGUF file's tokenizer from its metadata (no torch) and save it at ``cached``.
 
     Raises:
-        OSError, ValueError: transformers cannot read the file.
+        OSError, ValueError: the file cannot be read, or holds a tokenizer transformers cannot build.
     """
-    from transformers import AutoTokenizer
+    from mcp_server.engines.embedded.gguf_tokenizer import tokenizer_from_gguf
 
-    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name, local_files_only=True)
-    _save_atomically(tokenizer.save_pretrained, cached, "tokenizer")
+    _save_atomically(tokenizer_from_gguf(path).save_pretrained, cached, "tokenizer")
 
 
 def _convert_in_child(path: Path, cached: Path) -> None:
@@ -212,7 +211,7 @@ def _convert_in_child(path: Path, cached: Path) -> None:
     done = subprocess.run([sys.executable, "-c", code, str(path), str(cached)], env=env, capture_output=True, text=True)
     if done.returncode != 0 or not (cached / "tokenizer.json").is_file():
         reason = (done.stderr.strip().splitlines() or ["no tokenizer.json written"])[-1]
-        raise OSError(f"converting the GGUF tokenizer failed ({reason}); it needs torch: pip install 'chatcap[torch]'")
+        raise OSError(f"converting the GGUF tokenizer failed ({reason})")
 
 
 def _cache_key(path: Path, kind: str) -> str:
