@@ -68,3 +68,29 @@ def test_keywords_a_backend_cannot_enforce_are_refused_naming_the_keyword(gramma
         with pytest.raises(InvalidRequest) as caught:
             grammar_backend.compile_json_schema(schema, param)
         assert f"'{keyword}'" in caught.value.message and caught.value.param == param
+
+
+def _accepts(backend, tokenizer, compiled, text: str) -> bool:
+    """Feed ``text``'s tokens, then the end token; True when all are accepted and the grammar ended."""
+    matcher = backend.matcher(compiled)
+    tokens = [*tokenizer.encode(text, add_special_tokens=False), tokenizer.eos_token_id]
+    return all(matcher.accept(token) for token in tokens) and matcher.is_terminated()
+
+
+def test_llguidance_enforces_a_double_negation_as_the_schema_it_negates(llguidance_backend, tokenizer):
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"],
+              "allOf": [{"not": {"not": {"properties": {"n": {"maximum": 5}}}}}]}  # fmt: skip
+    compiled = llguidance_backend.compile_json_schema(schema, "response_format")
+    assert _accepts(llguidance_backend, tokenizer, compiled, '{"n":3}')
+    assert not _accepts(llguidance_backend, tokenizer, compiled, '{"n":7}')
+    with pytest.raises(InvalidRequest, match="'not'"):  # a single negation still cannot be enforced
+        llguidance_backend.compile_json_schema({"not": {"type": "string"}}, "response_format")
+
+
+def test_llguidance_leaves_objects_open_whose_properties_come_from_a_ref(llguidance_backend, tokenizer):
+    # Strict mode closed the root ({"type": "object"} beside the $ref) and the schema became unsatisfiable.
+    schema = {"$ref": "#/$defs/d", "type": "object",
+              "$defs": {"d": {"properties": {"basic": {"type": "string"}}, "required": ["basic"]}}}  # fmt: skip
+    compiled = llguidance_backend.compile_json_schema(schema, "response_format")
+    assert _accepts(llguidance_backend, tokenizer, compiled, '{"basic":"x"}')
+    assert not _accepts(llguidance_backend, tokenizer, compiled, '{"other":"x"}')

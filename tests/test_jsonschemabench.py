@@ -60,3 +60,12 @@ def test_llguidance_refuses_fewer_and_never_lets_an_invalid_instance_through(sta
     # Like xgrammar (strict mode), it never emits undeclared properties: valid instances that
     # carry some are not accepted.
     assert total.valid_accepted >= xgr.valid_accepted
+
+
+def test_llguidance_refuses_at_most_five_percent_of_the_276_schema_sample(tokenizer, llguidance_backend):
+    """Issue 18's bar, on the 276-schema sample ``bench_grammar.py`` reports: the default backend
+    refuses at most 5% and lets no invalid instance through."""
+    total = bench.evaluate(llguidance_backend, tokenizer, sorted(bench.SAMPLE.glob("*.json")))["ALL"]
+    assert total.schemas == 276
+    assert total.rejected <= 0.05 * total.schemas, dict(total.rejections)
+    assert total.invalid_let_through == 0

@@ -217,20 +217,38 @@ def _tag_rule(tag: dict[str, Any], trigger: str, rules: list[str], index: int) -
     return name
 
 
+_OPEN_KEYS = frozenset({"additionalProperties", "patternProperties", "unevaluatedProperties", "$ref", "allOf",
+                        "anyOf", "oneOf"})
+"""A node with one of these keys is not closed by :func:`strict`."""
+
+
 def strict(schema: Any) -> Any:
     """A copy of ``schema`` in which objects allow no undeclared properties unless the schema
     says so (``additionalProperties: false`` where no ``additionalProperties``,
-    ``patternProperties`` or ``unevaluatedProperties`` is given): xgrammar's ``strict_mode``
+    ``patternProperties`` or ``unevaluatedProperties`` is given, no ``$ref``, ``allOf``, ``anyOf``
+    or ``oneOf`` may declare more, and every ``required`` name is declared in its own
+    ``properties``): xgrammar's ``strict_mode``
     and OpenAI's strict mode, which the README promises for both backends. Output stays
     valid (a subset of what the schema allows); a small model no longer wanders into
-    properties nobody asked for."""
+    properties nobody asked for. A double negation (``{"not": {"not": S}}``) becomes ``S``,
+    which means the same and needs no ``not``."""
     if isinstance(schema, list):
         return [strict(item) for item in schema]
     if not isinstance(schema, dict):
         return schema
     node = {key: strict(value) for key, value in schema.items()}
+    while isinstance(negated := node.get("not"), dict) and negated.keys() == {"not"}:
+        # not(not(S)) is S: llguidance enforces no 'not', but this one needs none (JSONSchemaBench
+        # writes allOf: [A, {not: {not: B}}]); with siblings, S joins their 'allOf'.
+        del node["not"]
+        if not node:
+            return negated["not"]
+        node["allOf"] = [*node.get("allOf", []), negated["not"]]
     is_object = "properties" in node or node.get("type") == "object"
-    if is_object and not {"additionalProperties", "patternProperties", "unevaluatedProperties"} & node.keys():
+    # Properties may be declared elsewhere: by a $ref or a branch beside this node, or only by
+    # 'required'; those objects stay open (closing them made valid schemas unsatisfiable).
+    declared = set(node.get("required", [])) <= set(node.get("properties", {})) and not _OPEN_KEYS & node.keys()
+    if is_object and declared:
         node["additionalProperties"] = False
     return node
 
