@@ -76,7 +76,7 @@ def test_the_sglang_router_extensions_at_their_defaults_are_accepted(server):
 @pytest.mark.parametrize(("field", "value"), [
     ("ignore_eos", True), ("skip_special_tokens", False), ("separate_reasoning", False), ("min_tokens", 4),
     ("chat_template_kwargs", {"enable_thinking": False}), ("stop_token_ids", [2]), ("regex", "a+"),
-    ("modalities", ["text", "audio"]), ("cache_salt", "tenant-a"),
+    ("modalities", ["text", "audio"]),
 ])
 def test_an_extension_we_do_not_implement_is_400_at_another_value(server, field, value):
     response = post(server, {**BODY, field: value})

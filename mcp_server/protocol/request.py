@@ -226,7 +226,6 @@ ACCEPTED_EXTENSIONS: dict[str, Callable[[Any], bool]] = {
     "images_config": _empty,
     "input_ids": _empty,
     "extra_key": _empty,
-    "cache_salt": _empty,
 }
 """Top-level fields outside the request schema that are accepted, each with the test of the
 values accepted (a null field is always absent). Any other value is refused with 400 naming the
