@@ -24,8 +24,10 @@ from mcp_server.engines.embedded.gguf_header import read_header
 
 __all__ = ["tokenizer_from_gguf"]
 
-_FULL_ARRAYS = ("tokenizer.ggml.tokens", "tokenizer.ggml.merges")
-"""The arrays the builders need in full; other arrays (scores, token types) stay counts, as in transformers."""
+_FULL_ARRAYS = ("tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.token_type", "tokenizer.ggml.scores")
+"""The arrays the builders read: the vocabulary, the merges, the token types (control tokens
+become special tokens, user-defined ones added tokens: Gemma's ``<start_of_turn>``) and the
+scores (merges recovered from a sentencepiece vocabulary)."""
 
 _SPECIAL_TOKENS = {
     "bos_token": "tokenizer.ggml.bos_token_id",
