@@ -324,7 +324,9 @@ async def _sigterm_during_streams(server: LiveServer, headers: dict):
     """Start 4 streams, SIGTERM once all are generating, check new connections are refused."""
     url = f"{server.base_url}/v1/chat/completions"
     async with httpx.AsyncClient(timeout=600) as http:
-        body = {"messages": PROMPT, "max_tokens": 32}  # long enough for the 4 to be seen running together
+        # Long enough for the 4 to be seen running together on an idle machine (32 tokens of
+        # counting ended before the poll saw them all, and the wait spun forever).
+        body = {"messages": [{"role": "user", "content": "Write a long story about a dragon."}], "max_tokens": 256}
         tasks = [asyncio.create_task(stream(http, url, headers, body)) for _ in range(4)]
         while metric(server, "chatcap_queue_depth") or metric(server, "chatcap_in_flight_requests") < 4:
             await asyncio.sleep(0.02)
