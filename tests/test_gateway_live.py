@@ -109,9 +109,11 @@ def wait_idle(server: LiveServer, timeout: float = 120) -> float:
     return time.monotonic() - start
 
 
-async def stream(client: httpx.AsyncClient, url: str, headers: dict, body: dict, stop_after: int | None = None):
+async def stream(client: httpx.AsyncClient, url: str, headers: dict, body: dict, stop_after: int | None = None,
+                 started: asyncio.Event | None = None):
     """POST a streaming request; return (status, completion id, outcome) with outcome
-    ``done`` ([DONE] seen), ``left`` (we hung up after ``stop_after`` events) or ``error``."""
+    ``done`` ([DONE] seen), ``left`` (we hung up after ``stop_after`` events) or ``error``.
+    ``started``, when given, is set on the first event whose delta carries content."""
     async with client.stream("POST", url, json={**body, "stream": True}, headers=headers) as response:
         if response.status_code != 200:
             await response.aread()
@@ -122,7 +124,10 @@ async def stream(client: httpx.AsyncClient, url: str, headers: dict, body: dict,
                 continue
             if line == "data: [DONE]":
                 return 200, completion_id, "done"
-            completion_id = completion_id or json.loads(line[6:]).get("id")
+            event = json.loads(line[6:])
+            completion_id = completion_id or event.get("id")
+            if started is not None and any(c.get("delta", {}).get("content") for c in event.get("choices", [])):
+                started.set()
             events += 1
             if stop_after is not None and events >= stop_after:
                 return 200, completion_id, "left"
@@ -292,8 +297,12 @@ def test_sigkill_under_load_loses_no_completed_row_then_sigterm_drains(live, key
     async def load_then_kill():
         async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=32)) as http:
             tasks = [asyncio.create_task(client(http, i)) for i in range(8)]
-            while len(completed) < 6:
-                await asyncio.sleep(0.05)
+
+            async def six_completed():
+                while len(completed) < 6:
+                    await asyncio.sleep(0.05)
+
+            await asyncio.wait_for(six_completed(), 600)
             os.kill(live.process.pid, signal.SIGKILL)
             await asyncio.gather(*tasks)
 
@@ -321,15 +330,13 @@ def test_sigkill_under_load_loses_no_completed_row_then_sigterm_drains(live, key
 
 
 async def _sigterm_during_streams(server: LiveServer, headers: dict):
-    """Start 4 streams, SIGTERM once all are generating, check new connections are refused."""
+    """Start 4 streams, SIGTERM once each has streamed content, check new connections are refused."""
     url = f"{server.base_url}/v1/chat/completions"
     async with httpx.AsyncClient(timeout=600) as http:
-        # Long enough for the 4 to be seen running together on an idle machine (32 tokens of
-        # counting ended before the poll saw them all, and the wait spun forever).
         body = {"messages": [{"role": "user", "content": "Write a long story about a dragon."}], "max_tokens": 256}
-        tasks = [asyncio.create_task(stream(http, url, headers, body)) for _ in range(4)]
-        while metric(server, "chatcap_queue_depth") or metric(server, "chatcap_in_flight_requests") < 4:
-            await asyncio.sleep(0.02)
+        started = [asyncio.Event() for _ in range(4)]
+        tasks = [asyncio.create_task(stream(http, url, headers, body, started=event)) for event in started]
+        await asyncio.wait_for(asyncio.gather(*(event.wait() for event in started)), 600)
         server.process.send_signal(signal.SIGTERM)
         await asyncio.sleep(0.5)
         with pytest.raises(httpx.ConnectError):
