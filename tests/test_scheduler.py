@@ -7,11 +7,13 @@ from __future__ import annotations
 import threading
 import time
 
+import hypothesis
 import pytest
+from hypothesis import strategies as st
 
 from mcp_server.engines.base import GenerationDelta, SamplingParams
 from mcp_server.engines.embedded.model_files import default_gguf_path
-from mcp_server.engines.embedded.policy import Limits
+from mcp_server.engines.embedded.policy import MIN_PROMPT_CHUNK, Limits, chunk_cost, prompt_chunk
 from mcp_server.engines.embedded.prompt import render_prompt
 from mcp_server.engines.embedded.runners.llamacpp import LlamaCppRunner
 from mcp_server.engines.embedded.sampling import new_generator
@@ -172,6 +174,52 @@ def test_a_long_prompt_is_prefilled_in_chunks_between_a_running_streams_steps(ru
     between = log.events[log.index("long", "mark") : log.index("long", "first")]
     assert sum(1 for name, _ in between if name == "stream") >= 5, between
     assert log.texts == solos
+
+
+@hypothesis.settings(max_examples=300, deadline=None, database=None, derandomize=True)
+@hypothesis.given(
+    budget=st.floats(min_value=-500, max_value=4096),
+    position=st.integers(min_value=0, max_value=200_000),
+    span=st.one_of(st.none(), st.integers(min_value=1, max_value=4096)),
+)
+def test_a_prompt_chunk_is_the_longest_that_fits_the_budget_or_the_least_worth_a_call(budget, position, span):
+    first, later = prompt_chunk(budget, position, span, True), prompt_chunk(budget, position, span, False)
+    if chunk_cost(MIN_PROMPT_CHUNK, position, span) <= budget:
+        assert first == later >= MIN_PROMPT_CHUNK
+        assert chunk_cost(first, position, span) <= budget < chunk_cost(first + 1, position, span)
+    else:  # too little budget: the step's first chunk still advances, a later one waits
+        assert (first, later) == (MIN_PROMPT_CHUNK, 0)
+
+
+def test_a_long_prompts_chunks_shrink_as_it_advances_and_each_fits_the_step(runner, tokenizer):
+    """Over the q8_0 cache a late prompt token's attention costs several early tokens': the
+    chunks the runner is asked for get shorter along a ~700-token prompt, and the cost of
+    each (positions weighed by the runner's attention span) stays within the step's budget,
+    so a running stream's gap does not grow with the other prompt's length."""
+    chunks: list[tuple[int, int]] = []  # (position, tokens computed), from the real runner
+    real_prefill = runner.prefill
+
+    def recording_prefill(slot, max_tokens):
+        computed, logits = real_prefill(slot, max_tokens)
+        chunks.append((position[0], computed))
+        position[0] += computed
+        return computed, logits
+
+    position = [0]
+    document = " ".join(f"Item {i}: the quick brown fox jumps over the lazy dog." for i in range(50))
+    log, scheduler = Log(), _scheduler(runner, 1, chunk=64)
+    sequence = _sequence(tokenizer, log, "long", f"{document}\nHow many items?", "a", 1)
+    runner.prefill = recording_prefill
+    scheduler.start()
+    try:
+        scheduler.submit(sequence)
+        log.wait("long", "finish")
+    finally:
+        scheduler.stop()
+        del runner.prefill
+    assert sum(n for _, n in chunks) == len(sequence.prompt_ids)
+    assert all(n == MIN_PROMPT_CHUNK or chunk_cost(n, p, runner.attention_span) <= 64 for p, n in chunks[:-1]), chunks
+    assert chunks[0][1] > 2 * chunks[-2][1], chunks
 
 
 def test_limits_refuse_a_budget_that_leaves_prompts_no_room_and_a_cap_below_one():

@@ -4,7 +4,10 @@ the next slot, which one gives its slot up, and which prompts may share cached p
 * **Step budget** (``--chunked-prefill-size``, SGLang's flag): a step computes at most this
   many tokens, one per decode row plus prompt chunks, as llama-server and SGLang mix prompt
   chunks into decode steps (chunked prefill); a running stream then waits at most one chunk
-  for another's prompt, however long.
+  for another's prompt, however long. Prompt tokens are weighed by their position
+  (:func:`prompt_chunk`), since attention makes a late token cost several early ones: a
+  chunk far into a long prompt is shorter, and the stream's wait stays about one
+  short-context chunk.
 * **Fair admission** (:class:`FairQueue`): a *tenant* is who sent the request (an API key,
   or the client address without one); every choice of a request (``n``) is one of its
   sequences. A free slot goes to the waiting sequence whose tenant has the fewest admitted,
@@ -17,6 +20,7 @@ the next slot, which one gives its slot up, and which prompts may share cached p
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Hashable
 from dataclasses import dataclass
@@ -25,14 +29,56 @@ from typing import Any
 from mcp_server.engines.base import GenerationRequest
 from mcp_server.errors import InvalidRequest
 
-__all__ = ["DEFAULT_CHUNKED_PREFILL_SIZE", "FairQueue", "Limits", "cache_scope"]
+__all__ = [
+    "DEFAULT_CHUNKED_PREFILL_SIZE", "MIN_PROMPT_CHUNK", "FairQueue", "Limits", "cache_scope", "chunk_cost", "prompt_chunk",
+]
 
 DEFAULT_CHUNKED_PREFILL_SIZE = 64
-"""Tokens a step computes when ``--chunked-prefill-size`` is not given. A prompt token
-costs the same CPU time in chunks of 16 to 512 tokens (measured: 4.0-4.5 ms each on a busy
-AMX core), so the budget only trades a running stream's gap (one chunk: about 0.1 s on an
-idle AMX core, 1.5 s where a neighbour leaves a tenth of a core) against how fast a long
-prompt advances beside many decode rows."""
+"""Tokens a step computes when ``--chunked-prefill-size`` is not given. Near the start of a
+prompt a token costs about the same CPU time in chunks of 16 to 512 tokens (measured:
+4.0-4.5 ms each on a busy AMX core), so the budget only trades a running stream's gap (one
+chunk: about 0.1-0.2 s on an AMX core) against how fast a long prompt advances beside many
+decode rows; later tokens are weighed by :func:`prompt_chunk`."""
+
+
+def chunk_cost(tokens: int, position: int, attention_span: int | None) -> float:
+    """What computing prompt tokens ``position .. position + tokens - 1`` costs, in tokens at
+    position 0: each token ``p`` weighs ``1 + p / attention_span`` (its attention reads the
+    ``p`` cached tokens before it; :attr:`.runners.ModelRunner.attention_span`), or 1 when
+    ``attention_span`` is None."""
+    if attention_span is None:
+        return float(tokens)
+    return tokens + (tokens * position + tokens * (tokens - 1) / 2) / attention_span
+
+
+MIN_PROMPT_CHUNK = 8
+"""Fewest prompt tokens worth one ``llama_decode`` call: a call's fixed cost is about that
+of a few tokens in a chunk (measured on a busy AMX core: 17 ms for one token at position 0,
+against 3.1-3.5 ms a token in chunks of 16 and 64)."""
+
+
+def prompt_chunk(budget: float, position: int, attention_span: int | None, first: bool) -> int:
+    """How many prompt tokens from ``position`` to compute in a step with ``budget`` (a finite
+    number of tokens, less than 0 when a forced chunk overspent it) left: the most whose :func:`chunk_cost` fits, when that is at least
+    :data:`MIN_PROMPT_CHUNK`; else :data:`MIN_PROMPT_CHUNK` for the step's ``first`` chunk,
+    so that prompts always advance, and 0 (wait for the next step) for a later one.
+
+    Example: with a budget of 63 and an attention span of 256, a chunk holds 55 tokens at
+    position 0 and 8 at position 1,900, whose attention over 1,900 cached tokens makes each
+    cost about 8 early ones.
+    """
+    if budget <= 0:
+        n = 0
+    elif attention_span is None:
+        n = int(budget)
+    else:  # n + (n * position + n * (n - 1) / 2) / span <= budget: below the positive root
+        a, b = 0.5 / attention_span, 1 + (position - 0.5) / attention_span
+        n = max(0, int((-b + math.sqrt(b * b + 4 * a * budget)) / (2 * a)))
+        while n > 0 and chunk_cost(n, position, attention_span) > budget:  # float rounding at the root
+            n -= 1
+    if n >= MIN_PROMPT_CHUNK:
+        return n
+    return MIN_PROMPT_CHUNK if first else 0
 
 
 @dataclass(frozen=True)

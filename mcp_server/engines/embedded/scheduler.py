@@ -2,9 +2,9 @@
 
 Each step the scheduler drops the sequences whose consumer went away, admits waiting ones
 into free slots (fairly between tenants, preempting where :class:`.policy.FairQueue` says),
-prefills admitted prompts a chunk at a time within the step's token budget
-(:func:`.policy.step_budget`: the budget less one token per decode row), and has the runner
-decode one token for all running rows. A preempted sequence keeps its sampling state and
+prefills admitted prompts a chunk at a time within the step's token budget (the budget
+less one token per decode row, prompt tokens weighed by their position:
+:func:`.policy.prompt_chunk`), and has the runner decode one token for all running rows. A preempted sequence keeps its sampling state and
 output; readmitted, its prompt and output so far are prefilled again (mostly from the prefix
 cache) and it goes on exactly where it was.
 
@@ -27,7 +27,7 @@ import numpy as np
 
 from mcp_server.engines.base import EngineLoad, FinishReason, GenerationDelta, TokenLogprob
 from mcp_server.engines.embedded.decoding.backends import allocate_bitmask, fill_masks
-from mcp_server.engines.embedded.policy import FairQueue, Limits
+from mcp_server.engines.embedded.policy import FairQueue, Limits, chunk_cost, prompt_chunk
 from mcp_server.engines.embedded.runners import ModelRunner
 from mcp_server.engines.embedded.sampling import (
     apply_bitmask,
@@ -219,6 +219,7 @@ class Scheduler:
                 continue
             if not sequence.output_ids:
                 sequence.cached_tokens = cached
+            sequence.computed = cached
             sequence.admitted = next(self._admissions)
             queue.admit(sequence)
             self._prefilling.append(sequence)
@@ -235,14 +236,20 @@ class Scheduler:
 
     def _prefill(self) -> None:
         """Compute prompt chunks, oldest admission first, within what the step's budget leaves
-        after the decode rows; a prompt that is complete gets its next token and becomes a row."""
+        after the decode rows (prompt tokens weighed by position: :func:`.policy.prompt_chunk`);
+        a prompt that is complete gets its next token and becomes a row."""
         budget = math.inf if self._step_tokens is None else max(1, self._step_tokens - len(self._rows))
+        span, first = self._runner.attention_span, True
         for sequence in list(self._prefilling):
-            if budget <= 0:
+            position = sequence.computed
+            chunk = self._runner.context_length if math.isinf(budget) else prompt_chunk(budget, position, span, first)
+            if chunk == 0:
                 return
+            first = False
             try:
-                computed, logits = self._runner.prefill(sequence.slot, min(budget, self._runner.context_length))
-                budget -= computed
+                computed, logits = self._runner.prefill(sequence.slot, chunk)
+                sequence.computed += computed
+                budget -= chunk_cost(computed, position, span)
                 if logits is None:
                     continue
                 tokens, entries = self._choose([sequence], logits[None])

@@ -39,6 +39,8 @@ class Sequence:
         slot: the runner's handle for this sequence's cache, -1 while waiting.
         cached_tokens: leading prompt tokens the runner's prefix cache held at its first
             admission (not computed).
+        computed: tokens of its prompt (and output so far, when readmitted) the runner holds
+            since its latest admission: where its next prompt chunk starts.
         cancelled: set by the consumer when it stops listening.
         finished: set by the scheduler once the sequence no longer counts as running.
         arrival: submission order (the scheduler sets it).
@@ -60,6 +62,7 @@ class Sequence:
     last_token: int = -1
     slot: int = -1
     cached_tokens: int = 0
+    computed: int = 0
     cancelled: bool = False
     finished: bool = False
     arrival: int = 0

@@ -54,12 +54,17 @@ class ModelRunner(Protocol):
         backend: how the runner computes, e.g. ``llamacpp-amx-q8_0`` or
             ``torch-bfloat16-cpu``: kernels and number formats whose answers differ
             slightly, so it is part of the responses' ``system_fingerprint``.
+        attention_span: tokens of context at which a prompt token's attention costs about
+            what the rest of its computation does, so that a token at position ``p`` costs
+            ``1 + p / attention_span`` short-context tokens (:func:`.policy.prompt_chunk`);
+            None when the runner's cost does not grow with the context that way.
     """
 
     vocab_size: int
     context_length: int
     eos_ids: frozenset[int]
     backend: str
+    attention_span: int | None
 
     def admit(self, prompt_ids: list[int], scope: Hashable = None) -> tuple[int, int]:
         """Give a prompt a new sequence, without computing it yet (see :meth:`prefill`).

@@ -88,6 +88,16 @@ at any batch size. Repacked for AMX: 5.4 ms for 1, 20.7 ms for 8 and 26.9 ms for
 (185, 386 and 594 tok/s), so ``--max-running-requests 16`` pays there, for another
 196 MB of KV cache at 2048 tokens a sequence (the default keeps memory down)."""
 
+ATTENTION_SPANS = {"q8_0": 256, "f16": 512}
+""":attr:`.ModelRunner.attention_span` per KV cache type. Over a q8_0 cache llama.cpp's CPU
+flash attention takes one query row at a time, dequantizing every cached value for each
+(per layer and head), so a prompt token's cost grows with its position much faster than
+over f16, whose prompt chunks take a tiled kernel. Measured on one busy AMX core, prompt
+chunks of 16 and 64 tokens (ms per token at position 0 / 512 / 1,024 / 1,900): q8_0 3.1-3.5 /
+10-13 / 17-28 / 20-31, f16 1.3 / 2.2 / 3.5 / 4.8-5.7. A 2,000-token prompt took 56 s to
+prefill over q8_0 against 7.4 s over f16, and one 64-token chunk at position 1,800 took
+1.2-4.9 s: a running stream's gap, were chunks counted in tokens alone."""
+
 _N_UBATCH = 128
 
 _MIN_COPIED_PREFIX = 8
@@ -123,6 +133,7 @@ class LlamaCppRunner:
         eos_ids: the GGUF's end-of-sequence and end-of-turn tokens.
         repacked: the weights were loaded into llama.cpp's repacked (AMX) buffers.
         backend: ``llamacpp-<amx|cpu>-<KV cache type>`` (see :class:`.ModelRunner`).
+        attention_span: :data:`ATTENTION_SPANS` for the KV cache type (see :class:`.ModelRunner`).
 
     Raises:
         RuntimeError: llama-cpp-python is missing, or llama.cpp cannot load the file
@@ -201,6 +212,7 @@ class LlamaCppRunner:
         self._prefix_cache = prefix_cache and kv_cache_dtype == "q8_0"
         self._chunk_quantum = 1 if kv_cache_dtype == "q8_0" else params.n_ubatch  # see prefill()
         self.backend = f"llamacpp-{'amx' if self.repacked else 'cpu'}-{kv_cache_dtype}"
+        self.attention_span = ATTENTION_SPANS[kv_cache_dtype]
         logger.info(
             "llama.cpp: %d sequences x %d tokens, %s KV cache, prefix cache %s, weights %s, %d threads",
             max_batch_size, self.context_length, kv_cache_dtype, "on" if self._prefix_cache else "off",

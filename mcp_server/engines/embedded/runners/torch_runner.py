@@ -39,6 +39,7 @@ class TorchRunner:
         vocab_size, context_length: see :class:`.ModelRunner`.
         eos_ids: the end-of-sequence ids of the model's generation config.
         backend: ``torch-<dtype>-<device>``, ``-deterministic`` with ``deterministic`` (see :class:`.ModelRunner`).
+        attention_span: None: a prompt is computed whole (see :class:`.ModelRunner`).
 
     Raises:
         EngineUnavailable: the model cannot be loaded (:func:`..model_files.load_model`).
@@ -66,6 +67,7 @@ class TorchRunner:
         self.eos_ids = frozenset(i for i in (configured if isinstance(configured, list) else [configured]) if i is not None)
         self._batch = DecodeBatch(deterministic)
         dtype_name = str(self.model.dtype).removeprefix("torch.")
+        self.attention_span = None
         self.backend = f"torch-{dtype_name}-{self.model.device.type}" + ("-deterministic" if deterministic else "")
         self._order: list[int] = []  # slots in the batch cache, in row order
         self._fresh: dict[int, Any] = {}  # prefilled caches not yet in the batch
