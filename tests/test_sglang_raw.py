@@ -4,9 +4,12 @@
 with ``--reasoning-parser qwen3`` (its ``GET /server_info`` says so), asked for
 ``separate_reasoning: false``: it streams a recorded model output unparsed, as ``content``
 deltas of 1-8 characters. The outputs are canitoolcall 0.1.1 fixtures of Qwen3 (Hermes calls,
-``<think>`` reasoning); the last user message names the fixture. The official ``openai``
-client asks a ``chatcap serve --engine sglang --sglang-url`` front, streamed and not, and
-canitoolcall's own checks judge the answers. The stand-in records the bodies chatcap sends.
+``<think>`` reasoning); the last user message names the fixture. It serves Qwen3 (the model
+writes ``<think>``) and Qwen3-Thinking-2507 (the template opens it), and renders their
+generation prompts for ``/v1/tokenize`` + ``/v1/detokenize`` (one token per character). The
+official ``openai`` client asks a ``chatcap serve --engine sglang --sglang-url`` front,
+streamed and not, and canitoolcall's own checks judge the answers. The stand-in records the
+bodies chatcap sends.
 """
 
 from __future__ import annotations
@@ -32,14 +35,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
 from toolcall_corpus import _family  # noqa: E402
 
-MODEL = "Qwen/Qwen3-8B"
+MODEL, THINKING = "Qwen/Qwen3-8B", "Qwen/Qwen3-4B-Thinking-2507"
+GENERATION_PROMPTS = {  # what each model's chat template renders for one user message
+    MODEL: "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n",
+    THINKING: "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n<think>\n",
+}
 FIXTURES = {f.id: f for f in load_fixtures() if f.family == "qwen3-hermes"}
-CASES = [
-    "qwen3-hermes/single-call-thinking",  # reasoning, then one call
-    "qwen3-hermes/parallel-two-calls-thinking",  # reasoning, then two calls
-    "qwen3-hermes/text-before-call-no-thinking",  # content, then a call
-    "qwen3-hermes/vllm-text-then-call-no-separator",
-]
+CASES = {
+    "qwen3-hermes/single-call-thinking": MODEL,  # reasoning, then one call
+    "qwen3-hermes/parallel-two-calls-thinking": MODEL,  # reasoning, then two calls
+    "qwen3-hermes/text-before-call-no-thinking": MODEL,  # content, then a call
+    "qwen3-hermes/vllm-text-then-call-no-separator": MODEL,
+    "qwen3-hermes/thinking2507-single-call": THINKING,  # the output starts inside the think block
+    "qwen3-hermes/thinking2507-text-before-call": THINKING,
+}
 
 
 class RecordedSGLang:
@@ -55,10 +64,18 @@ class RecordedSGLang:
                     self.send_json(200, server_info)
                 else:
                     self.send_json(200, {"object": "list", "data": [
-                        {"id": MODEL, "object": "model", "owned_by": "sglang", "root": MODEL, "max_model_len": 32768}]})
+                        {"id": m, "object": "model", "owned_by": "sglang", "root": m, "max_model_len": 32768}
+                        for m in GENERATION_PROMPTS]})
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if self.path == "/v1/tokenize":  # SGLang renders the chat template, then tokenizes
+                    tokens = [ord(c) for c in GENERATION_PROMPTS[body["model"]]]
+                    self.send_json(200, {"tokens": tokens, "count": len(tokens), "max_model_len": 32768})
+                    return
+                if self.path == "/v1/detokenize":
+                    self.send_json(200, {"text": "".join(map(chr, body["tokens"]))})
+                    return
                 stand_in.bodies.append(body)
                 text = FIXTURES[body["messages"][-1]["content"]].raw_output
                 rng, pieces, pos = random.Random(len(stand_in.bodies)), [], 0
@@ -109,8 +126,8 @@ def front(stand_in, log_dir):
     server.stop()
 
 
-def _ask(client: openai.OpenAI, fixture, stream: bool, **extra) -> ParseResult:
-    request = {"model": MODEL, "messages": [{"role": "user", "content": fixture.id}], "tools": list(fixture.tools), **extra}
+def _ask(client: openai.OpenAI, fixture, stream: bool, model: str = MODEL, **extra) -> ParseResult:
+    request = {"model": model, "messages": [{"role": "user", "content": fixture.id}], "tools": list(fixture.tools), **extra}
     if not stream:
         message = client.chat.completions.create(**request).choices[0].message
         calls = tuple(ParsedToolCall(c.function.name, c.function.arguments) for c in message.tool_calls or ())
@@ -124,8 +141,9 @@ def _ask(client: openai.OpenAI, fixture, stream: bool, **extra) -> ParseResult:
 
 @pytest.mark.parametrize("case", CASES)
 def test_raw_output_parsed_by_chatcap_passes_canitoolcalls_checks(front, stand_in, case):
-    fixture = FIXTURES[case]
-    observation = Observation(nonstream=_ask(front, fixture, stream=False), streams={"sse": _ask(front, fixture, stream=True)})
+    fixture, model = FIXTURES[case], CASES[case]
+    observation = Observation(nonstream=_ask(front, fixture, stream=False, model=model),
+                              streams={"sse": _ask(front, fixture, stream=True, model=model)})
     failed = [f"{r.check}[{r.strategy}]: {r.detail}" for r in run_checks(fixture, _family(fixture), observation)
               if r.status.value == "fail"]
     assert not failed, failed
@@ -133,7 +151,7 @@ def test_raw_output_parsed_by_chatcap_passes_canitoolcalls_checks(front, stand_i
 
 
 def test_chatcap_asks_sglang_for_the_raw_text_under_the_hermes_structural_tag(front, stand_in):
-    fixture = FIXTURES[CASES[0]]
+    fixture = FIXTURES["qwen3-hermes/single-call-thinking"]
     _ask(front, fixture, stream=False, tool_choice="required")
     body = stand_in.bodies[-1]
     assert body["separate_reasoning"] is False and body["skip_special_tokens"] is False
@@ -177,8 +195,8 @@ def test_a_server_running_a_tool_call_parser_keeps_sglangs_parsers(log_dir):
 
 
 def test_template_opened_reasoning_and_repeated_calls():
-    """DeepSeek-R1's template opens the think block (the output starts inside it); a call that
-    repeats an earlier one ends the answer there, as in the embedded engine."""
+    """DeepSeek-R1's template opens the think block (the output starts inside it), as its rendered
+    prompt says; a call that repeats an earlier one ends the answer there, as in the embedded engine."""
     tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
     request = GenerationRequest(model="m", messages=[], tools=tools, tool_choice="auto")
     call = "<｜tool▁call▁begin｜>function<｜tool▁sep｜>f\n```json\n{}\n```<｜tool▁call▁end｜>\n"
@@ -190,7 +208,8 @@ def test_template_opened_reasoning_and_repeated_calls():
                 yield GenerationDelta(piece, 1, index + 1, None)
             yield GenerationDelta("", 1, 99, "stop")
 
-        return [d async for d in RawFormats("deepseekv3", "deepseek-r1").parse(request, deltas())]
+        formats = RawFormats("deepseekv3", "deepseek-r1", "<｜User｜>Hi<｜Assistant｜><think>\n")
+        return [d async for d in formats.parse(request, deltas())]
 
     out = anyio.run(run)
     assert "".join(d.reasoning_content for d in out) == "Plan."

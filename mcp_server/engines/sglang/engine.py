@@ -367,7 +367,8 @@ class SGLangEngine:
                            "for chatcap's (README: SGLang)", self.base_url, why)
             self.parsers = "sglang"
             return
-        self._raw = served_formats(self._cards, info, self._formats)
+        assert self._client is not None
+        self._raw = await served_formats(self._client, self._cards, info, self._formats)
 
     async def _server_info(self) -> dict[str, Any] | None:
         """SGLang's ``GET /server_info`` (its server arguments), or None when there is none."""

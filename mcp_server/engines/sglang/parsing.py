@@ -25,9 +25,12 @@ request, by :meth:`RawFormats.body`:
   ``skip_special_tokens: false`` when a tool-call or reasoning parser reads the text (the markers
   of many families are special tokens).
 
-Whether the prompt opened the think block cannot be read back from SGLang's chat API; it is
-assumed for the reasoning formats in :data:`TEMPLATE_OPENS_REASONING` (as SGLang's own
-``DeepSeekR1Detector`` does), and a redundant opener written by the model is skipped.
+Whether the prompt opened the think block (DeepSeek-R1's and Qwen3-Thinking's templates end
+with ``<think>``) is not in SGLang's chat answer; at start-up :func:`served_formats` asks SGLang
+to render a one-message chat for each reasoning model (``POST /v1/tokenize`` with ``messages``,
+then ``POST /v1/detokenize`` of the last tokens) and reads the end of that generation prompt.
+Where SGLang cannot tell (a router), it is assumed for :data:`TEMPLATE_OPENS_REASONING` only
+(as SGLang's own ``DeepSeekR1Detector`` does). A redundant opener written by the model is skipped.
 """
 
 from __future__ import annotations
@@ -37,14 +40,16 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
+
 from mcp_server.catalog import ModelCard, find_entry
 from mcp_server.engines.base import GenerationDelta, GenerationRequest
-from mcp_server.engines.embedded.family import check_tools_allowed, grammar_format
+from mcp_server.engines.embedded.family import PROMPT_TAIL_TOKENS, check_tools_allowed, grammar_format
 from mcp_server.engines.embedded.output import OutputProcessor
 from mcp_server.errors import EngineUnavailable
-from mcp_server.families import REASONING_PARSERS, check_names
+from mcp_server.families import REASONING_PARSERS, check_names, prompt_opens
 
-__all__ = ["PARSERS", "TEMPLATE_OPENS_REASONING", "RawFormats", "served_formats"]
+__all__ = ["PARSERS", "TEMPLATE_OPENS_REASONING", "RawFormats", "generation_prompt_tail", "served_formats"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +73,8 @@ class RawFormats:
         tool_call_parser: a family-table (SGLang) tool-call parser name, or None (unknown:
             requests with tools get 400).
         reasoning_parser: a family-table reasoning parser name, or None.
+        prompt: the end of the generation prompt SGLang renders for the model (whether it
+            opens the think block), or "".
 
     Raises:
         ValueError: a name the family table does not have.
@@ -75,6 +82,7 @@ class RawFormats:
 
     tool_call_parser: str | None
     reasoning_parser: str | None
+    prompt: str = ""
 
     def __post_init__(self) -> None:
         check_names(self.tool_call_parser, self.reasoning_parser)
@@ -113,10 +121,8 @@ class RawFormats:
             EngineUnavailable: SGLang parsed the output itself (it runs ``--tool-call-parser``
                 or separated the reasoning), so the raw text is not there.
         """
-        opened = self.reasoning_parser in TEMPLATE_OPENS_REASONING
-        prompt = REASONING_PARSERS[self.reasoning_parser].start if opened and self.reasoning_parser else ""
         output = OutputProcessor(
-            request, self.tool_call_parser, self.reasoning_parser, prompt=prompt, stop_hit=lambda: bool(request.stop)
+            request, self.tool_call_parser, self.reasoning_parser, prompt=self.prompt, stop_hit=lambda: bool(request.stop)
         )
         async for delta in deltas:
             if delta.tool_calls or delta.reasoning_content:
@@ -130,14 +136,16 @@ class RawFormats:
                 return
 
 
-def served_formats(
-    cards: list[ModelCard], server_info: dict[str, Any], flags: tuple[str | None, str | None]
+async def served_formats(
+    client: httpx.AsyncClient, cards: list[ModelCard], server_info: dict[str, Any], flags: tuple[str | None, str | None]
 ) -> dict[str, RawFormats]:
     """Each served model's formats, logged: the ``--tool-call-parser`` / ``--reasoning-parser``
     flags, else the model's catalog entry (its SGLang parser names), else (reasoning) the
-    SGLang server's own ``reasoning_parser`` when the family table has it.
+    SGLang server's own ``reasoning_parser`` when the family table has it; for a reasoning
+    model, the end of its generation prompt (:func:`generation_prompt_tail`).
 
     Args:
+        client: an HTTP client on the SGLang server.
         cards: the served models.
         server_info: SGLang's ``GET /server_info`` (its resolved server arguments).
         flags: ``(tool_call_parser, reasoning_parser)``, None where not given.
@@ -153,11 +161,36 @@ def served_formats(
         tool = flags[0] or (entry.tool_call_parser or entry.embedded_tool_call_format if entry else None)
         reasoning = flags[1] or (entry.reasoning_parser if entry else None) or server_reasoning
         try:
-            formats[card.id] = RawFormats(tool, reasoning)
+            check_names(tool, reasoning)
         except ValueError as error:
             raise EngineUnavailable(f"model {card.id}: {error}") from None
+        prompt, how = "", "none"
+        if reasoning is not None:
+            tail = await generation_prompt_tail(client, card.id)
+            fmt = REASONING_PARSERS[reasoning]
+            if tail is None:  # SGLang cannot render it here: the family's rule
+                prompt, how = (fmt.start if reasoning in TEMPLATE_OPENS_REASONING else ""), "assumed"
+            else:
+                prompt, how = tail, "rendered"
+            how = f"{'open' if prompt_opens(fmt, prompt) else 'closed'} at the prompt's end ({how})"
+        formats[card.id] = RawFormats(tool, reasoning, prompt)
         logger.info(
-            "Model %s: chatcap parses SGLang's raw output (tool calls %s, reasoning %s)",
-            card.id, tool or "unknown: requests with tools get 400", reasoning or "none",
+            "Model %s: chatcap parses SGLang's raw output (tool calls %s, reasoning %s, think block %s)",
+            card.id, tool or "unknown: requests with tools get 400", reasoning or "none", how,
         )
     return formats
+
+
+async def generation_prompt_tail(client: httpx.AsyncClient, model: str) -> str | None:
+    """The end of the generation prompt SGLang renders for a one-message chat to ``model``
+    (``POST /v1/tokenize`` with ``messages``, then ``POST /v1/detokenize`` of the last
+    :data:`~mcp_server.engines.embedded.family.PROMPT_TAIL_TOKENS` tokens, special tokens
+    kept), or None when SGLang does not answer both."""
+    try:
+        rendered = await client.post("/v1/tokenize", json={"model": model, "messages": [{"role": "user", "content": "Hi"}]})
+        tokens = rendered.json()["tokens"][-PROMPT_TAIL_TOKENS:]
+        decoded = await client.post("/v1/detokenize", json={"model": model, "tokens": tokens, "skip_special_tokens": False})
+        text = decoded.json()["text"]
+    except (httpx.TransportError, ValueError, KeyError, TypeError):
+        return None
+    return text if isinstance(text, str) and rendered.status_code == decoded.status_code == 200 else None
