@@ -27,7 +27,9 @@ from canitoolcall.fixtures import load_fixtures
 from canitoolcall.results import Observation, ParsedToolCall, ParseResult, StreamAccumulator
 
 from mcp_server.engines.base import GenerationDelta, GenerationRequest
+from mcp_server.engines.sglang.engine import sglang_body
 from mcp_server.engines.sglang.parsing import RawFormats
+from mcp_server.errors import InvalidRequest
 from tests.live_server import start_server
 from tests.stand_in import StandInHandler, StandInServer
 
@@ -216,3 +218,31 @@ def test_template_opened_reasoning_and_repeated_calls():
     assert "".join(d.text for d in out) == ""
     assert [c.name for d in out for c in d.tool_calls] == ["f"]
     assert out[-1].finish_reason == "tool_calls" and out[-1].completion_tokens < 99  # ended at the repeat
+
+
+WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {
+    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+PERSON = {"type": "json_schema", "json_schema": {"name": "p", "schema": {"type": "object"}}}
+
+
+def _body(formats: RawFormats, tool_choice, **fields) -> dict:
+    return sglang_body(GenerationRequest(model="m", messages=[], tools=[WEATHER], tool_choice=tool_choice, **fields), formats)
+
+
+def test_raw_request_fields_per_tool_choice_and_format():
+    # The tool grammar replaces the client's response_format while calls are allowed (as on the embedded engine).
+    assert _body(RawFormats("llama3", None), "auto", response_format=PERSON)["response_format"]["format"]["triggers"] == [
+        '{"name": ']
+    # tool_choice none: no calls to parse or constrain; SGLang drops the tools from the template itself.
+    plain = _body(RawFormats("hermes", None), "none", response_format=PERSON)
+    assert plain["tool_choice"] == "none" and plain["response_format"] == PERSON
+    assert "skip_special_tokens" not in plain and plain["separate_reasoning"] is False
+    # A format without a call template (Qwen XML): auto runs free and is parsed; required is refused.
+    coder = _body(RawFormats("qwen3_coder", "qwen3"), "auto")
+    assert "response_format" not in coder and coder["tool_choice"] == "auto" and coder["skip_special_tokens"] is False
+    with pytest.raises(InvalidRequest) as refused:
+        _body(RawFormats("qwen3_coder", "qwen3"), "required")
+    assert refused.value.param == "tool_choice"
+    with pytest.raises(InvalidRequest) as unknown:  # nothing names the model's format
+        _body(RawFormats(None, None), "auto")
+    assert unknown.value.param == "tools"
