@@ -49,16 +49,13 @@ from mcp_server.engines.embedded.output import OutputProcessor
 from mcp_server.errors import EngineUnavailable
 from mcp_server.families import REASONING_PARSERS, check_names, prompt_opens
 
-__all__ = ["PARSERS", "TEMPLATE_OPENS_REASONING", "RawFormats", "generation_prompt_tail", "served_formats"]
+__all__ = ["TEMPLATE_OPENS_REASONING", "RawFormats", "generation_prompt_tail", "served_formats"]
 
 logger = logging.getLogger(__name__)
 
-PARSERS = ("chatcap", "sglang")
-"""``--sglang-parsers`` values."""
-
 TEMPLATE_OPENS_REASONING = frozenset({"deepseek-r1"})
-"""Reasoning formats whose chat template opens the think block in the generation prompt
-(DeepSeek-R1's ends with ``<think>\\n``)."""
+"""Reasoning formats whose chat template is assumed to open the think block (DeepSeek-R1's
+ends with ``<think>\\n``) where SGLang cannot render the generation prompt."""
 
 
 def _no_check(schema: Any, param: str) -> None:
