@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from canitoolcall.checks import case_status, run_checks
@@ -25,7 +26,7 @@ from mcp_server.engines.embedded.output import OutputProcessor
 from mcp_server.errors import ServiceError
 from mcp_server.protocol.chunks import delta_payload
 
-__all__ = ["MODEL_FORMATS", "STRATEGIES", "formats_of", "replay", "run_corpus"]
+__all__ = ["MODEL_FORMATS", "STRATEGIES", "Replay", "formats_of", "replay", "run_corpus"]
 
 MODEL_FORMATS: dict[str, tuple[str | None, str | None]] = {
     # fixture models[0] prefix -> (--tool-call-parser, --reasoning-parser), SGLang names
@@ -100,9 +101,15 @@ def _prompt(fixture: Fixture, family: CorpusFamily | None) -> str:
     return ""
 
 
-def run_corpus() -> dict[str, Any]:
-    """Replay every fixture; return per-family counts and per-fixture statuses and details."""
-    fixtures = load_fixtures()
+Replay = Callable[[Fixture, str, list[str], tuple[str | None, str | None]], ParseResult]
+"""``(fixture, generation prompt, output pieces, (tool_call_parser, reasoning_parser)) -> parse``;
+raises ValueError saying ``unknown`` for a format it does not have."""
+
+
+def run_corpus(replay: Replay = replay, families: set[str] | None = None) -> dict[str, Any]:
+    """Replay every fixture (of ``families``, default all) through ``replay`` (default: ours);
+    return per-family counts and per-fixture statuses and details."""
+    fixtures = [f for f in load_fixtures() if families is None or f.family in families]
     families: dict[str, CorpusFamily | None] = {}
     counts: dict[str, Counter[str]] = {}
     cases: dict[str, dict[str, Any]] = {}

@@ -183,6 +183,8 @@ class Settings:
             router instead of launching one.
         sglang_timeout: seconds to wait for SGLang to connect, or between two parts of
             an answer, before answering 503.
+        sglang_parsers: ``chatcap``: chatcap parses SGLang's raw output with the family table
+            (:mod:`mcp_server.engines.sglang.parsing`); ``sglang``: SGLang's own parsers answer.
         sglang_args: extra ``sglang.launch_server`` flags, passed through as given.
     """
 
@@ -295,6 +297,11 @@ class Settings:
     )
     sglang_url: str | None = _flag(None, "attach to this SGLang server or router", group="sglang")
     sglang_timeout: float = _flag(60.0, "seconds to wait for SGLang before 503", parse=float, group="sglang")
+    sglang_parsers: str = _flag(
+        "chatcap", "who turns SGLang's output into tool_calls and reasoning_content: chatcap (the family table, on "
+        "SGLang's raw text; SGLang runs without --tool-call-parser) or sglang (its own parsers)",
+        choices=("chatcap", "sglang"), group="sglang",
+    )
     sglang_args: tuple[str, ...] = _flag(
         (), "more SGLang flags, one string", parse=lambda text: tuple(shlex.split(text)), group="sglang"
     )

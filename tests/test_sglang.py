@@ -21,9 +21,7 @@ import json
 import os
 import signal
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import anyio
@@ -38,6 +36,7 @@ from mcp_server.engines.sglang.engine import (
     upstream_error,
 )
 from mcp_server.engines.sglang.launcher import Launcher, launch_command
+from mcp_server.engines.sglang.parsing import RawFormats
 from mcp_server.errors import (
     EngineUnavailable,
     InvalidRequest,
@@ -47,6 +46,7 @@ from mcp_server.errors import (
 from mcp_server.protocol.request import parse_request
 from mcp_server.settings import Settings
 from tests.live_server import free_port, start_server
+from tests.stand_in import StandInHandler, StandInServer
 
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 R1 = "deepseek-ai/DeepSeek-R1"
@@ -113,9 +113,11 @@ def check_with_recorded_flags(args: list[str]) -> None:
 # ---------------------------------------------------------------- launch command
 
 
+@pytest.mark.parametrize("parsers", ["chatcap", "sglang"])
 @pytest.mark.parametrize("entry", load_catalog(), ids=lambda e: e.id)
-def test_launch_command_of_every_catalog_model_parses(entry):
-    settings = Settings(engine="sglang", model_path=entry.model_path, sglang_args=("--mem-fraction-static", "0.8"))
+def test_launch_command_of_every_catalog_model_parses(entry, parsers):
+    settings = Settings(engine="sglang", model_path=entry.model_path, sglang_args=("--mem-fraction-static", "0.8"),
+                        sglang_parsers=parsers)
     command = launch_command(settings, port=30123, python="python3")
     assert command[:3] == ["python3", "-m", "sglang.launch_server"]
     args = command[3:]
@@ -126,7 +128,8 @@ def test_launch_command_of_every_catalog_model_parses(entry):
     parsed = parser.parse_args(args)
     assert (parsed.model_path, parsed.served_model_name, parsed.port) == (entry.model_path, entry.id, 30123)
     assert parsed.grammar_backend == "xgrammar"
-    assert parsed.tool_call_parser == entry.tool_call_parser
+    # chatcap parses the raw text: SGLang must not run a tool-call parser (it would parse first)
+    assert parsed.tool_call_parser == (entry.tool_call_parser if parsers == "sglang" else None)
     assert parsed.reasoning_parser == entry.reasoning_parser
     assert parsed.context_length == entry.context_length
     assert parsed.mem_fraction_static == 0.8
@@ -234,9 +237,10 @@ CLIENT_BODIES = [
 ]
 
 
+@pytest.mark.parametrize("raw", [None, RawFormats("hermes", "qwen3")], ids=["sglang", "chatcap"])
 @pytest.mark.parametrize("body", CLIENT_BODIES, ids=range(len(CLIENT_BODIES)))
-def test_forwarded_bodies_validate_against_sglangs_request_model(body):
-    forwarded = sglang_body(parse_request(body).generation)
+def test_forwarded_bodies_validate_against_sglangs_request_model(body, raw):
+    forwarded = sglang_body(parse_request(body).generation, raw)
     assert forwarded["stream"] is True and forwarded["n"] == 1
     assert all(tool["function"]["strict"] is True for tool in forwarded.get("tools", ()))
     model = sglang_request_model()
@@ -353,16 +357,11 @@ class FakeSGLang:
         self.bodies: list[dict] = []
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
+        class Handler(StandInHandler):
             def do_GET(self):
                 data = [{"id": m, "object": "model", "owned_by": "sglang", "root": m, "max_model_len": 4096}
                         for m in fake.MODELS]
-                self._json(200, {"object": "list", "data": data})
+                self.send_json(200, {"object": "list", "data": data})
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -373,14 +372,11 @@ class FakeSGLang:
                     time.sleep(8)
                     return
                 if prompt == "flat-error":
-                    self._json(400, {"object": "error", "message": "Requested token count exceeds the "
+                    self.send_json(400, {"object": "error", "message": "Requested token count exceeds the "
                                      "model's maximum context length", "type": "BadRequestError",
                                      "param": None, "code": 400})
                     return
-                self.send_response(200)
-                self.send_header("Content-Type", "text/event-stream")
-                self.send_header("Transfer-Encoding", "chunked")
-                self.end_headers()
+                self.start_events()
                 usage = {"prompt_tokens": 12, "completion_tokens": 0, "total_tokens": 12}
                 events = [chunk({"role": "assistant", "content": ""})]
                 if prompt == "tool":
@@ -395,37 +391,21 @@ class FakeSGLang:
                                chunk(finish="stop")]
                 for event in events:
                     usage = {**usage, "completion_tokens": usage["completion_tokens"] + 1}
-                    self._chunk(f"data: {json.dumps({**event, 'usage': usage})}\n\n")
+                    self.send_chunk(f"data: {json.dumps({**event, 'usage': usage})}\n\n")
                 if prompt == "cut":
                     self.wfile.write(b"40\r\ndata: {\"trunc")  # half a chunk, then the connection drops
                     self.wfile.flush()
                     self.close_connection = True
                     return
-                self._chunk(f"data: {json.dumps(chunk(choices=False, usage=usage))}\n\n")
-                self._chunk("data: [DONE]\n\n")
-                self._chunk("")
+                self.send_chunk(f"data: {json.dumps(chunk(choices=False, usage=usage))}\n\n")
+                self.send_chunk("data: [DONE]\n\n")
+                self.send_chunk("")
 
-            def _chunk(self, text: str):
-                raw = text.encode()
-                self.wfile.write(f"{len(raw):x}\r\n".encode() + raw + b"\r\n")
-                self.wfile.flush()
-
-            def _json(self, status: int, payload: dict):
-                raw = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self._server = StandInServer(Handler)
+        self.url = self._server.url
 
     def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        self._server.close()
 
 
 @pytest.fixture(scope="module")

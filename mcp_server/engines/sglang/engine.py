@@ -24,6 +24,13 @@ APIs"; measured on 0.5.23, see docs/architecture.md) the answer is normalised he
   (OpenAI's shape) becomes :attr:`~.base.GenerationDelta.logprobs`;
 * SGLang unreachable, not answering within ``sglang_timeout`` or closing a stream early
   is :class:`~mcp_server.errors.EngineUnavailable` (503), never a hang.
+
+Who parses tool calls and reasoning (``--sglang-parsers``): ``chatcap`` (the default) asks
+SGLang for the raw text under the family's structural tag and parses it with the family
+table (:mod:`.parsing`); SGLang must then run without ``--tool-call-parser``, which an
+attached server's ``GET /server_info`` tells (a server that has one, or no ``/server_info``
+to read, e.g. a router, is answered by SGLang's parsers, with a warning). ``sglang``: SGLang's
+own parsers answer and the mapping above applies.
 """
 
 from __future__ import annotations
@@ -51,6 +58,7 @@ from mcp_server.engines.sglang.launcher import (
     require_sglang,
     resolve_model,
 )
+from mcp_server.engines.sglang.parsing import RawFormats, served_formats
 from mcp_server.errors import (
     EngineUnavailable,
     InvalidRequest,
@@ -67,16 +75,22 @@ _FINISH = {"stop": "stop", "length": "length", "tool_calls": "tool_calls", "func
 """SGLang finish reasons -> ours; ``abort`` (and anything else) is an error."""
 
 
-def sglang_body(request: GenerationRequest) -> dict[str, Any]:
+def sglang_body(request: GenerationRequest, raw: RawFormats | None = None) -> dict[str, Any]:
     """The ``/v1/chat/completions`` body for one sequence.
 
     Args:
         request: the generation request (one choice).
+        raw: the served model's formats when chatcap parses the raw text (:mod:`.parsing`);
+            None: SGLang's parsers answer.
 
     Returns:
         An OpenAI request body (SGLang's ``ChatCompletionRequest``): ``stream`` with
         ``stream_options.include_usage`` and SGLang's ``continuous_usage_stats`` (token
-        counts on every chunk), ``n: 1``, and tools marked ``strict``.
+        counts on every chunk), ``n: 1``, and tools marked ``strict``; with ``raw``, the
+        raw-text fields of :meth:`RawFormats.body`.
+
+    Raises:
+        InvalidRequest: with ``raw``, tools the served model's format cannot parse or constrain.
     """
     sampling = request.sampling
     body: dict[str, Any] = {
@@ -107,7 +121,9 @@ def sglang_body(request: GenerationRequest) -> dict[str, Any]:
         body["parallel_tool_calls"] = request.parallel_tool_calls
         if request.tool_choice is not None:
             body["tool_choice"] = request.tool_choice
-    return body
+    if raw is not None:
+        body.update(raw.body(request))
+    return {key: value for key, value in body.items() if value is not None}
 
 
 def upstream_error(status: int, payload: Any) -> ServiceError:
@@ -222,6 +238,10 @@ class SGLangEngine:
         launcher: in launch mode, the child process manager (started by :meth:`start`).
         cards: in launch mode, the served model; in attach mode None (read at start).
         timeout: seconds for connecting, and between two parts of an answer.
+        parsers: ``chatcap`` (parse SGLang's raw text with the family table, when the server
+            allows it: see :meth:`start`) or ``sglang`` (its own parsers answer).
+        formats: ``(tool_call_parser, reasoning_parser)`` flags for every served model
+            (family-table names); None: the catalog's, else the server's reasoning parser.
     """
 
     def __init__(
@@ -231,10 +251,15 @@ class SGLangEngine:
         launcher: Launcher | None = None,
         cards: list[ModelCard] | None = None,
         timeout: float = 60.0,
+        parsers: str = "sglang",
+        formats: tuple[str | None, str | None] = (None, None),
     ):
         self.base_url = base_url.rstrip("/")
         self.launcher = launcher
         self.timeout = timeout
+        self.parsers = parsers
+        self._formats = formats
+        self._raw: dict[str, RawFormats] = {}  # served model id -> formats, when chatcap parses
         self._cards = list(cards or [])
         self._client: httpx.AsyncClient | None = None
 
@@ -246,14 +271,19 @@ class SGLangEngine:
             EngineUnavailable: launch mode without SGLang installed (names the extra to
                 install), before anything starts.
         """
+        options = {
+            "timeout": settings.sglang_timeout,
+            "parsers": settings.sglang_parsers,
+            "formats": (settings.tool_call_parser, settings.reasoning_parser),
+        }
         if settings.sglang_url:
-            return cls(settings.sglang_url, timeout=settings.sglang_timeout)
+            return cls(settings.sglang_url, **options)
         require_sglang()
         port = free_port()
         _, served, entry = resolve_model(settings)
         card = entry.card(served, settings.context_length) if entry else ModelCard(id=served)
         launcher = Launcher(launch_command(settings, port), f"http://127.0.0.1:{port}")
-        return cls(launcher.base_url, launcher=launcher, cards=[card], timeout=settings.sglang_timeout)
+        return cls(launcher.base_url, launcher=launcher, cards=[card], **options)
 
     @property
     def models(self) -> list[ModelCard]:
@@ -261,11 +291,16 @@ class SGLangEngine:
         return list(self._cards)
 
     def describe(self) -> dict[str, str]:
-        """The start-up summary's settings: the SGLang server and whether this process launched it."""
-        return {"engine": "sglang", "SGLang": f"{self.base_url} ({'launched' if self.launcher else 'attached'})"}
+        """The start-up summary's settings: the SGLang server, whether this process launched it, who parses."""
+        return {
+            "engine": "sglang",
+            "SGLang": f"{self.base_url} ({'launched' if self.launcher else 'attached'})",
+            "parsers": self.parsers,
+        }
 
     async def start(self) -> None:
-        """Launch SGLang (launch mode), open the HTTP client and read the served models.
+        """Launch SGLang (launch mode), open the HTTP client, read the served models and
+        settle who parses (:meth:`_settle_parsers`).
 
         Raises:
             EngineUnavailable: SGLang did not start, or cannot be reached at ``base_url``.
@@ -278,6 +313,7 @@ class SGLangEngine:
         self._client = httpx.AsyncClient(base_url=self.base_url, timeout=timeout, limits=limits)
         if not self._cards:
             self._cards = await self._served_models()
+        await self._settle_parsers()
 
     async def aclose(self) -> None:
         """Close the HTTP client and stop a launched SGLang."""
@@ -297,11 +333,14 @@ class SGLangEngine:
         """
         if self._client is None:
             raise EngineUnavailable("The SGLang engine is not started.")
+        raw = self._raw.get(request.model)
+        body = sglang_body(request, raw)
         try:
-            async with self._client.stream("POST", "/v1/chat/completions", json=sglang_body(request)) as response:
+            async with self._client.stream("POST", "/v1/chat/completions", json=body) as response:
                 if response.status_code != 200:
                     raise upstream_error(response.status_code, _decode(await response.aread()))
-                async for delta in read_deltas(response.aiter_lines()):
+                deltas = read_deltas(response.aiter_lines())
+                async for delta in raw.parse(request, deltas) if raw else deltas:
                     yield delta
         except httpx.TimeoutException:
             raise EngineUnavailable(
@@ -313,6 +352,33 @@ class SGLangEngine:
             raise EngineUnavailable(
                 f"SGLang at {self.base_url} broke off the answer: {type(exc).__name__}: {exc}"
             ) from None
+
+    async def _settle_parsers(self) -> None:
+        """With ``parsers="chatcap"``: read the server's flags (``GET /server_info``, SGLang's
+        resolved server arguments) and give each served model its formats; a server that runs
+        ``--tool-call-parser``, or that does not say, keeps SGLang's parsers (logged)."""
+        if self.parsers != "chatcap":
+            return
+        info = await self._server_info()
+        if info is None or info.get("tool_call_parser"):
+            why = (f"runs --tool-call-parser {info['tool_call_parser']}" if info
+                   else "does not say whether it runs a tool-call parser (no GET /server_info)")
+            logger.warning("SGLang at %s %s: its own parsers answer; start it without --tool-call-parser "
+                           "for chatcap's (README: SGLang)", self.base_url, why)
+            self.parsers = "sglang"
+            return
+        assert self._client is not None
+        self._raw = await served_formats(self._client, self._cards, info, self._formats)
+
+    async def _server_info(self) -> dict[str, Any] | None:
+        """SGLang's ``GET /server_info`` (its server arguments), or None when there is none."""
+        assert self._client is not None
+        try:
+            response = await self._client.get("/server_info")
+            info = response.json() if response.status_code == 200 else None
+        except (httpx.TransportError, ValueError):
+            return None
+        return info if isinstance(info, dict) and "tool_call_parser" in info else None
 
     async def _served_models(self) -> list[ModelCard]:
         assert self._client is not None

@@ -8,8 +8,9 @@ Usage::
     ...                         # a crashed child is restarted with backoff meanwhile
     await launcher.aclose()     # SIGTERM to its process group, SIGKILL after a grace period
 
-The flags come from the model catalog (``--tool-call-parser``, ``--reasoning-parser``,
-``--context-length``, the model's own ``sglang_args``) plus ``--grammar-backend xgrammar``;
+The flags come from chatcap's flags and the model catalog (``--reasoning-parser``,
+``--tool-call-parser`` only with ``--sglang-parsers sglang``: chatcap parses the raw text
+otherwise, ``--context-length``, the model's own ``sglang_args``) plus ``--grammar-backend xgrammar``;
 ``settings.sglang_args`` come last, so they win (argparse keeps the last value). Flag names
 are SGLang's server arguments (docs.sglang.ai "Server Arguments"). The launcher needs the
 asyncio event loop (uvicorn's): its watcher and log pump are asyncio tasks that outlive
@@ -83,12 +84,13 @@ def launch_command(settings: Settings, port: int, python: str = sys.executable) 
 
     Args:
         settings: ``model_path`` (default: the catalog's default model),
-            ``served_model_name``, ``context_length`` and ``sglang_args`` are used.
+            ``served_model_name``, ``context_length``, ``tool_call_parser``,
+            ``reasoning_parser``, ``sglang_parsers`` and ``sglang_args`` are used.
         port: the loopback port the child listens on.
         python: the interpreter that has SGLang installed.
 
     Returns:
-        The argv list; a model the catalog does not know gets no parser flags.
+        The argv list; a model the catalog does not know gets only the parser flags given.
     """
     model_path, served, entry = resolve_model(settings)
     command = [
@@ -104,14 +106,14 @@ def launch_command(settings: Settings, port: int, python: str = sys.executable) 
     if context_length:
         command += ["--context-length", str(context_length)]
     if entry is None:
-        logger.warning("model %s is not in the catalog: no tool-call or reasoning parser", model_path)
-    else:
-        if entry.tool_call_parser:
-            command += ["--tool-call-parser", entry.tool_call_parser]
-        if entry.reasoning_parser:
-            command += ["--reasoning-parser", entry.reasoning_parser]
-        command += entry.sglang_args
-    return command + list(settings.sglang_args)
+        logger.warning("model %s is not in the catalog: parser flags only as given", model_path)
+    tool_call_parser = settings.tool_call_parser or (entry.tool_call_parser if entry else None)
+    reasoning_parser = settings.reasoning_parser or (entry.reasoning_parser if entry else None)
+    if tool_call_parser and settings.sglang_parsers == "sglang":
+        command += ["--tool-call-parser", tool_call_parser]
+    if reasoning_parser:  # kept with chatcap's parsers too: SGLang's grammar then starts after the think block
+        command += ["--reasoning-parser", reasoning_parser]
+    return command + list(entry.sglang_args if entry else ()) + list(settings.sglang_args)
 
 
 class Launcher:
