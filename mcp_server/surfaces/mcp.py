@@ -245,7 +245,8 @@ def served_models_enum(tool: dict[str, Any], served: list[str]) -> dict[str, Any
 
 
 def streamable_http_session_manager(
-    server: Server, max_sessions_per_client: int, security: TransportSecuritySettings | None = None
+    server: Server, max_sessions_per_client: int, security: TransportSecuritySettings | None = None,
+    stateless: bool = False,
 ) -> tuple[StreamableHTTPSessionManager, ASGIApp]:
     """A streamable-HTTP session manager for ``server`` and the ASGI app to mount at ``/mcp``.
 
@@ -257,11 +258,13 @@ def streamable_http_session_manager(
         max_sessions_per_client: open sessions one key (or client address) may hold.
         security: the ``Host``/``Origin`` checks (:func:`.mcp_security.transport_security`); None checks
             neither.
+        stateless: answer every request on its own, with no session (the SDK's stateless
+            mode), for ``--workers`` above 1: no session outlives its request, so none is capped.
 
     The caller runs ``manager.run()`` in its lifespan.
     """
     manager = StreamableHTTPSessionManager(
-        app=server, session_idle_timeout=SESSION_IDLE_TIMEOUT, security_settings=security
+        app=server, session_idle_timeout=SESSION_IDLE_TIMEOUT, security_settings=security, stateless=stateless,
     )
     return manager, OneHostOneOrigin(SessionQuota(StreamableHTTPASGIApp(manager), max_sessions_per_client))
 

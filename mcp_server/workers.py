@@ -1,0 +1,126 @@
+"""Several worker processes on one listening socket (``chatcap serve --workers N``).
+
+The parent binds and listens once (:func:`mcp_server.cli._bind`), then forks ``N`` workers
+that inherit the socket, as uvicorn's and gunicorn's ``--workers`` do; the kernel hands
+each new connection to one of the workers blocked in ``accept``. Each worker is a whole
+``chatcap serve`` process (its own event loop, gateway and engine client) on the shared
+gateway store and, with ``--redis-url``, shared rate limits. The parent serves nothing: it
+waits for its workers and relays signals.
+
+- SIGTERM or SIGINT to the parent: each worker gets SIGTERM and drains (stops accepting,
+  finishes or cuts its requests at ``--shutdown-grace``); the parent exits once all have,
+  with status 0 when every worker exited 0.
+- A worker that exits while the server is not stopping (a crash, a failed start) stops the
+  others and the parent exits with its status, as SGLang ends the server when one of its
+  processes dies: a process manager (systemd, Kubernetes) restarts the whole server.
+- A worker ignores the terminal's SIGINT (the parent relays it as SIGTERM) and receives
+  SIGTERM when the parent dies (Linux ``PR_SET_PDEATHSIG``), so no worker outlives it.
+
+Workers are forked before anything starts a thread (the model check and the bind only).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable
+
+__all__ = ["WORKER_HEADER", "run_workers", "worker_header"]
+
+logger = logging.getLogger("chatcap")
+
+WORKER_HEADER = b"x-chatcap-worker"
+"""Response header naming the worker process (its pid) that answered, sent with ``--workers`` above 1."""
+
+_PR_SET_PDEATHSIG = 1
+
+
+def run_workers(count: int, serve: Callable[[], int]) -> int:
+    """Fork ``count`` workers, each running ``serve()`` (which returns its exit status), and
+    wait for all of them; see the module docstring for signals and failures.
+
+    Returns:
+        0 when every worker exited 0, else the status of the first worker that failed
+        (128 + the signal number for a worker killed by a signal).
+    """
+    children: dict[int, int] = {}  # pid -> worker index
+    stopping = False
+
+    def stop(signum: int, frame) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in list(children):
+            _signal(pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for index in range(count):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            os._exit(_worker(serve))
+        children[pid] = index
+        logger.info("worker %d started (pid %d)", index, pid)
+    status = 0
+    while children:
+        pid, wait_status = os.wait()  # a signal handler runs during the wait, which then resumes (PEP 475)
+        index = children.pop(pid)
+        code = os.waitstatus_to_exitcode(wait_status)
+        code = 128 - code if code < 0 else code
+        if code and not status:
+            status = code
+        if not stopping:
+            logger.error("worker %d (pid %d) exited with status %d; stopping the others", index, pid, code)
+            stop(signal.SIGTERM, None)
+            status = status or 1  # a worker that ends on its own ends the server
+    return status
+
+
+def _worker(serve: Callable[[], int]) -> int:
+    """Run in a forked worker: reset the signals, tie the worker to the parent, serve."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: the worker may outlive a killed parent
+        pass
+    try:
+        return serve()
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 1
+    except BaseException:
+        logger.exception("worker %d failed", os.getpid())
+        return 1
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+
+
+def _signal(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def worker_header(app):
+    """Wrap an ASGI app so every HTTP response names the worker that sent it
+    (:data:`WORKER_HEADER`: the process id)."""
+    pid = str(os.getpid()).encode()
+
+    async def wrapped(scope, receive, send):
+        if scope["type"] != "http":
+            return await app(scope, receive, send)
+
+        async def named_send(message):
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()), (WORKER_HEADER, pid)]}
+            await send(message)
+
+        await app(scope, receive, named_send)
+
+    return wrapped

@@ -1,0 +1,148 @@
+"""``chatcap serve --workers 2``: two worker processes on one port, one data directory, one Redis.
+
+The model is the SGLang stand-in (:mod:`tests.stand_in`), attached by ``--sglang-url``. Every
+response names its worker (``X-Chatcap-Worker``, the pid); requests go out on fresh
+connections, so the kernel spreads them over both workers. A price of 100 USD per million
+tokens and a 256-token context make credit matter: a request reserves ``100 * (256 + 16)``
+micro-dollars and costs ``100 * (10 + 16)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import httpx
+import pytest
+
+from mcp_server.cli import main
+from mcp_server.gateway import KeyStore, Ledger
+from mcp_server.gateway.db import Database
+from tests.live_server import start_server
+from tests.stand_in import MODEL, running_stand_in
+
+CONTEXT = 256
+MAX_TOKENS = 16
+MAX_COST = 100 * (CONTEXT + MAX_TOKENS)
+CREDIT_MICROS = 50_000
+WORKER = "x-chatcap-worker"
+
+
+def test_workers_refuse_an_embedded_model(capsys):
+    assert main(["serve", "--workers", "2", "--port", "0"]) == 2
+    error = capsys.readouterr().err
+    assert "--workers 2" in error and "(at workers)" in error and "--sglang-url" in error
+
+
+@pytest.fixture(scope="module")
+def workers(tmp_path_factory, redis_server):
+    """(data directory, key secrets by name, the server) with two workers."""
+    data_dir = tmp_path_factory.mktemp("workers-data")
+    store = KeyStore(Database.open(data_dir))
+    secrets = {name: store.create(name, **options)[1] for name, options in [
+        ("budget", {"credit_usd": CREDIT_MICROS / 1e6}), ("limited", {"credit_usd": 10, "rpm": 5}),
+    ]}
+    store.db.close()
+    with running_stand_in(context_length=CONTEXT) as upstream:
+        live = start_server(tmp_path_factory.mktemp("workers-logs"), "--engine", "sglang", "--sglang-url", upstream,
+                            "--workers", "2", "--data-dir", str(data_dir), "--redis-url", redis_server.url,
+                            "--price", "100,100")
+        try:
+            yield data_dir, secrets, live
+        finally:
+            live.stop()
+
+
+def _fresh_connections() -> httpx.AsyncClient:
+    """A client that opens a connection per request (the kernel picks the worker of each)."""
+    return httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_keepalive_connections=0))
+
+
+async def _post(http: httpx.AsyncClient, base_url: str, secret: str, **body) -> httpx.Response:
+    return await http.post(f"{base_url}/v1/chat/completions", headers={"Authorization": f"Bearer {secret}"},
+                           json={"model": MODEL, "messages": [{"role": "user", "content": "Go."}],
+                                 "max_tokens": MAX_TOKENS, **body})
+
+
+def test_credit_is_exact_across_two_workers(workers):
+    data_dir, secrets, live = workers
+    gate = asyncio.Semaphore(8)
+
+    async def one(http):
+        async with gate:
+            return await _post(http, live.base_url, secrets["budget"])
+
+    async def run():
+        async with _fresh_connections() as http:
+            return await asyncio.gather(*(one(http) for _ in range(40)))
+
+    answers = asyncio.run(run())
+    statuses = [a.status_code for a in answers]
+    assert set(statuses) == {200, 402}, statuses
+    assert len({a.headers[WORKER] for a in answers}) == 2, "one worker took every connection"
+    db = Database.open(data_dir)
+    try:
+        key = next(k for k in KeyStore(db).list() if k.name == "budget")
+        rows = [dict(r) for r in db.query("SELECT * FROM ledger WHERE key_id = :k", {"k": key.id})]
+        ledger = Ledger(db)
+        assert ledger.audit() == {} and ledger.reserved_micros(key.id) == 0
+        balance = KeyStore(db).get(key.id).balance_micros
+    finally:
+        db.close()
+    assert len(rows) == statuses.count(200) and all(r["cost_micros"] == 100 * (10 + MAX_TOKENS) for r in rows)
+    assert balance == CREDIT_MICROS - sum(r["cost_micros"] for r in rows)
+    assert balance >= -MAX_COST, f"overspent by {-balance} micro-dollars; the bound is one request's {MAX_COST}"
+
+
+def test_rpm_is_exact_across_two_workers(workers):
+    _, secrets, live = workers
+
+    async def run():
+        async with _fresh_connections() as http:
+            return await asyncio.gather(*(_post(http, live.base_url, secrets["limited"], max_tokens=1)
+                                          for _ in range(12)))
+
+    answers = asyncio.run(run())
+    assert sorted(a.status_code for a in answers) == [200] * 5 + [429] * 7
+    assert len({a.headers[WORKER] for a in answers}) == 2, "one worker took every connection"
+
+
+def test_sigterm_drains_every_worker(tmp_path):
+    """Four slow streams on both workers; SIGTERM to the parent lets each one finish."""
+    with running_stand_in(delay=0.02, batch=1) as upstream:
+        live = start_server(tmp_path, "--engine", "sglang", "--sglang-url", upstream, "--workers", "2")
+        try:
+            outcome = asyncio.run(_drained_streams(live))
+        finally:
+            if live.process.poll() is None:
+                live.stop()
+    (workers_seen, endings), status = outcome, live.process.wait(60)
+    assert len(workers_seen) == 2, "the four streams reached one worker only"
+    assert endings == [("length", 150, "data: [DONE]")] * 4
+    assert status == 0
+
+
+async def _drained_streams(live) -> tuple[set[str], list[tuple[str, int, str]]]:
+    started, seen = asyncio.Event(), set()
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "Go."}], "max_tokens": 150, "stream": True}
+
+    async def stream(http: httpx.AsyncClient):
+        async with http.stream("POST", f"{live.base_url}/v1/chat/completions", json=body) as reply:
+            seen.add(reply.headers[WORKER])
+            lines, finish, content = [], None, 0
+            async for line in reply.aiter_lines():
+                if line.startswith("data: "):
+                    lines.append(line)
+                    if '" tok"' in line:
+                        content += 1
+                    if '"finish_reason":"length"' in line.replace(" ", ""):
+                        finish = "length"
+                    if len(seen) == 2 and content:
+                        started.set()
+            return finish, content, lines[-1]
+
+    async with _fresh_connections() as http:
+        tasks = [asyncio.create_task(stream(http)) for _ in range(4)]
+        await asyncio.wait_for(started.wait(), 60)  # both workers are streaming
+        live.process.send_signal(signal.SIGTERM)
+        return seen, list(await asyncio.gather(*tasks))
