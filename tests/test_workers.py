@@ -13,7 +13,10 @@ import asyncio
 import signal
 
 import httpx
+import httpx2
 import pytest
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 
 from mcp_server.cli import main
 from mcp_server.gateway import KeyStore, Ledger
@@ -41,6 +44,7 @@ def workers(tmp_path_factory, redis_server):
     store = KeyStore(Database.open(data_dir))
     secrets = {name: store.create(name, **options)[1] for name, options in [
         ("budget", {"credit_usd": CREDIT_MICROS / 1e6}), ("limited", {"credit_usd": 10, "rpm": 5}),
+        ("mcp", {"credit_usd": 10}),
     ]}
     store.db.close()
     with running_stand_in(context_length=CONTEXT) as upstream:
@@ -105,6 +109,41 @@ def test_rpm_is_exact_across_two_workers(workers):
     answers = asyncio.run(run())
     assert sorted(a.status_code for a in answers) == [200] * 5 + [429] * 7
     assert len({a.headers[WORKER] for a in answers}) == 2, "one worker took every connection"
+
+
+def test_a_retried_mcp_tool_call_is_answered_and_billed_once(workers):
+    """The official MCP client, a new connection (and session) per call, so a retry may reach
+    the other worker; MCP runs stateless there. The key goes in ``_meta`` or in the header."""
+    data_dir, secrets, live = workers
+
+    async def call(meta: dict | None, headers: dict[str, str]):
+        http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {secrets['mcp']}", **headers}, timeout=120)
+        async with Client(streamable_http_client(f"{live.base_url}/mcp", http_client=http)) as client:
+            return await client.call_tool("chat", {"prompt": "Go.", "max_tokens": 4}, meta=meta)
+
+    async def calls():
+        return [await call(meta, headers) for meta, headers in [
+            ({"idempotency_key": "mcp-1"}, {}), ({"idempotency_key": "mcp-1"}, {}),
+            (None, {"Idempotency-Key": "mcp-2"}), (None, {"Idempotency-Key": "mcp-2"}),
+            ({"idempotency_key": "mcp-3"}, {"Idempotency-Key": "mcp-2"}),  # _meta wins
+            ({"idempotency_key": "two words"}, {}),
+        ]]
+
+    first, again, by_header, header_again, by_meta, bad = asyncio.run(calls())
+    assert not any(r.is_error for r in (first, again, by_header, header_again, by_meta))
+    assert again.structured_content == first.structured_content
+    assert header_again.structured_content == by_header.structured_content
+    ids = [r.structured_content["completion"]["id"] for r in (first, by_header, by_meta)]
+    assert len(set(ids)) == 3
+    assert bad.is_error and "_meta.idempotency_key" in bad.content[0].text
+    db = Database.open(data_dir)
+    try:
+        key = next(k for k in KeyStore(db).list() if k.name == "mcp")
+        rows = db.query("SELECT completion_id, idempotency_key FROM ledger WHERE key_id = :k", {"k": key.id})
+        billed = sorted((r["idempotency_key"], r["completion_id"]) for r in rows)
+    finally:
+        db.close()
+    assert billed == sorted(zip(["mcp-1", "mcp-2", "mcp-3"], ids, strict=True))
 
 
 def test_sigterm_drains_every_worker(tmp_path):
