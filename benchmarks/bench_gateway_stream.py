@@ -10,8 +10,8 @@ asyncio sockets so it costs little: ``GET /v1/models`` and a streamed ``POST
 /v1/chat/completions`` whose events carry SGLang's continuous usage) sends ``--chunks``
 content chunks per request as fast as the socket takes them. ``chatcap serve --engine sglang
 --sglang-url <stand-in> --workers N`` runs in front of it, with ``--threads 1``, once per
-``--workers`` value. The same client (httpx in one process, ``--concurrency`` streams at a
-time on a fresh connection each, ``--requests`` in all, each counting its ``data:`` events)
+``--workers`` value. The same client (raw asyncio in one process, ``--concurrency`` streams
+at a time on a fresh connection each, ``--requests`` in all, counting the content chunks)
 measures:
 
 * ``direct``: the stand-in alone (what the client and the stand-in can carry);
@@ -38,8 +38,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.live_server import start_server  # noqa: E402
@@ -57,27 +55,42 @@ def _cpu_seconds(pid: int) -> float:
 
 
 async def _drive(base_url: str, chunks: int, concurrency: int, requests: int, key: str | None) -> dict:
-    """Stream ``requests`` completions, ``concurrency`` at a time; count the content chunks."""
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    body = {"model": MODEL, "messages": [{"role": "user", "content": "Go."}], "max_tokens": chunks, "stream": True}
+    """Stream ``requests`` completions, ``concurrency`` at a time, each on a connection of its
+    own (the kernel hands each to one of chatcap's workers); count the content chunks.
+
+    The client is raw asyncio: it counts the chunks' ``" tok"`` in the bytes as they come
+    (each server writes whole events, so no chunk straddles an HTTP/1.1 chunk frame), leaving
+    the cores to the servers measured.
+    """
+    host, port = base_url.removeprefix("http://").split(":")
+    body = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "Go."}], "max_tokens": chunks,
+                       "stream": True}).encode()
+    auth = f"authorization: Bearer {key}\r\n" if key else ""
+    head = (f"POST /v1/chat/completions HTTP/1.1\r\nhost: {host}:{port}\r\ncontent-type: application/json\r\n"
+            f"{auth}content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode()
     left = iter(range(requests))
     counted = 0
 
-    async def worker(client: httpx.AsyncClient) -> None:
+    async def worker() -> None:
         nonlocal counted
         for _ in left:
-            async with client.stream("POST", f"{base_url}/v1/chat/completions", json=body, headers=headers) as reply:
-                reply.raise_for_status()
-                async for line in reply.aiter_lines():
-                    if line.startswith("data: {") and '" tok"' in line:  # a content chunk
-                        counted += 1
+            reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write(head + body)
+            status = await reader.readline()
+            if b" 200 " not in status:
+                raise RuntimeError(f"{base_url}: {status.decode().strip()}")
+            tail = b""
+            while data := await reader.read(1 << 16):
+                data = tail + data
+                counted += data.count(b'" tok"')
+                cut = data.rfind(b"\n")  # an event's content precedes its line's end
+                tail = data[cut + 1:] if cut >= 0 else data
+                counted -= tail.count(b'" tok"')
+            writer.close()
 
-    # A connection per request: the kernel hands each to one of chatcap's workers.
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=0)
-    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
-        started = time.monotonic()
-        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
-        elapsed = time.monotonic() - started
+    started = time.monotonic()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.monotonic() - started
     return {"chunks": counted, "seconds": elapsed, "chunks_per_s": counted / elapsed}
 
 

@@ -116,10 +116,16 @@ def test_a_retried_mcp_tool_call_is_answered_and_billed_once(workers):
     the other worker; MCP runs stateless there. The key goes in ``_meta`` or in the header."""
     data_dir, secrets, live = workers
 
+    progress: list[float] = []
+
+    async def on_progress(done: float, total: float | None, message: str | None) -> None:
+        progress.append(done)
+
     async def call(meta: dict | None, headers: dict[str, str]):
         http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {secrets['mcp']}", **headers}, timeout=120)
         async with Client(streamable_http_client(f"{live.base_url}/mcp", http_client=http)) as client:
-            return await client.call_tool("chat", {"prompt": "Go.", "max_tokens": 4}, meta=meta)
+            return await client.call_tool("chat", {"prompt": "Go.", "max_tokens": 4}, meta=meta,
+                                          progress_callback=on_progress)
 
     async def calls():
         return [await call(meta, headers) for meta, headers in [
@@ -136,6 +142,7 @@ def test_a_retried_mcp_tool_call_is_answered_and_billed_once(workers):
     ids = [r.structured_content["completion"]["id"] for r in (first, by_header, by_meta)]
     assert len(set(ids)) == 3
     assert bad.is_error and "_meta.idempotency_key" in bad.content[0].text
+    assert progress, "no progress notification came back on the stateless transport"
     db = Database.open(data_dir)
     try:
         key = next(k for k in KeyStore(db).list() if k.name == "mcp")
