@@ -40,7 +40,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.live_server import start_server  # noqa: E402
+from tests.live_server import start_server, wait_for_workers  # noqa: E402
 from tests.stand_in import MODEL, StandIn  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "gateway_stream.json"
@@ -124,6 +124,8 @@ async def _through_chatcap(upstream: str, args: argparse.Namespace, workers: int
             flags += ["--data-dir", folder]
         live = await asyncio.to_thread(start_server, Path(folder), *flags)
         try:
+            if workers > 1:
+                await asyncio.to_thread(wait_for_workers, live, workers)
             await _drive(live.base_url, 50, 2 * workers, 4 * workers, key)  # warm up every worker
             before = _cpu_seconds(live.process.pid)
             run = await _drive(live.base_url, args.chunks, args.concurrency, args.requests, key)

@@ -203,8 +203,9 @@ def _check_models(deployment: Deployment) -> None:
         check_model_path(settings.model_path, settings.chat_template)
 
 
-def _bind(host: str, port: int) -> socket.socket:
-    """Bind and listen on ``host:port`` before the model loads, so a busy port fails first.
+def _bind(host: str, port: int, reuse_port: bool = False) -> socket.socket:
+    """Bind and listen on ``host:port`` before the model loads, so a busy port fails first;
+    ``reuse_port``: with ``SO_REUSEPORT``, one of the ``--workers`` sockets.
 
     Raises:
         InvalidRequest: the address cannot be bound (in use, not local, no permission).
@@ -212,6 +213,8 @@ def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
         sock.listen(2048)
@@ -257,13 +260,16 @@ def _serve(deployment: Deployment) -> None:
     _check_models(deployment)  # first: a wrong path ends before the heavy imports below
     _check_workers(deployment)
     settings = deployment.server
-    sock = _bind(settings.host, settings.port)
+    sock = _bind(settings.host, settings.port)  # without SO_REUSEPORT: fails where anything listens
     if settings.workers == 1:
         _serve_on(deployment, sock)
         return
     from mcp_server.workers import run_workers
 
-    status = run_workers(settings.workers, lambda: _serve_worker(deployment, sock))
+    port = sock.getsockname()[1]
+    sock.close()
+    sockets = [_bind(settings.host, port, reuse_port=True) for _ in range(settings.workers)]
+    status = run_workers(sockets, lambda own: _serve_worker(deployment, own))
     if status:
         raise SystemExit(status)
 

@@ -1,8 +1,13 @@
 """Several worker processes on one listening socket (``chatcap serve --workers N``).
 
-The parent binds and listens once (:func:`mcp_server.cli._bind`), then forks ``N`` workers
-that inherit the socket, as uvicorn's and gunicorn's ``--workers`` do; the kernel hands
-each new connection to one of the workers blocked in ``accept``. Each worker is a whole
+The parent checks that the port is free, binds ``N`` listening sockets to it with
+``SO_REUSEPORT`` (:func:`mcp_server.cli._bind`), and forks ``N`` workers, each keeping one
+socket; the kernel spreads new connections over the sockets by a hash of their addresses
+(as gunicorn's ``--reuse-port`` and nginx's ``reuseport``). One shared socket, as uvicorn's
+``--workers`` uses, sent a burst of connections to whichever worker woke first (asyncio
+accepts up to 100 at a time): 12 connections at once all reached one of two workers.
+The parent closes its copies, so a worker that stops accepting takes its socket out of the
+group. Each worker is a whole
 ``chatcap serve`` process (its own event loop, gateway and engine client) on the shared
 gateway store and, with ``--redis-url``, shared rate limits. The parent serves nothing: it
 waits for its workers and relays signals.
@@ -25,8 +30,9 @@ import ctypes
 import logging
 import os
 import signal
+import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 __all__ = ["WORKER_HEADER", "run_workers", "worker_header"]
 
@@ -36,11 +42,12 @@ WORKER_HEADER = b"x-chatcap-worker"
 """Response header naming the worker process (its pid) that answered, sent with ``--workers`` above 1."""
 
 _PR_SET_PDEATHSIG = 1
+_RELAYED = {signal.SIGTERM, signal.SIGINT}
 
 
-def run_workers(count: int, serve: Callable[[], int]) -> int:
-    """Fork ``count`` workers, each running ``serve()`` (which returns its exit status), and
-    wait for all of them; see the module docstring for signals and failures.
+def run_workers(sockets: Sequence[socket.socket], serve: Callable[[socket.socket], int]) -> int:
+    """Fork one worker per listening socket, each running ``serve(its socket)`` (which returns
+    its exit status), and wait for all of them; see the module docstring for signals and failures.
 
     Returns:
         0 when every worker exited 0, else the status of the first worker that failed
@@ -57,14 +64,22 @@ def run_workers(count: int, serve: Callable[[], int]) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    for index in range(count):
+    for index in range(len(sockets)):
         sys.stdout.flush()
         sys.stderr.flush()
+        # Held until the child has reset its handlers: a signal then is not run by the parent's.
+        signal.pthread_sigmask(signal.SIG_BLOCK, _RELAYED)
         pid = os.fork()
         if pid == 0:
-            os._exit(_worker(serve))
+            for other in sockets:
+                if other is not sockets[index]:
+                    other.close()
+            os._exit(_worker(lambda: serve(sockets[index])))
         children[pid] = index
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _RELAYED)
         logger.info("worker %d started (pid %d)", index, pid)
+    for sock in sockets:
+        sock.close()
     status = 0
     while children:
         pid, wait_status = os.wait()  # a signal handler runs during the wait, which then resumes (PEP 475)
@@ -84,6 +99,7 @@ def _worker(serve: Callable[[], int]) -> int:
     """Run in a forked worker: reset the signals, tie the worker to the parent, serve."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _RELAYED)
     try:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     except (OSError, AttributeError):  # not Linux: the worker may outlive a killed parent

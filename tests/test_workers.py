@@ -1,4 +1,5 @@
-"""``chatcap serve --workers 2``: two worker processes on one port, one data directory, one Redis.
+"""``chatcap serve --workers 2``: two worker processes on one port, one store (a data
+directory, then PostgreSQL), one Redis.
 
 The model is the SGLang stand-in (:mod:`tests.stand_in`), attached by ``--sglang-url``. Every
 response names its worker (``X-Chatcap-Worker``, the pid); requests go out on fresh
@@ -10,7 +11,9 @@ micro-dollars and costs ``100 * (10 + 16)``.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+from pathlib import Path
 
 import httpx
 import httpx2
@@ -21,7 +24,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp_server.cli import main
 from mcp_server.gateway import KeyStore, Ledger
 from mcp_server.gateway.db import Database
-from tests.live_server import start_server
+from tests.live_server import LiveServer, start_server, wait_for_workers
 from tests.stand_in import MODEL, running_stand_in
 
 CONTEXT = 256
@@ -37,24 +40,39 @@ def test_workers_refuse_an_embedded_model(capsys):
     assert "--workers 2" in error and "(at workers)" in error and "--sglang-url" in error
 
 
-@pytest.fixture(scope="module")
-def workers(tmp_path_factory, redis_server):
-    """(data directory, key secrets by name, the server) with two workers."""
-    data_dir = tmp_path_factory.mktemp("workers-data")
-    store = KeyStore(Database.open(data_dir))
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def workers(request, tmp_path_factory, redis_server):
+    """(store location for :meth:`Database.open`, key secrets by name, the server) with two
+    workers on one data directory, then on PostgreSQL."""
+    if request.param == "postgresql":
+        postgres = request.getfixturevalue("postgres")
+        import psycopg
+
+        with psycopg.connect(postgres.url, autocommit=True) as conn:
+            conn.execute("DROP TABLE IF EXISTS ledger, reservations, credits, keys, schema_version")
+        location, store_args = {"url": postgres.url}, ("--database-url", postgres.url)
+    else:
+        data_dir = tmp_path_factory.mktemp("workers-data")
+        location, store_args = {"data_dir": data_dir}, ("--data-dir", str(data_dir))
+    store = KeyStore(Database.open(**location))
     secrets = {name: store.create(name, **options)[1] for name, options in [
         ("budget", {"credit_usd": CREDIT_MICROS / 1e6}), ("limited", {"credit_usd": 10, "rpm": 5}),
         ("mcp", {"credit_usd": 10}),
     ]}
     store.db.close()
     with running_stand_in(context_length=CONTEXT) as upstream:
-        live = start_server(tmp_path_factory.mktemp("workers-logs"), "--engine", "sglang", "--sglang-url", upstream,
-                            "--workers", "2", "--data-dir", str(data_dir), "--redis-url", redis_server.url,
-                            "--price", "100,100")
+        live = _start_workers(tmp_path_factory.mktemp("workers-logs"), "--engine", "sglang", "--sglang-url", upstream,
+                              *store_args, "--redis-url", redis_server.url, "--price", "100,100")
         try:
-            yield data_dir, secrets, live
+            yield location, secrets, live
         finally:
             live.stop()
+
+
+def _start_workers(log_dir: Path, *args: str) -> LiveServer:
+    live = start_server(log_dir, "--workers", "2", *args)
+    wait_for_workers(live, 2)
+    return live
 
 
 def _fresh_connections() -> httpx.AsyncClient:
@@ -69,7 +87,7 @@ async def _post(http: httpx.AsyncClient, base_url: str, secret: str, **body) -> 
 
 
 def test_credit_is_exact_across_two_workers(workers):
-    data_dir, secrets, live = workers
+    location, secrets, live = workers
     gate = asyncio.Semaphore(8)
 
     async def one(http):
@@ -84,7 +102,7 @@ def test_credit_is_exact_across_two_workers(workers):
     statuses = [a.status_code for a in answers]
     assert set(statuses) == {200, 402}, statuses
     assert len({a.headers[WORKER] for a in answers}) == 2, "one worker took every connection"
-    db = Database.open(data_dir)
+    db = Database.open(**location)
     try:
         key = next(k for k in KeyStore(db).list() if k.name == "budget")
         rows = [dict(r) for r in db.query("SELECT * FROM ledger WHERE key_id = :k", {"k": key.id})]
@@ -114,7 +132,7 @@ def test_rpm_is_exact_across_two_workers(workers):
 def test_a_retried_mcp_tool_call_is_answered_and_billed_once(workers):
     """The official MCP client, a new connection (and session) per call, so a retry may reach
     the other worker; MCP runs stateless there. The key goes in ``_meta`` or in the header."""
-    data_dir, secrets, live = workers
+    location, secrets, live = workers
 
     progress: list[float] = []
 
@@ -143,7 +161,7 @@ def test_a_retried_mcp_tool_call_is_answered_and_billed_once(workers):
     assert len(set(ids)) == 3
     assert bad.is_error and "_meta.idempotency_key" in bad.content[0].text
     assert progress, "no progress notification came back on the stateless transport"
-    db = Database.open(data_dir)
+    db = Database.open(**location)
     try:
         key = next(k for k in KeyStore(db).list() if k.name == "mcp")
         rows = db.query("SELECT completion_id, idempotency_key FROM ledger WHERE key_id = :k", {"k": key.id})
@@ -156,7 +174,7 @@ def test_a_retried_mcp_tool_call_is_answered_and_billed_once(workers):
 def test_sigterm_drains_every_worker(tmp_path):
     """Four slow streams on both workers; SIGTERM to the parent lets each one finish."""
     with running_stand_in(delay=0.02, batch=1) as upstream:
-        live = start_server(tmp_path, "--engine", "sglang", "--sglang-url", upstream, "--workers", "2")
+        live = _start_workers(tmp_path, "--engine", "sglang", "--sglang-url", upstream)
         try:
             outcome = asyncio.run(_drained_streams(live))
         finally:
@@ -192,3 +210,18 @@ async def _drained_streams(live) -> tuple[set[str], list[tuple[str, int, str]]]:
         await asyncio.wait_for(started.wait(), 60)  # both workers are streaming
         live.process.send_signal(signal.SIGTERM)
         return seen, list(await asyncio.gather(*tasks))
+
+
+def test_a_worker_that_dies_ends_the_server(tmp_path):
+    with running_stand_in() as upstream:
+        live = start_server(tmp_path, "--engine", "sglang", "--sglang-url", upstream, "--workers", "2")
+        try:
+            parent = live.process.pid
+            children = [int(pid) for pid in Path(f"/proc/{parent}/task/{parent}/children").read_text().split()]
+            assert len(children) == 2
+            os.kill(children[0], signal.SIGKILL)
+            assert live.process.wait(60) == 128 + signal.SIGKILL
+            assert not Path(f"/proc/{children[1]}").exists(), "the other worker outlived the server"
+        finally:
+            if live.process.poll() is None:
+                live.stop()
