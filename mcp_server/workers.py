@@ -4,8 +4,9 @@ The parent checks that the port is free, binds ``N`` listening sockets to it wit
 ``SO_REUSEPORT`` (:func:`mcp_server.cli._bind`), and forks ``N`` workers, each keeping one
 socket; the kernel spreads new connections over the sockets by a hash of their addresses
 (as gunicorn's ``--reuse-port`` and nginx's ``reuseport``). One shared socket, as uvicorn's
-``--workers`` uses, sent a burst of connections to whichever worker woke first (asyncio
-accepts up to 100 at a time): 12 connections at once all reached one of two workers.
+``--workers`` uses, gives a burst of connections to whichever worker wakes first (asyncio
+accepts up to 100 at a time): 30 of 40 bursts of 12 connections to two idle asyncio
+servers all reached one of them, 0 of 40 with ``SO_REUSEPORT``.
 The parent closes its copies, so a worker that stops accepting takes its socket out of the
 group. Each worker is a whole
 ``chatcap serve`` process (its own event loop, gateway and engine client) on the shared
