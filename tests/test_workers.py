@@ -25,6 +25,7 @@ from mcp_server.cli import main
 from mcp_server.gateway import KeyStore, Ledger
 from mcp_server.gateway.db import Database
 from tests.live_server import LiveServer, start_server, wait_for_workers
+from tests.services import empty_store
 from tests.stand_in import MODEL, running_stand_in
 
 CONTEXT = 256
@@ -44,16 +45,7 @@ def test_workers_refuse_an_embedded_model(capsys):
 def workers(request, tmp_path_factory, redis_server):
     """(store location for :meth:`Database.open`, key secrets by name, the server) with two
     workers on one data directory, then on PostgreSQL."""
-    if request.param == "postgresql":
-        postgres = request.getfixturevalue("postgres")
-        import psycopg
-
-        with psycopg.connect(postgres.url, autocommit=True) as conn:
-            conn.execute("DROP TABLE IF EXISTS ledger, reservations, credits, keys, schema_version")
-        location, store_args = {"url": postgres.url}, ("--database-url", postgres.url)
-    else:
-        data_dir = tmp_path_factory.mktemp("workers-data")
-        location, store_args = {"data_dir": data_dir}, ("--data-dir", str(data_dir))
+    location, store_args = empty_store(request, tmp_path_factory)
     store = KeyStore(Database.open(**location))
     secrets = {name: store.create(name, **options)[1] for name, options in [
         ("budget", {"credit_usd": CREDIT_MICROS / 1e6}), ("limited", {"credit_usd": 10, "rpm": 5}),
