@@ -3,20 +3,26 @@
 Usage::
 
     python benchmarks/bench_gateway_stream.py [--chunks 2000] [--concurrency 8] [--requests 32] [--keyed]
+        [--workers 1,2]
 
-A stand-in for SGLang (an SGLang-shaped OpenAI server, written on raw asyncio sockets so it
-costs little: ``GET /v1/models`` and a streamed ``POST /v1/chat/completions`` whose events
-carry SGLang's continuous usage) sends ``--chunks`` content chunks per request as fast as
-the socket takes them. ``chatcap serve --engine sglang --sglang-url <stand-in>`` runs in
-front of it, with ``--threads 1``. The same client (httpx, ``--concurrency`` streams at a
-time, ``--requests`` in all, each counting its ``data:`` events) measures:
+A stand-in for SGLang (:mod:`tests.stand_in`: an SGLang-shaped OpenAI server, written on raw
+asyncio sockets so it costs little: ``GET /v1/models`` and a streamed ``POST
+/v1/chat/completions`` whose events carry SGLang's continuous usage) sends ``--chunks``
+content chunks per request as fast as the socket takes them. ``chatcap serve --engine sglang
+--sglang-url <stand-in> --workers N`` runs in front of it, with ``--threads 1``, once per
+``--workers`` value. The same client (raw asyncio in one process, ``--concurrency`` streams
+at a time on a fresh connection each, ``--requests`` in all, counting the content chunks)
+measures:
 
 * ``direct``: the stand-in alone (what the client and the stand-in can carry);
-* ``through chatcap``: via chatcap (``--keyed``: with an API key of a data directory,
+* ``chatcap, N worker(s)``: via chatcap (``--keyed``: with an API key of a data directory,
   so the key store and ledger are on the path);
 
-and reports chunks/s for each, and for chatcap the user + system CPU seconds of its process
-(from ``/proc``) per chunk, in µs. Prints a table and writes
+and reports chunks/s for each, the ratio to one worker, and for chatcap the user + system
+CPU seconds of its processes (the parent and its workers, from ``/proc``) per chunk, in µs.
+The client, the stand-in and the workers share the machine's cores: a run scales with
+workers only while cores are left over for them (the table's last line gives the core
+count and the load average). Prints a table and writes
 ``benchmarks/results/gateway_stream.json``. No assertion is made on any number; on a
 shared machine they are noisy, so compare lines of one run.
 """
@@ -32,93 +38,81 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.live_server import free_port, start_server  # noqa: E402
+from tests.live_server import start_server, wait_for_workers  # noqa: E402
+from tests.stream_stand_in import MODEL, StandIn  # noqa: E402
 
-MODEL = "stand-in"
 RESULTS = Path(__file__).resolve().parent / "results" / "gateway_stream.json"
 
 
-def _event(payload: dict) -> bytes:
-    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
-
-
-async def _stand_in(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """One connection of the stand-in: GET /v1/models, or a streamed chat completion."""
-    try:
-        head = await reader.readuntil(b"\r\n\r\n")
-        request_line, *header_lines = head.decode("latin-1").split("\r\n")
-        headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in header_lines if line)}
-        body = await reader.readexactly(int(headers.get("content-length", 0)))
-        if request_line.startswith("GET /v1/models"):
-            payload = json.dumps({"object": "list", "data": [{"id": MODEL, "object": "model", "owned_by": "bench"}]})
-            writer.write(f"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {len(payload)}"
-                         f"\r\nconnection: close\r\n\r\n{payload}".encode())
-            return
-        chunks = json.loads(body).get("max_completion_tokens") or 256
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n")
-        base = {"id": "chatcmpl-standin", "object": "chat.completion.chunk", "created": int(time.time()), "model": MODEL}
-        usage = {"prompt_tokens": 10, "completion_tokens": 0, "total_tokens": 10}
-        writer.write(_event({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
-                                                  "finish_reason": None}], "usage": usage}))
-        batch = []
-        for i in range(1, chunks + 1):
-            usage = {"prompt_tokens": 10, "completion_tokens": i, "total_tokens": 10 + i}
-            batch.append(_event({**base, "choices": [{"index": 0, "delta": {"content": " tok"}, "logprobs": None,
-                                                      "finish_reason": None}], "usage": usage}))
-            if len(batch) == 64:
-                writer.write(b"".join(batch))
-                batch.clear()
-                await writer.drain()
-        batch.append(_event({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "length"}], "usage": usage}))
-        batch.append(_event({**base, "choices": [], "usage": usage}))
-        batch.append(b"data: [DONE]\n\n")
-        writer.write(b"".join(batch))
-        await writer.drain()
-    except (asyncio.IncompleteReadError, ConnectionError):
-        pass
-    finally:
-        writer.close()
-
-
 def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and its child processes (the ``--workers``), living ones."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return own + sum(_cpu_seconds(int(child)) for child in children)
 
 
 async def _drive(base_url: str, chunks: int, concurrency: int, requests: int, key: str | None) -> dict:
-    """Stream ``requests`` completions, ``concurrency`` at a time; count the content chunks."""
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    body = {"model": MODEL, "messages": [{"role": "user", "content": "Go."}], "max_tokens": chunks, "stream": True}
+    """Stream ``requests`` completions, ``concurrency`` at a time, each on a connection of its
+    own (the kernel hands each to one of chatcap's workers); count the content chunks.
+
+    The client is raw asyncio: it counts the chunks' ``" tok"`` in the bytes as they come
+    (each server writes whole events, so no chunk straddles an HTTP/1.1 chunk frame), leaving
+    the cores to the servers measured.
+    """
+    host, port = base_url.removeprefix("http://").split(":")
+    body = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "Go."}], "max_tokens": chunks,
+                       "stream": True}).encode()
+    auth = f"authorization: Bearer {key}\r\n" if key else ""
+    head = (f"POST /v1/chat/completions HTTP/1.1\r\nhost: {host}:{port}\r\ncontent-type: application/json\r\n"
+            f"{auth}content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode()
     left = iter(range(requests))
     counted = 0
 
-    async def worker(client: httpx.AsyncClient) -> None:
+    async def worker() -> None:
         nonlocal counted
         for _ in left:
-            async with client.stream("POST", f"{base_url}/v1/chat/completions", json=body, headers=headers) as reply:
-                reply.raise_for_status()
-                async for line in reply.aiter_lines():
-                    if line.startswith("data: {") and '" tok"' in line:  # a content chunk
-                        counted += 1
+            reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write(head + body)
+            status = await reader.readline()
+            if b" 200 " not in status:
+                raise RuntimeError(f"{base_url}: {status.decode().strip()}")
+            tail = b""
+            while data := await reader.read(1 << 16):
+                data = tail + data
+                counted += data.count(b'" tok"')
+                cut = data.rfind(b"\n")  # an event's content precedes its line's end
+                tail = data[cut + 1:] if cut >= 0 else data
+                counted -= tail.count(b'" tok"')
+            writer.close()
 
-    async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=concurrency)) as client:
-        started = time.monotonic()
-        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
-        elapsed = time.monotonic() - started
+    started = time.monotonic()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.monotonic() - started
     return {"chunks": counted, "seconds": elapsed, "chunks_per_s": counted / elapsed}
 
 
 async def _main(args: argparse.Namespace) -> dict:
-    server = await asyncio.start_server(_stand_in, "127.0.0.1", 0)
+    server = await asyncio.start_server(StandIn(), "127.0.0.1", 0)
     upstream = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-    results: dict = {"chunks_per_request": args.chunks, "concurrency": args.concurrency, "requests": args.requests}
+    results: dict = {"chunks_per_request": args.chunks, "concurrency": args.concurrency, "requests": args.requests,
+                     "cores": os.cpu_count()}
     results["direct"] = await _drive(upstream, args.chunks, args.concurrency, args.requests, None)
+    results["through_chatcap"] = {}
+    for workers in args.workers:
+        results["through_chatcap"][workers] = await _through_chatcap(upstream, args, workers)
+    results["load_average"] = os.getloadavg()
+    server.close()
+    return results
+
+
+async def _through_chatcap(upstream: str, args: argparse.Namespace, workers: int) -> dict:
+    """The run through ``chatcap serve --workers <workers>`` in front of the stand-in."""
     with tempfile.TemporaryDirectory() as folder:
-        flags = ["--engine", "sglang", "--sglang-url", upstream, "--threads", "1", "--log-level", "warning"]
+        flags = ["--engine", "sglang", "--sglang-url", upstream, "--threads", "1", "--log-level", "warning",
+                 "--workers", str(workers)]
         key = None
         if args.keyed:
             from mcp_server.gateway import KeyStore
@@ -130,16 +124,16 @@ async def _main(args: argparse.Namespace) -> dict:
             flags += ["--data-dir", folder]
         live = await asyncio.to_thread(start_server, Path(folder), *flags)
         try:
-            await _drive(live.base_url, 50, 1, 2, key)  # warm up
+            if workers > 1:
+                await asyncio.to_thread(wait_for_workers, live, workers)
+            await _drive(live.base_url, 50, 2 * workers, 4 * workers, key)  # warm up every worker
             before = _cpu_seconds(live.process.pid)
             run = await _drive(live.base_url, args.chunks, args.concurrency, args.requests, key)
             run["cpu_seconds"] = _cpu_seconds(live.process.pid) - before
             run["cpu_us_per_chunk"] = run["cpu_seconds"] / run["chunks"] * 1e6
-            results["through_chatcap"] = run
+            return run
         finally:
             live.stop()
-    server.close()
-    return results
 
 
 def main() -> None:
@@ -148,11 +142,17 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--requests", type=int, default=32)
     parser.add_argument("--keyed", action="store_true", help="send an API key of a data directory")
+    parser.add_argument("--workers", type=lambda text: [int(n) for n in text.split(",")], default=[1],
+                        help="chatcap --workers values to run, comma-separated (e.g. 1,2,4)")
     results = asyncio.run(_main(parser.parse_args()))
-    direct, through = results["direct"], results["through_chatcap"]
-    print(f"{'':18} {'chunks/s':>10} {'CPU µs/chunk':>13}")
-    print(f"{'direct':18} {direct['chunks_per_s']:>10,.0f} {'':>13}")
-    print(f"{'through chatcap':18} {through['chunks_per_s']:>10,.0f} {through['cpu_us_per_chunk']:>13.1f}")
+    direct, runs = results["direct"], results["through_chatcap"]
+    first = runs[1]["chunks_per_s"] if 1 in runs else None
+    print(f"{'':22} {'chunks/s':>10} {'CPU µs/chunk':>13} {'vs 1 worker':>12}")
+    print(f"{'direct':22} {direct['chunks_per_s']:>10,.0f}")
+    for workers, run in runs.items():
+        ratio = f"{run['chunks_per_s'] / first:>11.2f}x" if first else ""
+        print(f"{f'chatcap, {workers} worker(s)':22} {run['chunks_per_s']:>10,.0f} {run['cpu_us_per_chunk']:>13.1f} {ratio}")
+    print(f"{results['cores']} cores; load average after the run {results['load_average'][0]:.2f}")
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
 

@@ -114,7 +114,9 @@ def create_app(
     Every request passes CORS (for ``--allowed-origins``), the gateway middleware (body
     limit, API keys, HTTP metrics) and, without a key, the ``Host``/``Origin`` check of
     ``/v1``. The server calls ``app.state.begin_shutdown(grace)``
-    (:meth:`Gateway.begin_shutdown`) when it stops accepting requests.
+    (:meth:`Gateway.begin_shutdown`) when it stops accepting requests. With ``settings.workers``
+    above 1, MCP runs stateless (no ``Mcp-Session-Id``): a worker's sessions live in its
+    process, and the next request of a session may reach another worker.
 
     Args:
         settings: runtime settings.
@@ -132,7 +134,7 @@ def create_app(
     engine = runtime.engine
     security = transport_security(settings)
     session_manager, mcp_app = streamable_http_session_manager(
-        runtime.mcp_server, settings.mcp_max_sessions_per_client, security
+        runtime.mcp_server, settings.mcp_max_sessions_per_client, security, stateless=settings.workers > 1
     )
     routes = rest_routes(
         runtime.gateway, runtime.capability.rest_paths, SkillCatalog(runtime.capability), settings.shutdown_grace

@@ -203,8 +203,9 @@ def _check_models(deployment: Deployment) -> None:
         check_model_path(settings.model_path, settings.chat_template)
 
 
-def _bind(host: str, port: int) -> socket.socket:
-    """Bind and listen on ``host:port`` before the model loads, so a busy port fails first.
+def _bind(host: str, port: int, reuse_port: bool = False) -> socket.socket:
+    """Bind and listen on ``host:port`` before the model loads, so a busy port fails first;
+    ``reuse_port``: with ``SO_REUSEPORT``, one of the ``--workers`` sockets.
 
     Raises:
         InvalidRequest: the address cannot be bound (in use, not local, no permission).
@@ -212,6 +213,8 @@ def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
         sock.listen(2048)
@@ -223,10 +226,66 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _check_workers(deployment: Deployment) -> None:
+    """``--workers`` above 1 needs every model attached to a running SGLang server or router
+    (``--sglang-url``): the workers are front-end processes, as vLLM's ``--api-server-count``;
+    an embedded model would load once per worker, and a launched SGLang server start once per worker.
+
+    Raises:
+        InvalidRequest: (param ``workers``) a model is embedded or launches SGLang.
+    """
+    workers = deployment.server.workers
+    if workers == 1:
+        return
+    for model in deployment.models:
+        if model.engine != "sglang" or not model.sglang_url:
+            name = model.served_model_name[0] if model.served_model_name else model.model_path or "the bundled model"
+            raise InvalidRequest(
+                f"--workers {workers} needs every model served by a running SGLang server or router (--engine sglang "
+                f"--sglang-url URL); {name} runs on the {model.engine} engine"
+                + ("" if model.engine != "sglang" else " launched by chatcap")
+                + ", which each worker would load again. Run one worker per model copy, or put replicas behind the "
+                "SGLang router (README: Replicas).",
+                param="workers",
+            )
+
+
 def _serve(deployment: Deployment) -> None:
+    """Serve ``deployment``: in this process, or in ``--workers`` forked processes on one socket.
+
+    Raises:
+        ServiceError: a bad model path, flag combination or address; the engine failed to start.
+        SystemExit: a worker failed (its status), or the engine failed with a bug (3).
+    """
     _check_models(deployment)  # first: a wrong path ends before the heavy imports below
+    _check_workers(deployment)
     settings = deployment.server
-    sock = _bind(settings.host, settings.port)
+    sock = _bind(settings.host, settings.port)  # without SO_REUSEPORT: fails where anything listens
+    if settings.workers == 1:
+        _serve_on(deployment, sock)
+        return
+    from mcp_server.workers import run_workers
+
+    port = sock.getsockname()[1]
+    sock.close()
+    sockets = [_bind(settings.host, port, reuse_port=True) for _ in range(settings.workers)]
+    status = run_workers(sockets, lambda own: _serve_worker(deployment, own))
+    if status:
+        raise SystemExit(status)
+
+
+def _serve_worker(deployment: Deployment, sock: socket.socket) -> int:
+    """One worker of ``--workers``: serve on the inherited socket; the exit status."""
+    try:
+        _serve_on(deployment, sock)
+    except ServiceError as exc:
+        _report(exc)
+        return 2
+    return 0
+
+
+def _serve_on(deployment: Deployment, sock: socket.socket) -> None:
+    settings = deployment.server
     import uvicorn
 
     from mcp_server.app import create_app
@@ -238,6 +297,11 @@ def _serve(deployment: Deployment) -> None:
         def __init__(self, config: uvicorn.Config, begin_shutdown, grace: float):
             super().__init__(config)
             self._begin_shutdown, self._grace = begin_shutdown, grace
+
+        def handle_exit(self, sig: int, frame) -> None:
+            if sig == signal.SIGINT and settings.workers > 1:
+                return  # the terminal's Ctrl-C reaches the workers too; the parent relays it as SIGTERM
+            super().handle_exit(sig, frame)
 
         async def shutdown(self, sockets=None) -> None:
             self._begin_shutdown(self._grace)
@@ -253,8 +317,13 @@ def _serve(deployment: Deployment) -> None:
     stop_requested: list[int] = []
     signal.signal(signal.SIGTERM, lambda signum, frame: stop_requested.append(signum))
     app = create_app(settings, models=deployment.models)
+    served = app
+    if settings.workers > 1:
+        from mcp_server.workers import worker_header
+
+        served = worker_header(app)
     config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
+        served, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=math.ceil(settings.shutdown_grace) + 2,
         **read_timeouts(settings.read_timeout),
     )
@@ -315,9 +384,13 @@ def main(argv: list[str] | None = None) -> int:
         else:
             _serve_stdio(deployment)
     except ServiceError as exc:
-        print(f"chatcap: error: {exc.message}" + (f" (at {exc.param})" if exc.param else ""), file=sys.stderr)
+        _report(exc)
         return 2
     return 0
+
+
+def _report(exc: ServiceError) -> None:
+    print(f"chatcap: error: {exc.message}" + (f" (at {exc.param})" if exc.param else ""), file=sys.stderr)
 
 
 if __name__ == "__main__":

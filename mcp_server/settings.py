@@ -44,6 +44,18 @@ def _positive(text: str) -> float:
     return value
 
 
+def _count(text: str) -> int:
+    """A whole number of at least 1.
+
+    Raises:
+        ValueError: not a whole number, or below 1.
+    """
+    value = int(text)
+    if value < 1:
+        raise ValueError(f"must be at least 1, not {text}")
+    return value
+
+
 def _names(text: str) -> tuple[str, ...]:
     """``"a, b"`` -> ``("a", "b")``."""
     return tuple(name.strip() for name in text.split(",") if name.strip())
@@ -123,6 +135,8 @@ class Settings:
             ``gemma``, ``llama3``, ``mistral``), replacing the model's own (as
             ``llama-server``'s ``--chat-template``); None keeps the model's.
         host, port: where ``serve`` listens.
+        workers: ``serve``'s worker processes on the one listening socket
+            (:mod:`mcp_server.workers`); above 1 only for models attached by ``--sglang-url``.
         allowed_hosts: ``Host`` values ``/mcp`` accepts besides the listening address
             (``name:port``, or ``name:*`` for any port), e.g. a reverse proxy's public name.
         allowed_origins: ``Origin`` values ``/mcp`` accepts besides the server's own
@@ -214,6 +228,10 @@ class Settings:
     )
     host: str = _flag("127.0.0.1", "listen address", serve_only=True)
     port: int = _flag(8000, "listen port", parse=int, serve_only=True)
+    workers: int = _flag(
+        1, "worker processes sharing the listening port, the gateway store and --redis-url "
+        "(above 1: only models attached by --sglang-url)", parse=_count, serve_only=True,
+    )
     allowed_hosts: tuple[str, ...] = _flag(
         (), "more Host values /mcp accepts, comma-separated (default: the listening address)", parse=_names, serve_only=True
     )

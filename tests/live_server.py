@@ -101,5 +101,24 @@ def wait_until_healthy(process: subprocess.Popen, health_url: str, log_path: Pat
     raise RuntimeError(f"{health_url} not healthy after {timeout} s:\n{_tail(log_path)}")
 
 
+def wait_for_workers(live: LiveServer, count: int, timeout: float = 120) -> None:
+    """Wait until ``count`` workers of a ``--workers`` server answer ``/health`` with 200
+    (each loads on its own; ``X-Chatcap-Worker`` names the one that answered), asking on a new
+    connection each time, so the kernel picks the worker.
+
+    Raises:
+        RuntimeError: fewer than ``count`` were ready within ``timeout`` seconds.
+    """
+    ready: set[str] = set()
+    deadline = time.monotonic() + timeout
+    while len(ready) < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{len(ready)} of {count} workers ready after {timeout} s:\n{_tail(live.log_path)}")
+        with httpx.Client(timeout=10) as http:
+            answer = http.get(f"{live.base_url}/health")
+        if answer.status_code == 200:
+            ready.add(answer.headers["x-chatcap-worker"])
+
+
 def _tail(log_path: Path) -> str:
     return log_path.read_text(errors="replace")[-6000:]

@@ -158,3 +158,22 @@ def _wait(ready, process: subprocess.Popen, log: Path, timeout: float, service: 
     text = log.read_text(errors="replace")[-3000:]
     service.stop()
     raise RuntimeError(f"{process.args} did not start:\n{text}")
+
+
+def empty_store(request, tmp_path_factory) -> tuple[dict, tuple[str, ...]]:
+    """An empty gateway store for a fixture parametrized ``"postgresql"`` or ``"sqlite"``:
+    the session's PostgreSQL with the gateway's tables dropped, or a new data directory.
+
+    Returns:
+        (keyword arguments of :meth:`mcp_server.gateway.db.Database.open`, the ``chatcap serve``
+        flags naming the same store).
+    """
+    if request.param == "postgresql":
+        postgres = request.getfixturevalue("postgres")
+        import psycopg
+
+        with psycopg.connect(postgres.url, autocommit=True) as conn:
+            conn.execute("DROP TABLE IF EXISTS ledger, reservations, credits, keys, schema_version")
+        return {"url": postgres.url}, ("--database-url", postgres.url)
+    data_dir = tmp_path_factory.mktemp("gateway-data")
+    return {"data_dir": data_dir}, ("--data-dir", str(data_dir))

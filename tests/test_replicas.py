@@ -20,6 +20,7 @@ import pytest
 from mcp_server.gateway import KeyStore, Ledger
 from mcp_server.gateway.db import Database
 from tests.live_server import LiveServer, start_server
+from tests.services import empty_store
 
 CONTEXT = 256
 MAX_TOKENS = 16
@@ -31,16 +32,7 @@ PROMPT = [{"role": "user", "content": "Name three colors."}]
 @pytest.fixture(scope="module", params=["postgresql", "sqlite"])
 def cluster(request, tmp_path_factory, redis_server):
     """(store location for :meth:`Database.open`, keys by name, [replica A, replica B])."""
-    if request.param == "postgresql":
-        postgres = request.getfixturevalue("postgres")
-        import psycopg
-
-        with psycopg.connect(postgres.url, autocommit=True) as conn:
-            conn.execute("DROP TABLE IF EXISTS ledger, reservations, credits, keys, schema_version")
-        location, store_args = {"url": postgres.url}, ("--database-url", postgres.url)
-    else:
-        data_dir = tmp_path_factory.mktemp("replicas-data")
-        location, store_args = {"data_dir": data_dir}, ("--data-dir", str(data_dir))
+    location, store_args = empty_store(request, tmp_path_factory)
     db = Database.open(**location)
     store = KeyStore(db)
     made = {name: store.create(name, **options) for name, options in [

@@ -1,7 +1,8 @@
 """The real SGLang router (``sglang-router`` 0.3.2) in front of two chatcap replicas.
 
 The replicas share one data directory (SQLite, one host) with priced keys; the router runs
-``--policy round_robin --disable-retries`` without a key of its own, as the README's recipe.
+``--policy round_robin --disable-retries`` without a key of its own (the README's recipe
+with round robin, its alternative to ``cache_aware``, so that two requests reach both replicas).
 It registers each replica through ``/server_info`` and ``/model_info`` and reads its load
 from ``/get_load`` (:mod:`mcp_server.surfaces.sglang_worker`).
 """

@@ -20,12 +20,13 @@ from __future__ import annotations
 
 from mcp_server.gateway.gateway import Gateway
 from mcp_server.gateway.http import GatewayMiddleware, request_is_keyless, request_key, request_tenant
-from mcp_server.gateway.idempotency import idempotency_key
+from mcp_server.gateway.idempotency import idempotency_key, tool_call_idempotency_key
 from mcp_server.gateway.keys import KeyRecord, KeyStore
 from mcp_server.gateway.ledger import Ledger
 from mcp_server.gateway.request_limits import RequestLimits
 
 __all__ = [
     "Gateway", "GatewayMiddleware", "KeyRecord", "KeyStore", "Ledger", "RequestLimits", "idempotency_key",
+    "tool_call_idempotency_key",
     "request_is_keyless", "request_key", "request_tenant",
 ]

@@ -13,6 +13,10 @@ it) is scoped to its API key and:
 - after a failed or cancelled attempt: generated again (each attempt pays for the tokens it
   generated, a failed one usually none).
 
+MCP tool calls that bill (``chat``, ``create-chat-completion``) take the key from the call's
+``_meta.idempotency_key`` (on any transport), else from the same headers of the HTTP request
+that carried the call (streamable HTTP): :func:`tool_call_idempotency_key`.
+
 The answer is kept in the ledger row (``ledger.response``) only for completed requests with
 an idempotency key. Requests without an API key ignore the header (nothing is billed).
 Keys are 1 to 255 printable ASCII characters.
@@ -26,10 +30,13 @@ from typing import Any
 from mcp_server.errors import InvalidRequest
 from mcp_server.protocol.chunks import drain
 
-__all__ = ["HEADERS", "MAX_LENGTH", "idempotency_key", "replay_chunks", "stored_answer"]
+__all__ = ["HEADERS", "MAX_LENGTH", "META_KEY", "idempotency_key", "replay_chunks", "stored_answer",
+           "tool_call_idempotency_key"]
 
 HEADERS = (b"idempotency-key", b"x-request-id")
 MAX_LENGTH = 255
+META_KEY = "idempotency_key"
+"""The key of an MCP request's ``_meta`` that carries its idempotency key."""
 
 
 def idempotency_key(headers: list[tuple[bytes, bytes]]) -> str | None:
@@ -46,14 +53,31 @@ def idempotency_key(headers: list[tuple[bytes, bytes]]) -> str | None:
         header = name.decode().title()
         if len(values) > 1:
             raise InvalidRequest(f"Send one '{header}' header, not several.", param=header)
-        value = values[0]
-        if not 1 <= len(value) <= MAX_LENGTH or not all(0x20 < byte < 0x7F for byte in value):
-            raise InvalidRequest(
-                f"The '{header}' header must be 1 to {MAX_LENGTH} printable ASCII characters without spaces.",
-                param=header,
-            )
-        return value.decode()
+        return _checked(values[0].decode("latin-1"), f"The '{header}' header", header)
     return None
+
+
+def tool_call_idempotency_key(meta: dict[str, Any] | None, headers: list[tuple[bytes, bytes]] | None) -> str | None:
+    """An MCP tool call's idempotency key: ``meta[META_KEY]`` (the request's ``_meta``), else
+    the :data:`HEADERS` of the HTTP request that carried it (``headers``, None over stdio).
+
+    Raises:
+        InvalidRequest: the ``_meta`` value is not a string of 1 to :data:`MAX_LENGTH`
+            printable ASCII characters (``param`` ``_meta.idempotency_key``), or a header is
+            bad as :func:`idempotency_key` says.
+    """
+    if meta and META_KEY in meta:
+        value = meta[META_KEY]
+        name = f"_meta.{META_KEY}"
+        return _checked(value if isinstance(value, str) else "", f"'{name}'", name)
+    return idempotency_key(headers) if headers is not None else None
+
+
+def _checked(value: str, what: str, param: str) -> str:
+    if not 1 <= len(value) <= MAX_LENGTH or not all(0x20 < ord(char) < 0x7F for char in value):
+        raise InvalidRequest(f"{what} must be 1 to {MAX_LENGTH} printable ASCII characters without spaces.",
+                             param=param)
+    return value
 
 
 def replay_chunks(completion: dict[str, Any], include_usage: bool) -> list[dict[str, Any]]:

@@ -41,7 +41,7 @@ from mcp_server import __version__
 from mcp_server.capability.loader import Capability
 from mcp_server.capability.schemas import validate_instance
 from mcp_server.errors import CapabilityError, InvalidRequest, ServiceError
-from mcp_server.gateway import Gateway, request_key, request_tenant
+from mcp_server.gateway import Gateway, request_key, request_tenant, tool_call_idempotency_key
 from mcp_server.generate.tools import TOOL_SHAPES, mcp_tools
 from mcp_server.protocol.request import parse_request
 from mcp_server.surfaces.mcp_resources import TEMPLATES, ResourceCatalog
@@ -82,8 +82,17 @@ def _tool_handlers(gateway: Gateway) -> dict[str, ToolHandler]:
     """Map generated tool names to their implementations, billed through the gateway.
 
     Over HTTP the caller's key is the one the gateway middleware resolved for the request
-    (``ctx.request``); over stdio there is none.
+    (``ctx.request``); over stdio there is none. A call's idempotency key (``_meta.idempotency_key``,
+    else the HTTP request's ``Idempotency-Key``/``X-Request-Id``) makes a retried call answered
+    and billed once, as on ``/v1`` (:mod:`mcp_server.gateway.idempotency`).
     """
+
+    async def completion(ctx: ServerRequestContext, body: dict[str, Any]) -> dict[str, Any]:
+        headers = ctx.request.headers.raw if ctx.request is not None else None
+        return await gateway.complete(
+            parse_request(body), progress=await progress_reporter(ctx), key=request_key(ctx.request),
+            tenant=request_tenant(ctx.request), idempotency_key=tool_call_idempotency_key(ctx.meta, headers),
+        )
 
     async def progress_reporter(ctx: ServerRequestContext):
         async def report(tokens: int) -> None:
@@ -98,10 +107,7 @@ def _tool_handlers(gateway: Gateway) -> dict[str, ToolHandler]:
             if name in args:
                 raise InvalidRequest(f"'{name}' is not a parameter of this tool; it returns one whole "
                                      "chat.completion.", param=name)
-        request = parse_request(args)
-        return await gateway.complete(
-            request, progress=await progress_reporter(ctx), key=request_key(ctx.request), tenant=request_tenant(ctx.request)
-        )
+        return await completion(ctx, args)
 
     async def list_models(ctx: ServerRequestContext, args: dict[str, Any]) -> dict[str, Any]:
         return gateway.service.list_models()
@@ -120,13 +126,10 @@ def _tool_handlers(gateway: Gateway) -> dict[str, ToolHandler]:
                 "type": "json_schema",
                 "json_schema": {"name": "response", "schema": schema, "strict": True},
             }
-        completion = await gateway.complete(
-            parse_request(body), progress=await progress_reporter(ctx), key=request_key(ctx.request),
-            tenant=request_tenant(ctx.request),
-        )
-        text = completion["choices"][0]["message"]["content"]
-        result: dict[str, Any] = {"text": text, "completion": completion}
-        if schema is not None and completion["choices"][0]["finish_reason"] == "stop":
+        answer = await completion(ctx, body)
+        text = answer["choices"][0]["message"]["content"]
+        result: dict[str, Any] = {"text": text, "completion": answer}
+        if schema is not None and answer["choices"][0]["finish_reason"] == "stop":
             result["parsed"] = json.loads(text)  # a finished answer validates (constraints.validate_output)
         return result
 
@@ -245,7 +248,8 @@ def served_models_enum(tool: dict[str, Any], served: list[str]) -> dict[str, Any
 
 
 def streamable_http_session_manager(
-    server: Server, max_sessions_per_client: int, security: TransportSecuritySettings | None = None
+    server: Server, max_sessions_per_client: int, security: TransportSecuritySettings | None = None,
+    stateless: bool = False,
 ) -> tuple[StreamableHTTPSessionManager, ASGIApp]:
     """A streamable-HTTP session manager for ``server`` and the ASGI app to mount at ``/mcp``.
 
@@ -257,11 +261,13 @@ def streamable_http_session_manager(
         max_sessions_per_client: open sessions one key (or client address) may hold.
         security: the ``Host``/``Origin`` checks (:func:`.mcp_security.transport_security`); None checks
             neither.
+        stateless: answer every request on its own, with no session (the SDK's stateless
+            mode), for ``--workers`` above 1: no session outlives its request, so none is capped.
 
     The caller runs ``manager.run()`` in its lifespan.
     """
     manager = StreamableHTTPSessionManager(
-        app=server, session_idle_timeout=SESSION_IDLE_TIMEOUT, security_settings=security
+        app=server, session_idle_timeout=SESSION_IDLE_TIMEOUT, security_settings=security, stateless=stateless,
     )
     return manager, OneHostOneOrigin(SessionQuota(StreamableHTTPASGIApp(manager), max_sessions_per_client))
 
