@@ -5,7 +5,7 @@ Usage::
     python benchmarks/bench_gateway_stream.py [--chunks 2000] [--concurrency 8] [--requests 32] [--keyed]
         [--workers 1,2]
 
-A stand-in for SGLang (:mod:`tests.stand_in`: an SGLang-shaped OpenAI server, written on raw
+A stand-in for SGLang (:mod:`tests.stream_stand_in`: an SGLang-shaped OpenAI server, written on raw
 asyncio sockets so it costs little: ``GET /v1/models`` and a streamed ``POST
 /v1/chat/completions`` whose events carry SGLang's continuous usage) sends ``--chunks``
 content chunks per request as fast as the socket takes them. ``chatcap serve --engine sglang

@@ -5,7 +5,7 @@ Usage::
     python benchmarks/bench_router_split.py [--requests 16] [--chunks 100]
 
 Two ``chatcap serve`` replicas attach to a slow stand-in SGLang upstream
-(:mod:`tests.stand_in`, 10 ms between chunks, so ``--chunks`` 100 makes each request last
+(:mod:`tests.stream_stand_in`, 10 ms between chunks, so ``--chunks`` 100 makes each request last
 about a second and the requests overlap). For each router configuration below the real
 router starts in front of them (``--disable-retries``, as the README's recipe), and
 ``--requests`` streamed requests are sent at once, twice: all with the same prompt (what a

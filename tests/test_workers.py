@@ -1,7 +1,7 @@
 """``chatcap serve --workers 2``: two worker processes on one port, one store (a data
 directory, then PostgreSQL), one Redis.
 
-The model is the SGLang stand-in (:mod:`tests.stand_in`), attached by ``--sglang-url``. Every
+The model is the SGLang stand-in (:mod:`tests.stream_stand_in`), attached by ``--sglang-url``. Every
 response names its worker (``X-Chatcap-Worker``, the pid); requests go out on fresh
 connections, so the kernel spreads them over both workers. A price of 100 USD per million
 tokens and a 256-token context make credit matter: a request reserves ``100 * (256 + 16)``
