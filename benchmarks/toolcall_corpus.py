@@ -44,6 +44,7 @@ MODEL_FORMATS: dict[str, tuple[str | None, str | None]] = {
     "moonshotai/Kimi-K3": ("kimi_k3", "kimi_k3"),
     "meta-llama/Llama-3": ("llama3", None),
     "meta-llama/Llama-4": ("pythonic", None),
+    "mistralai/Magistral-Small-2506": ("mistral", "qwen3"),  # thinks in plain-text <think>
     "mistralai/": ("mistral", "mistral"),
     "Qwen/Qwen3-Coder": ("qwen3_coder", "qwen3"),
     "Qwen/Qwen3.": ("qwen3_coder", "qwen3"),

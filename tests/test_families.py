@@ -82,3 +82,67 @@ def test_every_family_row_names_known_parsers():
 def test_unknown_names_are_refused_with_the_known_ones():
     with pytest.raises(ValueError, match="known: .*hermes"):
         make_splitter("nope", None, None)
+
+
+def _pieces_agree(tool_call_parser, reasoning_parser, text, tools):
+    """Every split into pieces of 1-7 characters parses as the whole text does; returns the parse."""
+    whole = parse(tool_call_parser, reasoning_parser, text, tools)
+    for size in range(1, 8):
+        splitter = make_splitter(tool_call_parser, reasoning_parser, tools)
+        events = [e for i in range(0, len(text), size) for e in splitter.feed(text[i : i + size])] + splitter.finish()
+        assert collect(events) == whole, size
+    return whole
+
+
+WRITE = {"write": {"type": "object", "properties": {"path": {"type": "string"}, "text": {"type": "string"}}}}
+
+
+@pytest.mark.parametrize(
+    ("parser", "begin", "sep", "end", "close"),
+    [
+        ("kimi_k2", "<|tool_calls_section_begin|><|tool_call_begin|>functions.write:0", "<|tool_call_argument_begin|>",
+         "<|tool_call_end|>", "<|tool_calls_section_end|>"),
+        ("deepseekv31", "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>write", "<｜tool▁sep｜>", "<｜tool▁call▁end｜>", "<｜tool▁calls▁end｜>"),
+    ],
+)
+def test_a_call_end_marker_inside_a_json_string_is_text(parser, begin, sep, end, close):
+    arguments = {"path": "a.md", "text": f'the call ends with {end}, "quoted" \\ too'}
+    result = _pieces_agree(parser, None, f"Writing.{begin}{sep}{json.dumps(arguments, ensure_ascii=False)}{end}{close}", WRITE)
+    assert result[:2] == ("Writing.", None) and calls(result) == [("write", arguments)]
+
+
+def test_kimi_text_between_section_markers_is_dropped_not_content():
+    text = (
+        "Checking. <|tool_calls_section_begin|> stray words <|tool_call_begin|>functions.get_weather:0"
+        '<|tool_call_argument_begin|>{"city": "Oslo"}<|tool_call_end|> more <|tool_calls_section_end|>'
+    )
+    result = _pieces_agree("kimi_k2", "kimi", text, TOOLS)
+    assert result[:2] == ("Checking. ", None) and calls(result) == [("get_weather", {"city": "Oslo"})]
+
+
+def test_kimi_k3_closing_tag_text_inside_a_value_is_part_of_the_value():
+    value = "a value may say <|close|>argument<|sep|> and go on"
+    text = (
+        '<|open|>tools<|sep|><|open|>call tool="write" index="1"<|sep|>'
+        '<|open|>argument key="path" type="string"<|sep|>a.md<|close|>argument<|sep|>'
+        f'<|open|>argument key="text" type="string"<|sep|>{value}<|close|>argument<|sep|>'
+        "<|close|>call<|sep|><|close|>tools<|sep|><|close|>message<|sep|>"
+    )
+    result = _pieces_agree("kimi_k3", "kimi_k3", text, WRITE)
+    assert result[:2] == (None, None) and calls(result) == [("write", {"path": "a.md", "text": value})]
+
+
+def test_magistral_2506_thinks_in_plain_think_tags():
+    from mcp_server.families.detect import detect
+
+    # Magistral 2506's template: its default system prompt asks for <think> tags; calls are [TOOL_CALLS].
+    template = (
+        "{{ '[SYSTEM_PROMPT]Draft your thinking between <think> and </think>.[/SYSTEM_PROMPT]' }}"
+        "{% for m in messages %}{% if m.tool_calls %}{% for c in m.tool_calls %}"
+        "[TOOL_CALLS]{{ c.function.name }}[ARGS]{{ c.function.arguments | tojson }}{% endfor %}"
+        "{% else %}{{ m.content }}{% endif %}{% endfor %}"
+    )
+    found = detect(template)
+    assert (found.tool_call_parser, found.reasoning_parser) == ("mistral", "qwen3")
+    result = _pieces_agree("mistral", "qwen3", '<think>Weather: call it.</think>[TOOL_CALLS]get_weather[ARGS]{"city": "Oslo"}', TOOLS)
+    assert result[:2] == (None, "Weather: call it.") and calls(result) == [("get_weather", {"city": "Oslo"})]

@@ -22,17 +22,24 @@ from typing import Any
 
 from mcp_server.families.table import FAMILIES, TOOL_CALL_PARSERS, Family
 
-__all__ = ["Detection", "detect"]
+__all__ = ["SAMPLE_CALL", "SAMPLE_TOOL", "Detection", "detect"]
 
-_TOOL = {
+SAMPLE_TOOL = {
     "type": "function",
     "function": {
-        "name": "get_weather",
+        "name": "chatcap_sample_weather",
         "description": "Weather of a city.",
         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
     },
 }
-_CALL = {"id": "call_0", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}
+"""A tool for rendering a template with; its name and :data:`SAMPLE_CALL`'s argument are
+words no template writes on its own."""
+SAMPLE_CALL = {
+    "id": "call12345",  # 9 alphanumeric characters: Mistral's templates refuse other ids
+    "type": "function",
+    "function": {"name": "chatcap_sample_weather", "arguments": {"city": "Zanzibar"}},
+}
+"""An assistant's call of :data:`SAMPLE_TOOL`, arguments as an object (as templates take them)."""
 
 
 @dataclass(frozen=True)
@@ -84,14 +91,14 @@ def _render_diff(template: str) -> str:
         compiled = env.from_string(template)
 
         def render(assistant: dict[str, Any]) -> str:
-            messages = [{"role": "user", "content": "Weather in Paris?"}, assistant]
+            messages = [{"role": "user", "content": "Weather in Zanzibar?"}, assistant]
             return compiled.render(
-                messages=messages, tools=[_TOOL], add_generation_prompt=False, bos_token="", eos_token="",
+                messages=messages, tools=[SAMPLE_TOOL], add_generation_prompt=False, bos_token="", eos_token="",
                 raise_exception=_raise,
             )
 
         plain = render({"role": "assistant", "content": "Sunny."})
-        called = render({"role": "assistant", "content": "", "tool_calls": [_CALL]})
+        called = render({"role": "assistant", "content": "", "tool_calls": [SAMPLE_CALL]})
     except Exception:  # noqa: BLE001 - any template error: fall back to signatures
         return ""
     start = 0

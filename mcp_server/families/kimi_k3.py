@@ -7,6 +7,8 @@
     <|close|>call<|sep|><|close|>tools<|sep|><|close|>message<|sep|>
 
 Attribute values are XML-escaped; ``type="string"`` values are raw text, other types JSON.
+Values are not escaped, so a closing tag's text inside one is told from the real tag by what
+follows it (another tag, or the end of its parent).
 At the end of the output, the complete calls of a cut tools element are kept.
 """
 
@@ -21,9 +23,16 @@ from mcp_server.families.xmlargs import arguments_text
 __all__ = ["KIMI_K3", "KIMI_K3_REASONING"]
 
 _OPEN, _CLOSE = "<|open|>tools<|sep|>", "<|close|>tools<|sep|>"
-_CALL = re.compile(r'<\|open\|>call tool="([^"]*)"[^<]*?<\|sep\|>(.*?)<\|close\|>call<\|sep\|>', re.DOTALL)
+# A closing tag is real only where a tag or the end of the parent follows it: a value may
+# hold the closing tag's text (the model's tokenizer writes it as ordinary tokens, identical
+# in text) followed by more of the value.
+_CALL = re.compile(
+    r'<\|open\|>call tool="([^"]*)"[^<]*?<\|sep\|>(.*?)<\|close\|>call<\|sep\|>(?=\s*(?:<\||\Z))', re.DOTALL
+)
 _ARGUMENT = re.compile(
-    r'<\|open\|>argument key="([^"]*)"(?: type="([^"]*)")?[^<]*?<\|sep\|>(.*?)<\|close\|>argument<\|sep\|>', re.DOTALL
+    r'<\|open\|>argument key="([^"]*)"(?: type="([^"]*)")?[^<]*?<\|sep\|>(.*?)<\|close\|>argument<\|sep\|>'
+    r"(?=\s*(?:<\||\Z))",
+    re.DOTALL,
 )
 
 KIMI_K3_REASONING = ReasoningFormat("kimi_k3", start="<|open|>think<|sep|>", end="<|close|>think<|sep|>")

@@ -123,7 +123,10 @@ FAMILIES: tuple[Family, ...] = (
     Family("glm45", "glm45", "glm45", ("<arg_key>",), ("<|user|>", "<|observation|>"), "GLM-4.5, GLM-4.6"),
     Family("gemma4", "gemma4", "gemma4", ("<|tool_call>",), ("<turn|>", "<|tool_response>"), "Gemma 4"),
     Family("qwen3-coder", "qwen3_coder", "qwen3", ("<function=", "<parameter="), ("<|im_end|>",), "Qwen3-Coder, Qwen3.5+"),
-    Family("mistral", "mistral", "mistral", ("[TOOL_CALLS]",), ("</s>",), "Mistral 7B v0.3, Small 3.x, Devstral, Magistral"),
+    # Magistral 2506 thinks in plain-text <think> tags (its template's system prompt asks for
+    # them; [THINK] tokens came with the v13 tokenizer of Magistral 2509).
+    Family("magistral-2506", "mistral", "qwen3", ("[TOOL_CALLS]", "<think>"), ("</s>",), "Magistral Small / Medium 2506"),
+    Family("mistral", "mistral", "mistral", ("[TOOL_CALLS]",), ("</s>",), "Mistral 7B v0.3, Small 3.x, Devstral, Magistral 2509+"),
     Family("llama4", "pythonic", None, ("<|python_start|>",), ("<|eot|>", "<|eom|>"), "Llama 4"),
     Family("llama3", "llama3", None, ("<|python_tag|>",), ("<|eot_id|>", "<|eom_id|>"), "Llama 3.1 / 3.3"),
     Family("llama3.2", "llama3", None, ("<|start_header_id|>", '"parameters"'), ("<|eot_id|>", "<|eom_id|>"), "Llama 3.2"),

@@ -36,7 +36,6 @@ from mcp_server.engines.embedded.decoding.backends import DEFAULT_GRAMMAR_BACKEN
 from mcp_server.engines.embedded.decoding.toolcalls import (
     GrammarProvider as ToolGrammarProvider,
 )
-from mcp_server.engines.embedded.decoding.toolcalls import render_messages
 from mcp_server.engines.embedded.family import PROMPT_TAIL_TOKENS, ServedFamily, check_tools_allowed, keeps_special_tokens
 from mcp_server.engines.embedded.model_check import check_model_path
 from mcp_server.engines.embedded.model_facts import WorkerFacts
@@ -44,7 +43,7 @@ from mcp_server.engines.embedded.model_files import load_tokenizer
 from mcp_server.engines.embedded.output import OutputProcessor
 from mcp_server.engines.embedded.policy import Limits, cache_scope
 from mcp_server.engines.embedded.progress import Progress
-from mcp_server.engines.embedded.prompt import render_prompt
+from mcp_server.engines.embedded.prompt import render_chat
 from mcp_server.engines.embedded.runners import (  # fmt: skip
     ModelRunner, check_llamacpp_option, limit_malloc_arenas, resolve_runner, resolve_threads, return_freed_memory,
 )
@@ -350,7 +349,7 @@ class EmbeddedEngine(WorkerFacts):
 
     def _render(self, request: GenerationRequest) -> list[int]:
         tools = request.tools if request.tool_choice != "none" else None
-        return render_prompt(self.tokenizer, render_messages(self._family.tool_format, request.messages, tools))
+        return render_chat(self.tokenizer, request.messages, tools, self._family.tool_format, self._family.template_tools)
 
     def _max_new_tokens(self, request: GenerationRequest, prompt_tokens: int) -> int:
         left = self.context_length - prompt_tokens

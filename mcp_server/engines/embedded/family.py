@@ -17,6 +17,7 @@ from mcp_server.catalog import CatalogEntry, ModelCard
 from mcp_server.engines.base import GenerationRequest
 from mcp_server.engines.embedded.decoding.toolcalls import FAMILIES as GRAMMAR_FORMATS
 from mcp_server.engines.embedded.decoding.toolcalls import ToolCallFormat
+from mcp_server.engines.embedded.prompt import TemplateTools, template_tools
 from mcp_server.errors import InvalidRequest
 from mcp_server.families import TOOL_CALL_PARSERS, check_names
 from mcp_server.families.detect import detect
@@ -51,17 +52,29 @@ class ServedFamily:
     Attributes:
         tool_call_parser: the tool-call format (flag or catalog until :meth:`settle`), or None.
         reasoning_parser: the reasoning format, or None.
+        template_tools: what the chat template renders of tool use itself
+            (:func:`~mcp_server.engines.embedded.prompt.template_tools`); what it does not,
+            :attr:`tool_format`'s instructions write as text first.
     """
 
     def __init__(self, tool_call_parser: str | None, reasoning_parser: str | None, entry: CatalogEntry | None):
         self._flags, self._entry = check_flags(tool_call_parser, reasoning_parser), entry
         self.tool_call_parser = tool_call_parser or (entry.embedded_tool_call_format if entry else None)
         self.reasoning_parser = reasoning_parser or (entry.reasoning_parser if entry else None)
+        self.template_tools = TemplateTools()
 
     def settle(self, card: ModelCard, tokenizer: Any) -> ModelCard:
         """Decide from the flags, the catalog and the tokenizer's chat template (logged); return
-        ``card`` with ``tool_call_format`` and ``reasoning_parser`` set."""
+        ``card`` with ``tool_call_format`` and ``reasoning_parser`` set. Also decides
+        :attr:`template_tools` (logged)."""
         self.tool_call_parser, self.reasoning_parser = resolve_family(*self._flags, self._entry, tokenizer)
+        self.template_tools = support = template_tools(tokenizer)
+        instructions = f"the {self.tool_format.name} format's instructions"
+        logger.info(
+            "Prompts with tools: calls and results rendered by %s, the tool list by %s",
+            "the chat template" if support.calls else instructions,
+            "the chat template" if support.calls and support.tool_list else instructions,
+        )
         return replace(card, tool_call_format=self.tool_call_parser, reasoning_parser=self.reasoning_parser)
 
     @property

@@ -20,7 +20,7 @@ from mcp_server.engines.embedded.decoding.toolcalls.provider import (
     get_family,
 )
 from mcp_server.engines.embedded.decoding.toolcalls.registry import FAMILIES
-from mcp_server.engines.embedded.decoding.toolcalls.render import render_messages
+from mcp_server.engines.embedded.decoding.toolcalls.render import render_messages, with_tool_list
 
 __all__ = [
     "FAMILIES",
@@ -28,4 +28,5 @@ __all__ = [
     "ToolCallFormat",
     "get_family",
     "render_messages",
+    "with_tool_list",
 ]

@@ -18,7 +18,7 @@ from mcp_server.engines.embedded.decoding.toolcalls.format import (
     function_of,
 )
 
-__all__ = ["render_messages"]
+__all__ = ["render_messages", "with_tool_list"]
 
 
 def render_messages(fmt: ToolCallFormat, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> list[dict[str, str]]:
@@ -46,13 +46,20 @@ def render_messages(fmt: ToolCallFormat, messages: list[dict[str, Any]], tools: 
                 rendered[-1]["content"] += "\n" + content
                 continue
         rendered.append({"role": role, "content": content})
-    if tools:
-        block = fmt.instructions.format(tools="\n".join(json.dumps(t, ensure_ascii=False) for t in _functions(tools)))
-        if rendered and rendered[0]["role"] == "system":
-            rendered[0]["content"] += "\n\n" + block
-        else:
-            rendered.insert(0, {"role": "system", "content": block})
-    return rendered
+    return with_tool_list(fmt, rendered, tools)
+
+
+def with_tool_list(fmt: ToolCallFormat, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """``messages`` with the family's tool instructions (one JSON tool definition per line)
+    appended to the first system message, or sent as a new first system message; unchanged
+    without tools. Also for templates that render tool calls and results but not the tool
+    list (DeepSeek V3.1's)."""
+    if not tools:
+        return messages
+    block = fmt.instructions.format(tools="\n".join(json.dumps(t, ensure_ascii=False) for t in _functions(tools)))
+    if messages and messages[0]["role"] == "system":
+        return [{**messages[0], "content": (messages[0]["content"] or "") + "\n\n" + block}, *messages[1:]]
+    return [{"role": "system", "content": block}, *messages]
 
 
 def _functions(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
