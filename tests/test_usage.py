@@ -62,8 +62,11 @@ def run_mixed_requests(base_url: str, keys: dict) -> None:
         return {"Authorization": f"Bearer {secret}"}
 
     async def hang_up(client, secret):
+        # A long answer: counting to ten could end before the server saw the hang-up (a busy
+        # machine let it finish: a completed row instead of a cancelled one).
+        story = [{"role": "user", "content": "Write a long story about a dragon."}]
         async with client.stream("POST", url, headers=auth(secret),
-                                 json={"messages": PROMPT, "max_tokens": 200, "stream": True}) as response:
+                                 json={"messages": story, "max_tokens": 1500, "stream": True}) as response:
             async for line in response.aiter_lines():
                 if line.startswith("data: ") and '"content"' in line:
                     return  # leave mid-answer: a cancelled row
