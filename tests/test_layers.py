@@ -35,6 +35,7 @@ LAYERS: list[tuple[str, int]] = [  # longest prefix wins
     ("mcp_server.surfaces", 9),
     ("mcp_server.app", 10),
     ("mcp_server.cli", 11),
+    ("mcp_server.workers", 11),  # --workers: the processes cli starts
     ("mcp_server.__main__", 12),
 ]
 SIBLINGS_APART = [("mcp_server.engines.embedded", "mcp_server.engines.sglang")]

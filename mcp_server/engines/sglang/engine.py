@@ -45,26 +45,10 @@ import httpx
 import orjson
 
 from mcp_server.catalog import ModelCard, find_entry
-from mcp_server.engines.base import (
-    GenerationDelta,
-    GenerationRequest,
-    TokenLogprob,
-    ToolCallDelta,
-)
-from mcp_server.engines.sglang.launcher import (
-    Launcher,
-    free_port,
-    launch_command,
-    require_sglang,
-    resolve_model,
-)
+from mcp_server.engines.base import GenerationDelta, GenerationRequest, TokenLogprob, ToolCallDelta
+from mcp_server.engines.sglang.launcher import Launcher, free_port, launch_command, require_sglang, resolve_model
 from mcp_server.engines.sglang.parsing import RawFormats, served_formats
-from mcp_server.errors import (
-    EngineUnavailable,
-    InvalidRequest,
-    ModelNotFound,
-    ServiceError,
-)
+from mcp_server.errors import EngineUnavailable, InvalidRequest, ModelNotFound, ServiceError
 from mcp_server.settings import Settings
 
 __all__ = ["SGLangEngine", "read_deltas", "sglang_body", "upstream_error"]
