@@ -123,11 +123,14 @@ class LlamaCppRunner:
         eos_ids: the GGUF's end-of-sequence and end-of-turn tokens.
         repacked: the weights were loaded into llama.cpp's repacked (AMX) buffers.
         backend: ``llamacpp-<amx|cpu>-<KV cache type>`` (see :class:`.ModelRunner`).
+        takes_drafts: True: :meth:`decode` takes drafted tokens, :meth:`rollback` drops them.
 
     Raises:
         RuntimeError: llama-cpp-python is missing, or llama.cpp cannot load the file
             or create the context.
     """
+
+    takes_drafts = True
 
     def __init__(
         self,
@@ -286,29 +289,57 @@ class LlamaCppRunner:
         del self._prompts[slot]
         return end - start, self._logits(1)[0]
 
-    def decode(self, slots: list[int], tokens: list[int]) -> np.ndarray:
-        """One token for each sequence in ``slots``; see :meth:`ModelRunner.decode`.
+    def decode(self, slots: list[int], tokens: list[int], drafts: list[list[int]] | None = None) -> np.ndarray:
+        """One token, and its row's drafted tokens after it, for each sequence in ``slots``;
+        see :meth:`ModelRunner.decode`.
 
         The rows go to llama.cpp in sequence-id order, after closing any gap in the ids
-        (see the module's docstring); the logits come back in the caller's order.
+        (see the module's docstring); the logits come back in the caller's order. A row
+        with drafts is several tokens of one sequence in the batch, as a prompt chunk is:
+        over the q8_0 cache each of its tokens gets the logits it would get decoded alone
+        (tested). llama.cpp splits such a batch into ubatches holding the same number of
+        tokens of each sequence (``split_equal``), so rows of unequal length cost extra,
+        smaller ubatches.
 
         Raises:
             RuntimeError: llama.cpp's decode failed (for example no room left in a cache).
         """
         self._compact()
+        rows = [[token, *(drafts[row] if drafts else ())] for row, token in enumerate(tokens)]
         order = sorted(range(len(slots)), key=lambda row: self._seq_ids[slots[row]])
         seq_ids = [self._seq_ids[slots[row]] for row in order]
-        ordered = [tokens[row] for row in order]
-        self._fill(ordered, [len(self._tokens[i]) for i in seq_ids], seq_ids)
-        for row in range(len(slots)):
-            self._batch.logits[row] = 1
+        flat, positions, ids = [], [], []
+        for row, seq_id in zip(order, seq_ids, strict=True):
+            start = len(self._tokens[seq_id])
+            flat += rows[row]
+            positions += range(start, start + len(rows[row]))
+            ids += [seq_id] * len(rows[row])
+        self._fill(flat, positions, ids)
+        np.ctypeslib.as_array(self._batch.logits, shape=(len(flat),))[:] = 1
         self._decode()
-        for seq_id, token in zip(seq_ids, ordered, strict=True):
-            self._tokens[seq_id].append(token)
-        logits = self._logits(len(slots))
+        for row, seq_id in zip(order, seq_ids, strict=True):
+            self._tokens[seq_id] += rows[row]
+        logits = self._logits(len(flat))
         if order == sorted(order):
             return logits
-        return logits[sorted(range(len(order)), key=order.__getitem__)]  # row k of logits is slots[order[k]]
+        # Batch position of each of the caller's tokens: rows in the caller's order, each row's tokens in turn.
+        starts = dict(zip(order, itertools.accumulate((len(rows[row]) for row in order), initial=0), strict=False))
+        return logits[[starts[row] + k for row in range(len(rows)) for k in range(len(rows[row]))]]
+
+    def rollback(self, slot: int, count: int) -> None:
+        """Drop the last ``count`` tokens of a running sequence from its cache (drafts the
+        scheduler did not take); the next :meth:`decode` continues from the token before them.
+
+        Raises:
+            RuntimeError: llama.cpp refused to remove the cells.
+        """
+        if count <= 0:
+            return
+        seq_id = self._seq_ids[slot]
+        keep = len(self._tokens[seq_id]) - count
+        if not self._lib.llama_memory_seq_rm(self._memory, seq_id, keep, -1):
+            raise RuntimeError(f"llama.cpp refused to drop the last {count} cells of a sequence")
+        del self._tokens[seq_id][keep:]
 
     def release(self, slot: int) -> None:
         """End the sequence; its id becomes free, its cells (what was computed) stay as a prefix cache."""
@@ -380,12 +411,10 @@ class LlamaCppRunner:
             raise RuntimeError(f"llama_decode returned {status}")
 
     def _logits(self, rows: int) -> np.ndarray:
-        """Copy the logits of the batch's first ``rows`` outputs into a float32 ``[rows, V]`` tensor."""
-        out = np.empty((rows, self.vocab_size), dtype=np.float32)
-        for i in range(rows):
-            pointer = self._lib.llama_get_logits_ith(self._ctx, i if rows > 1 else -1)
-            out[i] = np.ctypeslib.as_array(ctypes.cast(pointer, ctypes.POINTER(ctypes.c_float)), shape=(self.vocab_size,))
-        return out
+        """Copy the logits of the batch's ``rows`` outputs (all of them, in batch order) into a
+        float32 ``[rows, V]`` array: llama.cpp keeps them contiguous in that order (``llama_get_logits``)."""
+        pointer = ctypes.cast(self._lib.llama_get_logits(self._ctx), ctypes.POINTER(ctypes.c_float))
+        return np.ctypeslib.as_array(pointer, shape=(rows, self.vocab_size)).copy()
 
 
 def _shared_prefix(a: list[int], b: list[int]) -> int:
