@@ -52,6 +52,7 @@ from mcp_server.engines.embedded.runners.llamacpp import DEFAULT_KV_CACHE_DTYPE,
 from mcp_server.engines.embedded.runners.llamacpp import DEFAULT_MAX_BATCH_SIZE as LLAMACPP_MAX_BATCH_SIZE
 from mcp_server.engines.embedded.runners.repack import REPACK_MODES
 from mcp_server.engines.embedded.sampling import new_generator
+from mcp_server.engines.embedded.jumpforward import StepStats
 from mcp_server.engines.embedded.scheduler import Scheduler, Sequence
 from mcp_server.engines.embedded.textstream import TextStream
 from mcp_server.errors import EngineUnavailable, InvalidRequest, ServiceError
@@ -99,6 +100,8 @@ class EmbeddedEngine(WorkerFacts):
             or ``torch`` (:func:`.runners.resolve_runner`).
         threads: compute threads; None = :func:`.runners.default_threads` (:func:`.runners.resolve_threads`).
         prefix_cache: llama.cpp runner: reuse cached prompt prefixes (``--disable-prefix-cache`` turns it off).
+        jump_forward: llama.cpp runner: feed grammar-forced tokens as drafts (:mod:`.scheduler`;
+            ``--disable-jump-forward`` turns it off).
         kv_cache_dtype: llama.cpp runner: ``auto`` (:data:`.runners.llamacpp.DEFAULT_KV_CACHE_DTYPE`),
             ``q8_0`` or ``f16``.
         repack: llama.cpp runner: weight repacking for AMX, ``auto``, ``on`` or ``off``
@@ -140,6 +143,7 @@ class EmbeddedEngine(WorkerFacts):
         runner: str = "auto",
         threads: int | None = None,
         prefix_cache: bool = True,
+        jump_forward: bool = True,
         kv_cache_dtype: str = "auto",
         repack: str = "auto",
         grammar_backend: str = DEFAULT_GRAMMAR_BACKEND,
@@ -165,6 +169,7 @@ class EmbeddedEngine(WorkerFacts):
         self._device = device
         self._deterministic = deterministic
         self._prefix_cache = prefix_cache
+        self._jump_forward = jump_forward
         check_llamacpp_option(self._runner_name, "kv_cache_dtype", kv_cache_dtype, ("auto", *KV_CACHE_DTYPES))
         self._kv_cache_dtype = DEFAULT_KV_CACHE_DTYPE if kv_cache_dtype == "auto" else kv_cache_dtype
         self._repack = check_llamacpp_option(self._runner_name, "repack", repack, REPACK_MODES)
@@ -206,6 +211,7 @@ class EmbeddedEngine(WorkerFacts):
             runner=settings.runner,
             threads=settings.threads,
             prefix_cache=not settings.disable_prefix_cache,
+            jump_forward=not settings.disable_jump_forward,
             kv_cache_dtype=settings.kv_cache_dtype,
             repack=settings.repack,
             grammar_backend=settings.grammar_backend,
@@ -240,6 +246,11 @@ class EmbeddedEngine(WorkerFacts):
         """Sequences waiting for a slot or being decoded."""
         return self._scheduler.running if self._scheduler else 0
 
+    @property
+    def step_stats(self) -> StepStats:
+        """The scheduler's counts (decode steps, jump-forward drafts); zeros before :meth:`start`."""
+        return self._scheduler.stats if self._scheduler else StepStats()
+
     async def start(self) -> None:
         """Load the model and start the scheduler thread (off the event loop); a second call does nothing.
 
@@ -264,7 +275,9 @@ class EmbeddedEngine(WorkerFacts):
             self.grammar_provider = ToolGrammarProvider(self.grammar_backend, self._family.tool_format)
         return_freed_memory()
         self._card = replace(self._card, context_length=self.runner.context_length, backend=self.runner.backend)
-        self._scheduler = Scheduler(self.runner, self._eos_ids(), self._max_batch_size, backend.vocab, self._limits)
+        self._scheduler = Scheduler(
+            self.runner, self._eos_ids(), self._max_batch_size, backend.vocab, self._limits, self._jump_forward
+        )
         self._scheduler.start()
 
     def _load(self) -> tuple[ModelRunner, Any]:
