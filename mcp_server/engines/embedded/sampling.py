@@ -9,6 +9,7 @@ path runs without it (the torch runner hands its logits over as numpy too).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -107,10 +108,14 @@ def _sample_row(logits: np.ndarray, p: SamplingParams, uniform: float) -> int:
     """
     scaled = logits.astype(np.float64) / p.temperature
     k = min(p.top_k or 0, scaled.shape[-1])  # 0 or past the vocabulary: no cut
-    pool = np.argpartition(-scaled, k - 1)[:k] if 0 < k < scaled.shape[-1] else np.arange(scaled.shape[-1])
-    pool = pool[scaled[pool] > -np.inf]  # banned tokens never enter the walk
-    peak = scaled[pool].max()
-    weights = np.exp(scaled[pool] - peak)
+    if 0 < k < scaled.shape[-1]:
+        pool = np.argpartition(-scaled, k - 1)[:k]
+        pool = pool[scaled[pool] > -np.inf]  # banned tokens never enter the walk
+    else:  # the whole vocabulary less the banned tokens (no copy when none is banned)
+        allowed = scaled > -np.inf
+        pool = _identity(len(scaled)) if allowed.all() else np.flatnonzero(allowed)
+    values = scaled if len(pool) == len(scaled) else scaled[pool]
+    weights = np.exp(values - values.max())
     total = weights.sum()
     head = 64
     while True:
@@ -130,6 +135,14 @@ def _sample_row(logits: np.ndarray, p: SamplingParams, uniform: float) -> int:
             if choice < head:
                 return int(pool[part[choice]])
         head *= 8
+
+
+@functools.cache
+def _identity(size: int) -> np.ndarray:
+    """``arange(size)``, made once per size and read-only (the pool of an unconstrained row)."""
+    ids = np.arange(size)
+    ids.flags.writeable = False
+    return ids
 
 
 def token_logprobs(
