@@ -13,7 +13,8 @@ The model runs on one scheduler thread (:mod:`.scheduler`) through a runner
 prepares the sequence (tokenizing and grammar compiling on worker threads, off the event
 loop) and waits for its deltas. On the llama.cpp runner nothing imports torch (sampling is
 numpy, :mod:`.sampling`; the default grammar backend is llguidance). The engine needs anyio's
-asyncio backend (the thread hands results over with ``loop.call_soon_threadsafe``).
+asyncio backend (the thread hands results over through a :class:`.handoff.Outbox`: one
+``loop.call_soon_threadsafe`` for what a step sends to one loop).
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ from mcp_server.engines.embedded.decoding.toolcalls import (
 )
 from mcp_server.engines.embedded.decoding.toolcalls import render_messages
 from mcp_server.engines.embedded.family import PROMPT_TAIL_TOKENS, ServedFamily, check_tools_allowed, keeps_special_tokens
+from mcp_server.engines.embedded.handoff import Outbox
+from mcp_server.engines.embedded.jumpforward import StepStats
 from mcp_server.engines.embedded.model_check import check_model_path
 from mcp_server.engines.embedded.model_facts import WorkerFacts
 from mcp_server.engines.embedded.model_files import load_tokenizer
@@ -52,7 +55,6 @@ from mcp_server.engines.embedded.runners.llamacpp import DEFAULT_KV_CACHE_DTYPE,
 from mcp_server.engines.embedded.runners.llamacpp import DEFAULT_MAX_BATCH_SIZE as LLAMACPP_MAX_BATCH_SIZE
 from mcp_server.engines.embedded.runners.repack import REPACK_MODES
 from mcp_server.engines.embedded.sampling import new_generator
-from mcp_server.engines.embedded.jumpforward import StepStats
 from mcp_server.engines.embedded.scheduler import Scheduler, Sequence
 from mcp_server.engines.embedded.textstream import TextStream
 from mcp_server.errors import EngineUnavailable, InvalidRequest, ServiceError
@@ -190,6 +192,7 @@ class EmbeddedEngine(WorkerFacts):
             reasoning_parser=self._family.reasoning_parser,
         )
         self._scheduler: Scheduler | None = None
+        self._outbox = Outbox()
         self.runner: ModelRunner | None = None
         self.model: Any = None
         self.tokenizer: Any = None
@@ -276,7 +279,8 @@ class EmbeddedEngine(WorkerFacts):
         return_freed_memory()
         self._card = replace(self._card, context_length=self.runner.context_length, backend=self.runner.backend)
         self._scheduler = Scheduler(
-            self.runner, self._eos_ids(), self._max_batch_size, backend.vocab, self._limits, self._jump_forward
+            self.runner, self._eos_ids(), self._max_batch_size, backend.vocab, self._limits, self._jump_forward,
+            self._outbox.flush,
         )
         self._scheduler.start()
 
@@ -339,7 +343,7 @@ class EmbeddedEngine(WorkerFacts):
             max_new_tokens=max_new_tokens,
             sampling=request.sampling,
             text=TextStream(partial(self._decode, special=keeps_special_tokens(request, self._card)), request.stop),
-            emit=partial(asyncio.get_running_loop().call_soon_threadsafe, queue.put_nowait),
+            emit=self._outbox.emitter(asyncio.get_running_loop(), queue.put_nowait),
             generator=new_generator(request.sampling.seed),
             matcher=matcher,
             counts=self._counts(request),

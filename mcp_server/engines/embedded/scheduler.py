@@ -32,7 +32,7 @@ import logging
 import math
 import threading
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -73,6 +73,9 @@ class Scheduler:
             least 1 token) and the per-tenant cap (:class:`.policy.Limits`).
         jump_forward: feed grammar-forced tokens as drafts (see the module's docstring);
             only where the runner ``takes_drafts``.
+        hand_over: called after each step and at :meth:`stop`, once the step's results have gone
+            to the ``emit`` callbacks (an emitter that batches hands them over there:
+            :class:`.handoff.Outbox`); None when ``emit`` delivers at once.
 
     Attributes:
         stats: :class:`StepStats`.
@@ -86,10 +89,12 @@ class Scheduler:
         vocab: list[bytes] | None = None,
         limits: Limits = Limits(),
         jump_forward: bool = True,
+        hand_over: Callable[[], None] | None = None,
     ):
         self._runner = runner
         self._jump_forward = jump_forward and runner.takes_drafts
         self.stats = StepStats()
+        self._hand_over = hand_over or (lambda: None)
         self._chooser = Chooser(vocab or [], runner.vocab_size)
         self._eos = frozenset(eos_ids)
         self._max_batch_size = max_batch_size
@@ -168,6 +173,7 @@ class Scheduler:
             self._thread.join()
         error = EngineUnavailable("The engine shut down before the sequence finished.")
         self._fail([*self._rows, *self._prefilling, *self._queue.waiting, *self._pending], error)
+        self._hand_over()
         self._rows, self._prefilling = [], []
         self._pending.clear()
         self._queue.clear()
@@ -188,6 +194,7 @@ class Scheduler:
                 self._queue.waiting.extend(self._prefilling)  # their cells go with the clear: prefill again
                 self._rows, self._prefilling = [], []
                 self._runner.clear()
+            self._hand_over()
 
     def _wait_for_work(self) -> bool:
         """Block until there is something to do and take in the new sequences; False to stop."""
