@@ -170,10 +170,13 @@ def launch(
 
 
 def start_chatcap(runner: str, threads: int, batch: int, log_dir: Path) -> Server:
+    """``chatcap serve`` on ``runner``: a runner name, optionally followed by more flags
+    (``"llamacpp --disable-jump-forward"``); the server is named ``chatcap-<runner>``."""
+    name, *flags = runner.split()
     port = free_port()
     command = [
         sys.executable, "-m", "mcp_server", "serve", "--host", "127.0.0.1", "--port", str(port),
-        "--runner", runner, "--threads", str(threads), "--max-running-requests", str(batch),
+        "--runner", name, "--threads", str(threads), "--max-running-requests", str(batch), *flags,
     ]  # fmt: skip
     return launch(f"chatcap-{runner}", command, port, "/health", log_dir)
 
@@ -435,7 +438,9 @@ stages.append(("grammar backend", rss()))
 from mcp_server.engines.embedded.runners.llamacpp import LlamaCppRunner, DEFAULT_KV_CACHE_DTYPE
 runner = LlamaCppRunner(default_gguf_path(), int(sys.argv[1]), None, int(sys.argv[2]), True, DEFAULT_KV_CACHE_DTYPE, "auto")
 stages.append(("llama.cpp model + context", rss()))
-runner.decode([runner.prefill(list(range(1, 200)))[0]], [5])
+slot, _ = runner.admit(list(range(1, 200)))
+runner.prefill(slot, 199)
+runner.decode([slot], [5])
 stages.append(("first steps (compute buffer)", rss()))
 from mcp_server.engines.embedded.runners import return_freed_memory
 return_freed_memory()  # as the engine does once started
@@ -474,7 +479,8 @@ def memory_breakdown(threads: int, batch: int) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runners", default="llamacpp,torch", help="chatcap runners to start, comma-separated")
+    parser.add_argument("--runners", default="llamacpp,torch",
+                        help="chatcap runners to start, comma-separated; each may add flags ('llamacpp --disable-jump-forward')")
     parser.add_argument("--threads", type=int, default=1, help="compute threads, the same for every server")
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--concurrency", default="1,4,8", help="concurrent request counts (e.g. 1,4,8,16)")
