@@ -47,7 +47,7 @@ from mcp_server.engines.embedded.model_files import load_tokenizer
 from mcp_server.engines.embedded.output import OutputProcessor
 from mcp_server.engines.embedded.policy import Limits, cache_scope
 from mcp_server.engines.embedded.progress import Progress
-from mcp_server.engines.embedded.prompt import render_prompt
+from mcp_server.engines.embedded.prompt import completion_budget, render_prompt
 from mcp_server.engines.embedded.runners import (  # fmt: skip
     ModelRunner, check_llamacpp_option, limit_malloc_arenas, resolve_runner, resolve_threads, return_freed_memory,
 )
@@ -332,7 +332,7 @@ class EmbeddedEngine(WorkerFacts):
         check_tools_allowed(request, self._card.tool_call_format)
         # Tokenizing and compiling take up to seconds: off the event loop, so others go on.
         prompt_ids = await anyio.to_thread.run_sync(self._render, request)
-        max_new_tokens = self._max_new_tokens(request, len(prompt_ids))
+        max_new_tokens = completion_budget(request, len(prompt_ids), self.context_length)
         matcher = await anyio.to_thread.run_sync(self._matcher, request)
         if max_new_tokens == 0:
             yield GenerationDelta("", len(prompt_ids), 0, "length")
@@ -368,29 +368,6 @@ class EmbeddedEngine(WorkerFacts):
     def _render(self, request: GenerationRequest) -> list[int]:
         tools = request.tools if request.tool_choice != "none" else None
         return render_prompt(self.tokenizer, render_messages(self._family.tool_format, request.messages, tools))
-
-    def _max_new_tokens(self, request: GenerationRequest, prompt_tokens: int) -> int:
-        left = self.context_length - prompt_tokens
-        if left <= 0:
-            raise InvalidRequest(
-                f"The prompt is {prompt_tokens} tokens but the context window is {self.context_length} tokens, "
-                "so no tokens are left for the completion. Shorten the messages.",
-                param="messages",
-                code="context_length_exceeded",
-            )
-        if request.max_tokens is None:
-            return left
-        if request.max_tokens < 0:
-            raise InvalidRequest("max_tokens must not be negative.", param="max_tokens")
-        if request.max_tokens > left:
-            raise InvalidRequest(
-                f"max_tokens is {request.max_tokens if request.max_tokens < 10**12 else 'over 10^12'}, "
-                f"but the prompt is {prompt_tokens} tokens of a "
-                f"{self.context_length}-token context, so only {left} tokens are left.",
-                param="max_tokens",
-                code="context_length_exceeded",
-            )
-        return request.max_tokens
 
     def _matcher(self, request: GenerationRequest) -> Any:
         if self.grammar_provider is None:

@@ -1,5 +1,17 @@
 """Jump-forward's drafts: the tokens a sequence's grammar forces next, and the counts that
-show what feeding them saved (see :mod:`.scheduler` for how drafts are fed and taken)."""
+show what feeding them saved (:mod:`.scheduler` feeds and takes them).
+
+Jump-forward (SGLang's name for it): where a row's grammar forces what comes next (a JSON
+object's fixed keys), the matcher's forced tokens (:meth:`.GrammarMatcher.forced_tokens`)
+are *drafts*: the next step feeds them after the row's token, as several tokens of that row
+(``takes_drafts`` runners), and gets logits after each. The row's tokens are then chosen
+one position at a time, exactly as one-token steps would choose them (same penalties,
+masks, random draws and logits, the runner's rows being computed independently): a draft
+is taken when that choice picks it, and the first choice that differs ends the row's step,
+the untaken drafts' cells rolled back. So a step yields several tokens of a row and output
+never changes (tested against ``jump_forward=False``); a forced token's log-probability is
+the model's, from its own logits. What a row took in one step goes out as one delta.
+"""
 
 from __future__ import annotations
 

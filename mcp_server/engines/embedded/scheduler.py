@@ -8,16 +8,8 @@ decode one token for all running rows. A preempted sequence keeps its sampling s
 output; readmitted, its prompt and output so far are prefilled again (mostly from the prefix
 cache) and it goes on exactly where it was.
 
-Jump-forward (SGLang's name for it): where a row's grammar forces what comes next (a JSON
-object's fixed keys), the matcher's forced tokens (:meth:`.GrammarMatcher.forced_tokens`)
-are *drafts*: the next step feeds them after the row's token, as several tokens of that row
-(``takes_drafts`` runners), and gets logits after each. The row's tokens are then chosen
-one position at a time, exactly as one-token steps would choose them (same penalties,
-masks, random draws and logits, the runner's rows being computed independently): a draft
-is taken when that choice picks it, and the first choice that differs ends the row's step,
-the untaken drafts' cells rolled back. So a step yields several tokens of a row and output
-never changes (tested against ``jump_forward=False``); a forced token's log-probability is
-the model's, from its own logits. What a row took in one step goes out as one delta.
+Jump-forward (:mod:`.jumpforward`): a row's grammar-forced tokens are fed as drafts after
+its token and taken where one-token steps would choose them; a step yields several tokens.
 
 Penalties, grammar masks, sampling and log-probabilities (:mod:`.choice`) and stop strings
 are applied here on the runner's float32 logits, the same for every runner (:mod:`.runners`);
@@ -310,16 +302,11 @@ class Scheduler:
         self._keep([i for i, done in enumerate(finished) if not done])
 
     def _take(self, rows: list[Sequence], logits: np.ndarray) -> list[bool]:
-        """Choose each row's tokens from the logits after its token and its drafts, send each
-        row one delta, and draft again; return which rows finished.
+        """Choose each row's tokens from ``logits`` (``[sum(1 + len(drafts)), V]``, the runner's
+        layout), send each row one delta, draft again; return which rows finished.
 
-        Args:
-            rows: the rows decoded, in the runner's order.
-            logits: ``[sum(1 + len(drafts)), V]`` in the runner's layout (row by row, each
-                row's logits after its token, then after each draft).
-
-        Position ``k`` of every row still going is chosen together (:meth:`_choose`); a row
-        goes on to ``k + 1`` while the token chosen is its ``k``-th draft.
+        Position ``k`` of every row still going is chosen together (:class:`.choice.Chooser`);
+        a row goes on to ``k + 1`` while the token chosen is its ``k``-th draft.
         """
         starts = list(itertools.accumulate((1 + len(seq.drafts) for seq in rows), initial=0))
         deltas = [_Delta() for _ in rows]

@@ -55,38 +55,14 @@ import numpy as np
 
 from mcp_server.engines.embedded.model_files import cache_root
 from mcp_server.engines.embedded.progress import Progress
+from mcp_server.engines.embedded.runners.llamacpp_defaults import (
+    DEFAULT_CONTEXT_LENGTH, DEFAULT_KV_CACHE_DTYPE, DEFAULT_MAX_BATCH_SIZE, KV_CACHE_DTYPES,
+)
 from mcp_server.engines.embedded.runners.repack import one_openmp_thread, resolve_repack
 
 __all__ = ["DEFAULT_CONTEXT_LENGTH", "DEFAULT_KV_CACHE_DTYPE", "DEFAULT_MAX_BATCH_SIZE", "KV_CACHE_DTYPES", "LlamaCppRunner"]
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_CONTEXT_LENGTH = 2048
-"""Tokens per sequence when ``--context-length`` is not given: 8 x 2048 tokens of KV cache,
-196 MB at q8_0 (about 12 KB per token for SmolLM2-135M), 363 MB at f16 (23 KB).
-
-Measured resident memory of a process on this runner (SmolLM2-135M Q4_1): ~294 MB for
-Python with transformers' tokenizer module and the web stack (no torch), 17 MB
-of tokenizer, 92 MB of mapped weights (124 MB of copies when repacked for AMX), ~25 MB of
-compute buffer, plus the KV cache."""
-
-KV_CACHE_DTYPES = ("q8_0", "f16")
-"""KV cache element types (llama.cpp's ``--cache-type-k/v``), for ``--kv-cache-dtype``."""
-
-DEFAULT_KV_CACHE_DTYPE = "q8_0"
-"""The KV cache type for ``--kv-cache-dtype auto``. Measured on one core, 8 sequences, a
-step at 40 / 400 tokens of context: q8_0 with flash attention 60 / 81 ms, f16 with
-llama.cpp's default (flash attention on) 66 / 128 ms, f16 without flash attention
-72 / 86 ms; q8_0 also halves the cache. Its values are rounded to 8 bits per block of 32,
-so answers differ slightly from an f16 cache's."""
-
-DEFAULT_MAX_BATCH_SIZE = 8
-"""Sequences decoded together when ``--max-running-requests`` is not given. Measured on
-one core (Q4_1, q8_0 cache, 40 tokens of context): a step takes 17 ms for 1 sequence and
-60 ms for 8 (58 and 134 tok/s) with the plain kernels, which cost almost the same per row
-at any batch size. Repacked for AMX: 5.4 ms for 1, 20.7 ms for 8 and 26.9 ms for 16
-(185, 386 and 594 tok/s), so ``--max-running-requests 16`` pays there, for another
-196 MB of KV cache at 2048 tokens a sequence (the default keeps memory down)."""
 
 _N_UBATCH = 128
 
@@ -290,16 +266,13 @@ class LlamaCppRunner:
         return end - start, self._logits(1)[0]
 
     def decode(self, slots: list[int], tokens: list[int], drafts: list[list[int]] | None = None) -> np.ndarray:
-        """One token, and its row's drafted tokens after it, for each sequence in ``slots``;
-        see :meth:`ModelRunner.decode`.
+        """One token, then its row's drafts, for each sequence in ``slots``; see :meth:`ModelRunner.decode`.
 
         The rows go to llama.cpp in sequence-id order, after closing any gap in the ids
-        (see the module's docstring); the logits come back in the caller's order. A row
-        with drafts is several tokens of one sequence in the batch, as a prompt chunk is:
-        over the q8_0 cache each of its tokens gets the logits it would get decoded alone
-        (tested). llama.cpp splits such a batch into ubatches holding the same number of
-        tokens of each sequence (``split_equal``), so rows of unequal length cost extra,
-        smaller ubatches.
+        (see the module's docstring); the logits come back in the caller's order. A row with
+        drafts is several tokens of one sequence, as a prompt chunk is: over the q8_0 cache
+        each gets the logits it gets decoded alone (tested). llama.cpp splits the batch into
+        ubatches of as many tokens per sequence (``split_equal``): unequal rows cost more of them.
 
         Raises:
             RuntimeError: llama.cpp's decode failed (for example no room left in a cache).
