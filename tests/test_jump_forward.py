@@ -64,23 +64,37 @@ async def _collect(engine, req):
     return [delta async for delta in engine.generate(req)]
 
 
-def test_forced_keys_take_fewer_steps_and_give_exactly_the_one_token_steps_answers(engine, step_by_step):
+def _same_answers(fast, slow) -> None:
+    for jumped, stepped in zip(fast, slow, strict=True):
+        assert "".join(d.text for d in jumped) == "".join(d.text for d in stepped)
+        assert [(e.token, e.logprob, e.top_logprobs) for d in jumped for e in d.logprobs] == [
+            (e.token, e.logprob, e.top_logprobs) for d in stepped for e in d.logprobs
+        ]
+        assert jumped[-1].finish_reason == stepped[-1].finish_reason == "stop"
+        assert jumped[-1].completion_tokens == stepped[-1].completion_tokens
+        jsonschema.validate(json.loads("".join(d.text for d in jumped)), SCHEMA)
+
+
+def test_forced_keys_take_fewer_steps_alone_and_give_exactly_the_one_token_steps_answers(engine, step_by_step):
+    for req in [request(PROMPTS[0]), request(PROMPTS[1], temperature=0.9, seed=11)]:
+        accepted = engine.step_stats.accepted_drafts
+        jumped, jumped_steps = generate(engine, [req])
+        stepped, stepped_steps = generate(step_by_step, [req])
+        assert engine.step_stats.accepted_drafts - accepted >= len(KEYS) - 1  # every key but the first's opening
+        assert jumped_steps < stepped_steps
+        assert len(jumped[0]) < len(stepped[0])  # a step's forced tokens went out as one delta
+        _same_answers(jumped, stepped)
+    assert step_by_step.step_stats.drafted_tokens == 0
+
+
+def test_batched_rows_with_drafts_give_the_one_token_steps_answers(engine, step_by_step):
+    """Rows feed as many drafts as every row has (:func:`.jumpforward.fed_depth`); whatever
+    was fed, the answers are those of one-token steps."""
     requests = [request(p) for p in PROMPTS] + [request(p, temperature=0.9, seed=11) for p in PROMPTS]
-    accepted = engine.step_stats.accepted_drafts
     jumped, jumped_steps = generate(engine, requests)
     stepped, stepped_steps = generate(step_by_step, requests)
-    assert engine.step_stats.accepted_drafts - accepted >= len(requests) * (len(KEYS) - 1)
-    assert step_by_step.step_stats.drafted_tokens == 0
-    assert jumped_steps < stepped_steps
-    for fast, slow in zip(jumped, stepped, strict=True):
-        assert "".join(d.text for d in fast) == "".join(d.text for d in slow)
-        assert [(e.token, e.logprob, e.top_logprobs) for d in fast for e in d.logprobs] == [
-            (e.token, e.logprob, e.top_logprobs) for d in slow for e in d.logprobs
-        ]
-        assert fast[-1].finish_reason == slow[-1].finish_reason == "stop"
-        assert fast[-1].completion_tokens == slow[-1].completion_tokens
-        assert len(fast) < len(slow)  # a step's forced tokens went out as one delta
-        jsonschema.validate(json.loads("".join(d.text for d in fast)), SCHEMA)
+    assert jumped_steps <= stepped_steps
+    _same_answers(jumped, stepped)
 
 
 def test_streamed_equals_non_streamed_with_forced_tokens(client):

@@ -31,7 +31,7 @@ import numpy as np
 
 from mcp_server.engines.base import EngineLoad, FinishReason, GenerationDelta, TokenLogprob
 from mcp_server.engines.embedded.choice import Chooser
-from mcp_server.engines.embedded.jumpforward import StepStats, drafts
+from mcp_server.engines.embedded.jumpforward import StepStats, drafts, fed_depth
 from mcp_server.engines.embedded.policy import FairQueue, Limits
 from mcp_server.engines.embedded.runners import ModelRunner
 from mcp_server.engines.embedded.sequence import Sequence
@@ -293,11 +293,13 @@ class Scheduler:
         self._keep(listened)
         if not self._rows:
             return
-        drafts = [seq.drafts for seq in self._rows]
-        logits = self._runner.decode(
-            [seq.slot for seq in self._rows], [seq.last_token for seq in self._rows], drafts if any(drafts) else None
-        )
+        depth = fed_depth([len(seq.drafts) for seq in self._rows])
+        for seq in self._rows:
+            seq.drafts = seq.drafts[:depth]  # the rest are drafted again after this step
+        logits = self._runner.decode([seq.slot for seq in self._rows], [seq.last_token for seq in self._rows],
+                                     [seq.drafts for seq in self._rows] if depth else None)  # fmt: skip
         self.stats.decode_steps += 1
+        self.stats.drafted_tokens += depth * len(self._rows)
         finished = self._take(self._rows, logits)
         self._keep([i for i, done in enumerate(finished) if not done])
 
@@ -336,12 +338,10 @@ class Scheduler:
         return finished
 
     def _draft(self, sequence: Sequence) -> list[int]:
-        """``sequence``'s drafts for the next step (:func:`.jumpforward.drafts`); [] with jump-forward off."""
+        """``sequence``'s drafts (:func:`.jumpforward.drafts`; :func:`.jumpforward.fed_depth` may cut them); [] when off."""
         if not self._jump_forward:
             return []
-        drafted = drafts(sequence, self._runner.context_length)
-        self.stats.drafted_tokens += len(drafted)
-        return drafted
+        return drafts(sequence, self._runner.context_length)
 
     def _keep(self, rows: list[int]) -> None:
         """Keep only ``rows`` (indices into the running rows); release the others' caches."""
