@@ -222,7 +222,9 @@ def decode_step_ms(rows: int = 8, steps: int = 32) -> float:
 
     runner = LlamaCppRunner(default_gguf_path(), rows, None, resolve_threads(None), True, DEFAULT_KV_CACHE_DTYPE, "auto")
     try:
-        slots = [runner.prefill([1, 100 + i, 200, 300])[0] for i in range(rows)]
+        slots = [runner.admit([1, 100 + i, 200, 300])[0] for i in range(rows)]
+        for slot in slots:
+            runner.prefill(slot, 4)
         durations = []
         for step in range(steps):
             start = time.perf_counter()

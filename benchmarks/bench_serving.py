@@ -23,6 +23,8 @@ time are then not measured). Per server it reports:
 * ``json_aggregate_tok_s@N``: the same with a ``json_schema`` response_format whose
   ``minItems`` no answer reaches within ``--max-tokens``, so constrained answers are as
   long as the others and the difference is the grammar's cost;
+* ``json_record_tok_s@N``: the same with a record of 14 required keys (:data:`RECORD_SCHEMA`),
+  whose text is largely forced by the grammar: where jump-forward counts;
 * ``peak_rss_mb``: the peak resident memory (``VmHWM``) of the server's processes, summed;
 
 and then chatcap's own memory by stage (:func:`memory_breakdown`: imports, tokenizer,
@@ -95,6 +97,19 @@ SCHEMA = {
     "required": ["title", "summary", "steps"],
     "additionalProperties": False,
 }
+RECORD_KEYS = ["id", "name", "brand", "category", "price", "currency", "in_stock", "color", "material",
+               "weight_kg", "country_of_origin", "warranty_years", "rating", "release_year"]
+RECORD_SCHEMA = {
+    "type": "object",
+    "properties": {
+        key: {"type": "integer" if key in ("id", "warranty_years", "release_year") else
+              "number" if key in ("price", "weight_kg", "rating") else "boolean" if key == "in_stock" else "string"}
+        for key in RECORD_KEYS
+    },
+    "required": RECORD_KEYS,
+    "additionalProperties": False,
+}
+"""A record of 14 required keys: much of its text is forced by the grammar (jump-forward's case)."""
 
 
 @dataclass
@@ -170,10 +185,13 @@ def launch(
 
 
 def start_chatcap(runner: str, threads: int, batch: int, log_dir: Path) -> Server:
+    """``chatcap serve`` on ``runner``: a runner name, optionally followed by more flags
+    (``"llamacpp --disable-jump-forward"``); the server is named ``chatcap-<runner>``."""
+    name, *flags = runner.split()
     port = free_port()
     command = [
         sys.executable, "-m", "mcp_server", "serve", "--host", "127.0.0.1", "--port", str(port),
-        "--runner", runner, "--threads", str(threads), "--max-running-requests", str(batch),
+        "--runner", name, "--threads", str(threads), "--max-running-requests", str(batch), *flags,
     ]  # fmt: skip
     return launch(f"chatcap-{runner}", command, port, "/health", log_dir)
 
@@ -238,7 +256,7 @@ def start_llama_server(binary: str, threads: int, batch: int, context: int, log_
 
 
 async def one_request(
-    client: httpx.AsyncClient, server: Server, prompt: str, max_tokens: int, schema: bool,
+    client: httpx.AsyncClient, server: Server, prompt: str, max_tokens: int, schema: dict | None,
     key: str | None = None, extra: dict | None = None, arrivals: list[float] | None = None,
 ) -> dict:
     """Stream one greedy completion; return its timings (seconds) and token count.
@@ -256,7 +274,7 @@ async def one_request(
         **(extra or {}),
     }
     if schema:
-        body["response_format"] = {"type": "json_schema", "json_schema": {"name": "answer", "schema": SCHEMA}}
+        body["response_format"] = {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}}
     headers = {"Authorization": f"Bearer {key}"} if key else None
     started = time.perf_counter()
     first = None
@@ -291,7 +309,7 @@ def _client() -> httpx.AsyncClient:
     return httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_keepalive_connections=0))
 
 
-async def concurrent(server: Server, n: int, max_tokens: int, schema: bool, rounds: int = 1) -> dict:
+async def concurrent(server: Server, n: int, max_tokens: int, schema: dict | None, rounds: int = 1) -> dict:
     """``n`` clients at once, each sending ``rounds`` requests one after another (a closed loop)."""
 
     async def client_loop(client: httpx.AsyncClient, i: int) -> list[dict]:
@@ -320,20 +338,22 @@ async def concurrent(server: Server, n: int, max_tokens: int, schema: bool, roun
 
 async def measure(server: Server, max_tokens: int, levels: list[int], json_levels: list[int], rounds: int) -> dict:
     async with _client() as client:  # warm-up: first-request costs are not measured
-        await one_request(client, server, "Hi", 4, False)
-        await one_request(client, server, "Hi", 4, True)
-    singles = [await concurrent(server, 1, max_tokens, False) for _ in range(3)]
+        await one_request(client, server, "Hi", 4, None)
+        await one_request(client, server, "Hi", 4, SCHEMA)
+        await one_request(client, server, "Hi", 4, RECORD_SCHEMA)
+    singles = [await concurrent(server, 1, max_tokens, None) for _ in range(3)]
     results: dict = {
         "ttft_ms": statistics.median(s["ttft_ms"] for s in singles),
         "decode_tok_s": statistics.median(s["decode_tok_s"] or 0 for s in singles),
     }
     for n in levels:
-        run = await concurrent(server, n, max_tokens, False, rounds)
+        run = await concurrent(server, n, max_tokens, None, rounds)
         results[f"aggregate_tok_s@{n}"] = run["tok_s"]
         if "tok_per_cpu_s" in run:
             results[f"tok_per_cpu_s@{n}"] = run["tok_per_cpu_s"]
     for n in json_levels:
-        results[f"json_aggregate_tok_s@{n}"] = (await concurrent(server, n, max_tokens, True, rounds))["tok_s"]
+        results[f"json_aggregate_tok_s@{n}"] = (await concurrent(server, n, max_tokens, SCHEMA, rounds))["tok_s"]
+        results[f"json_record_tok_s@{n}"] = (await concurrent(server, n, max_tokens, RECORD_SCHEMA, rounds))["tok_s"]
     results["peak_rss_mb"] = round(server.peak_rss_mb() or 0, 0) or None
     return results
 
@@ -356,15 +376,15 @@ async def tenants(server: Server, secrets: dict[str, str], long_tokens: int, doc
     a, b = secrets["a"], secrets["b"]
     out: dict = {}
     async with _client() as client:
-        await one_request(client, server, "Hi", 4, False, key=a)  # warm-up
+        await one_request(client, server, "Hi", 4, None, key=a)  # warm-up
         # A stream while three long prompts of another key arrive.
         arrivals: list[float] = []
-        stream = asyncio.create_task(one_request(client, server, PROMPTS[0], 1500, False, key=a, arrivals=arrivals))
+        stream = asyncio.create_task(one_request(client, server, PROMPTS[0], 1500, None, key=a, arrivals=arrivals))
         await _started(stream, arrivals)
         await asyncio.sleep(1.0)  # a second of gaps alone
         started = time.perf_counter()
         longs = await asyncio.gather(*(
-            one_request(client, server, _document(long_tokens, f"Document {next(_requests)}"), 16, False, key=b)
+            one_request(client, server, _document(long_tokens, f"Document {next(_requests)}"), 16, None, key=b)
             for _ in range(3)
         ))  # fmt: skip
         ended = time.perf_counter()
@@ -376,10 +396,10 @@ async def tenants(server: Server, secrets: dict[str, str], long_tokens: int, doc
         out["long_prompt_tokens"] = longs[0]["prompt_tokens"]
         # n: 8 from A, then B's first token.
         arrivals = []
-        many = asyncio.create_task(one_request(client, server, PROMPTS[1], 400, False, key=a,
+        many = asyncio.create_task(one_request(client, server, PROMPTS[1], 400, None, key=a,
                                                extra={"n": 8}, arrivals=arrivals))  # fmt: skip
         await _started(many, arrivals)
-        out["n8_other_ttft_s"] = round((await one_request(client, server, PROMPTS[2], 8, False, key=b))["ttft"], 3)
+        out["n8_other_ttft_s"] = round((await one_request(client, server, PROMPTS[2], 8, None, key=b))["ttft"], 3)
         many.cancel()
         # What isolation costs: B's prompt, computed first by A.
         for name, salt in (("isolated_ttft_ms", None), ("shared_ttft_ms", "shared-salt")):
@@ -387,8 +407,8 @@ async def tenants(server: Server, secrets: dict[str, str], long_tokens: int, doc
             for _ in range(3):
                 document = _document(document_tokens, f"Document {next(_requests)}")
                 extra = {"cache_salt": salt} if salt else None
-                await one_request(client, server, document, 1, False, key=a, extra=extra)
-                ttfts.append((await one_request(client, server, document, 1, False, key=b, extra=extra))["ttft"])
+                await one_request(client, server, document, 1, None, key=a, extra=extra)
+                ttfts.append((await one_request(client, server, document, 1, None, key=b, extra=extra))["ttft"])
             out[name] = round(statistics.median(ttfts) * 1000, 1)
     return out
 
@@ -399,9 +419,10 @@ def report(results: dict[str, dict]) -> str:
     names = list(results)
     rows = sorted({key for r in results.values() for key in r}, key=_row_order)
     width = max(len(r) for r in rows) + 2
-    lines = [" " * width + "".join(f"{n:>18}" for n in names)]
+    columns = [max(18, len(n) + 2) for n in names]
+    lines = [" " * width + "".join(f"{n:>{c}}" for n, c in zip(names, columns, strict=True))]
     for row in rows:
-        cells = "".join(f"{_cell(results[n].get(row)):>18}" for n in names)
+        cells = "".join(f"{_cell(results[n].get(row)):>{c}}" for n, c in zip(names, columns, strict=True))
         lines.append(f"{row:<{width}}{cells}")
     return "\n".join(lines)
 
@@ -412,7 +433,7 @@ def _cell(value) -> str:
 
 def _row_order(key: str) -> tuple:
     base, _, n = key.partition("@")
-    order = ["ttft_ms", "decode_tok_s", "aggregate_tok_s", "tok_per_cpu_s", "json_aggregate_tok_s", "peak_rss_mb",
+    order = ["ttft_ms", "decode_tok_s", "aggregate_tok_s", "tok_per_cpu_s", "json_aggregate_tok_s", "json_record_tok_s", "peak_rss_mb",
              "alone_gap_s", "max_gap_s", "long_ttft_s", "long_prompt_tokens", "n8_other_ttft_s", "isolated_ttft_ms", "shared_ttft_ms"]
     return (order.index(base) if base in order else 99, int(n or 0))
 
@@ -435,7 +456,9 @@ stages.append(("grammar backend", rss()))
 from mcp_server.engines.embedded.runners.llamacpp import LlamaCppRunner, DEFAULT_KV_CACHE_DTYPE
 runner = LlamaCppRunner(default_gguf_path(), int(sys.argv[1]), None, int(sys.argv[2]), True, DEFAULT_KV_CACHE_DTYPE, "auto")
 stages.append(("llama.cpp model + context", rss()))
-runner.decode([runner.prefill(list(range(1, 200)))[0]], [5])
+slot, _ = runner.admit(list(range(1, 200)))
+runner.prefill(slot, 199)
+runner.decode([slot], [5])
 stages.append(("first steps (compute buffer)", rss()))
 from mcp_server.engines.embedded.runners import return_freed_memory
 return_freed_memory()  # as the engine does once started
@@ -474,7 +497,8 @@ def memory_breakdown(threads: int, batch: int) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runners", default="llamacpp,torch", help="chatcap runners to start, comma-separated")
+    parser.add_argument("--runners", default="llamacpp,torch",
+                        help="chatcap runners to start, comma-separated; each may add flags ('llamacpp --disable-jump-forward')")
     parser.add_argument("--threads", type=int, default=1, help="compute threads, the same for every server")
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--concurrency", default="1,4,8", help="concurrent request counts (e.g. 1,4,8,16)")

@@ -172,6 +172,9 @@ class Settings:
             own, so that output never depends on what else is batched (SGLang's flag name).
         disable_prefix_cache: the llama.cpp runner computes every prompt in full instead of
             reusing cached prefixes (so no request's latency shows what another one sent).
+        disable_jump_forward: the llama.cpp runner decodes grammar-forced tokens one step at
+            a time instead of feeding them as drafts (SGLang's jump-forward; output is the
+            same either way, only the number of steps differs).
         log_level: the logging level name.
         data_dir: the gateway's directory (API keys, credit, usage ledger); None runs
             without keys or ledger.
@@ -282,6 +285,10 @@ class Settings:
     )
     disable_prefix_cache: bool = _flag(
         False, "embedded engine: compute every prompt in full (no reuse of cached prefixes)", switch=True
+    )
+    disable_jump_forward: bool = _flag(
+        False, "llama.cpp runner: decode grammar-forced tokens one step at a time (same output, more steps)",
+        switch=True,
     )
     log_level: str = _flag("info", "logging level", scope="server")
     data_dir: Path | None = _flag(None, "API keys and usage ledger live here (default: none, so no keys and no ledger)", parse=Path, group="gateway")

@@ -94,3 +94,18 @@ def test_llguidance_leaves_objects_open_whose_properties_come_from_a_ref(llguida
     compiled = llguidance_backend.compile_json_schema(schema, "response_format")
     assert _accepts(llguidance_backend, tokenizer, compiled, '{"basic":"x"}')
     assert not _accepts(llguidance_backend, tokenizer, compiled, '{"other":"x"}')
+
+
+def test_forced_tokens_spell_the_text_the_grammar_forces(grammar_backend, tokenizer):
+    """Jump-forward's drafts: at an object's start only ``{"country_code":"`` may follow; the
+    forced tokens spell most of it (a last token that could merge with what follows is left
+    out), the matcher accepts them, and inside a free string nothing is forced."""
+    schema = {"type": "object", "properties": {"country_code": {"type": "string"}}, "required": ["country_code"]}
+    matcher = grammar_backend.matcher(grammar_backend.compile_json_schema(schema, "response_format"))
+    forced = matcher.forced_tokens()
+    text = tokenizer.decode(forced)
+    assert '{"country_code":"'.startswith(text) and len(text) >= len('{"country_code'), text
+    assert all(matcher.accept(token) for token in forced)
+    rest = tokenizer.encode('{"country_code":"F'[len(text) :], add_special_tokens=False)
+    assert all(matcher.accept(token) for token in rest)
+    assert matcher.forced_tokens() == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mcp_server.engines.embedded.model_files import default_gguf_path
@@ -122,8 +123,6 @@ def test_llamacpp_rows_are_independent_across_matrix_tile_sizes():
     so a prompt's last logits must not depend on how much of it was cached (rows computed: 1
     to 129), nor a decode row's on 9 or 16 rows running beside it."""
     import random
-
-    import numpy as np
 
     rng = random.Random(0)
     runner = _runner(batch=16)
@@ -286,8 +285,6 @@ def test_a_prompt_prefilled_in_chunks_gives_the_logits_of_one_prefill_bit_for_bi
     chunks on 128-token boundaries, as llama.cpp splits a whole prompt."""
     import random
 
-    import numpy as np
-
     rng = random.Random(1)
     prompt = [1] + [rng.randrange(100, 40000) for _ in range(299)]
     runner = LlamaCppRunner(default_gguf_path(), 1, 512, 1, True, kv_cache_dtype)
@@ -432,5 +429,35 @@ def test_repack_off_reaches_the_runner():
     runner = LlamaCppRunner(default_gguf_path(), 1, 64, 1, repack="off")
     try:
         assert not runner.repacked
+    finally:
+        runner.close()
+
+
+def test_llamacpp_drafted_tokens_get_the_logits_of_one_token_steps_and_roll_back():
+    """A row with drafts (jump-forward) is several tokens of one sequence in the batch: each
+    gets the logits it gets decoded one step at a time, beside rows of other lengths, in any
+    order of handles; rolled back, the sequence goes on as if the drafts were never fed."""
+    runner = _runner(batch=3)
+    prompts = [[1, 9690, 198, 2683, 359], [1, 4093, 198, 43], [1, 9690, 198, 6121, 30, 31]]
+    feeds = [[7, 8, 9, 10], [11], [12, 13]]
+    try:
+        alone = []
+        for prompt, feed in zip(prompts, feeds, strict=True):
+            runner.clear()
+            slot, _, _ = prefill(runner, prompt)
+            alone.append([runner.decode([slot], [token])[0] for token in feed])
+        runner.clear()
+        slots = [prefill(runner, prompt)[0] for prompt in prompts]
+        order = [2, 0, 1]
+        together = runner.decode([slots[i] for i in order], [feeds[i][0] for i in order], [feeds[i][1:] for i in order])
+        assert together.shape == (sum(map(len, feeds)), runner.vocab_size)
+        start = 0
+        for i in order:
+            for k in range(len(feeds[i])):
+                assert np.array_equal(together[start + k], alone[i][k]), (i, k)
+            start += len(feeds[i])
+        runner.rollback(slots[0], 2)  # 9 and 10 not taken: 8's logits again, then 9 fed alone
+        again = runner.decode([slots[0]], [9])[0]
+        assert np.array_equal(again, alone[0][2])
     finally:
         runner.close()

@@ -13,7 +13,8 @@ The model runs on one scheduler thread (:mod:`.scheduler`) through a runner
 prepares the sequence (tokenizing and grammar compiling on worker threads, off the event
 loop) and waits for its deltas. On the llama.cpp runner nothing imports torch (sampling is
 numpy, :mod:`.sampling`; the default grammar backend is llguidance). The engine needs anyio's
-asyncio backend (the thread hands results over with ``loop.call_soon_threadsafe``).
+asyncio backend (the thread hands results over through a :class:`.handoff.Outbox`: one
+``loop.call_soon_threadsafe`` for what a step sends to one loop).
 """
 
 from __future__ import annotations
@@ -37,13 +38,15 @@ from mcp_server.engines.embedded.decoding.toolcalls import (
     GrammarProvider as ToolGrammarProvider,
 )
 from mcp_server.engines.embedded.family import PROMPT_TAIL_TOKENS, ServedFamily, check_tools_allowed, keeps_special_tokens
+from mcp_server.engines.embedded.handoff import Outbox
+from mcp_server.engines.embedded.jumpforward import StepStats
 from mcp_server.engines.embedded.model_check import check_model_path
 from mcp_server.engines.embedded.model_facts import WorkerFacts
 from mcp_server.engines.embedded.model_files import load_tokenizer
 from mcp_server.engines.embedded.output import OutputProcessor
 from mcp_server.engines.embedded.policy import Limits, cache_scope
 from mcp_server.engines.embedded.progress import Progress
-from mcp_server.engines.embedded.prompt import render_chat
+from mcp_server.engines.embedded.prompt import completion_budget, render_chat
 from mcp_server.engines.embedded.runners import (  # fmt: skip
     ModelRunner, check_llamacpp_option, limit_malloc_arenas, resolve_runner, resolve_threads, return_freed_memory,
 )
@@ -98,6 +101,8 @@ class EmbeddedEngine(WorkerFacts):
             or ``torch`` (:func:`.runners.resolve_runner`).
         threads: compute threads; None = :func:`.runners.default_threads` (:func:`.runners.resolve_threads`).
         prefix_cache: llama.cpp runner: reuse cached prompt prefixes (``--disable-prefix-cache`` turns it off).
+        jump_forward: llama.cpp runner: feed grammar-forced tokens as drafts (:mod:`.scheduler`;
+            ``--disable-jump-forward`` turns it off).
         kv_cache_dtype: llama.cpp runner: ``auto`` (:data:`.runners.llamacpp.DEFAULT_KV_CACHE_DTYPE`),
             ``q8_0`` or ``f16``.
         repack: llama.cpp runner: weight repacking for AMX, ``auto``, ``on`` or ``off``
@@ -139,6 +144,7 @@ class EmbeddedEngine(WorkerFacts):
         runner: str = "auto",
         threads: int | None = None,
         prefix_cache: bool = True,
+        jump_forward: bool = True,
         kv_cache_dtype: str = "auto",
         repack: str = "auto",
         grammar_backend: str = DEFAULT_GRAMMAR_BACKEND,
@@ -164,6 +170,7 @@ class EmbeddedEngine(WorkerFacts):
         self._device = device
         self._deterministic = deterministic
         self._prefix_cache = prefix_cache
+        self._jump_forward = jump_forward
         check_llamacpp_option(self._runner_name, "kv_cache_dtype", kv_cache_dtype, ("auto", *KV_CACHE_DTYPES))
         self._kv_cache_dtype = DEFAULT_KV_CACHE_DTYPE if kv_cache_dtype == "auto" else kv_cache_dtype
         self._repack = check_llamacpp_option(self._runner_name, "repack", repack, REPACK_MODES)
@@ -184,6 +191,7 @@ class EmbeddedEngine(WorkerFacts):
             reasoning_parser=self._family.reasoning_parser,
         )
         self._scheduler: Scheduler | None = None
+        self._outbox = Outbox()
         self.runner: ModelRunner | None = None
         self.model: Any = None
         self.tokenizer: Any = None
@@ -205,6 +213,7 @@ class EmbeddedEngine(WorkerFacts):
             runner=settings.runner,
             threads=settings.threads,
             prefix_cache=not settings.disable_prefix_cache,
+            jump_forward=not settings.disable_jump_forward,
             kv_cache_dtype=settings.kv_cache_dtype,
             repack=settings.repack,
             grammar_backend=settings.grammar_backend,
@@ -239,6 +248,11 @@ class EmbeddedEngine(WorkerFacts):
         """Sequences waiting for a slot or being decoded."""
         return self._scheduler.running if self._scheduler else 0
 
+    @property
+    def step_stats(self) -> StepStats:
+        """The scheduler's counts (decode steps, jump-forward drafts); zeros before :meth:`start`."""
+        return self._scheduler.stats if self._scheduler else StepStats()
+
     async def start(self) -> None:
         """Load the model and start the scheduler thread (off the event loop); a second call does nothing.
 
@@ -263,7 +277,10 @@ class EmbeddedEngine(WorkerFacts):
             self.grammar_provider = ToolGrammarProvider(self.grammar_backend, self._family.tool_format)
         return_freed_memory()
         self._card = replace(self._card, context_length=self.runner.context_length, backend=self.runner.backend)
-        self._scheduler = Scheduler(self.runner, self._eos_ids(), self._max_batch_size, backend.vocab, self._limits)
+        self._scheduler = Scheduler(
+            self.runner, self._eos_ids(), self._max_batch_size, backend.vocab, self._limits, self._jump_forward,
+            self._outbox.flush,
+        )
         self._scheduler.start()
 
     def _load(self) -> tuple[ModelRunner, Any]:
@@ -314,7 +331,7 @@ class EmbeddedEngine(WorkerFacts):
         check_tools_allowed(request, self._card.tool_call_format)
         # Tokenizing and compiling take up to seconds: off the event loop, so others go on.
         prompt_ids = await anyio.to_thread.run_sync(self._render, request)
-        max_new_tokens = self._max_new_tokens(request, len(prompt_ids))
+        max_new_tokens = completion_budget(request, len(prompt_ids), self.context_length)
         matcher = await anyio.to_thread.run_sync(self._matcher, request)
         if max_new_tokens == 0:
             yield GenerationDelta("", len(prompt_ids), 0, "length")
@@ -325,7 +342,7 @@ class EmbeddedEngine(WorkerFacts):
             max_new_tokens=max_new_tokens,
             sampling=request.sampling,
             text=TextStream(partial(self._decode, special=keeps_special_tokens(request, self._card)), request.stop),
-            emit=partial(asyncio.get_running_loop().call_soon_threadsafe, queue.put_nowait),
+            emit=self._outbox.emitter(asyncio.get_running_loop(), queue.put_nowait),
             generator=new_generator(request.sampling.seed),
             matcher=matcher,
             counts=self._counts(request),
@@ -350,29 +367,6 @@ class EmbeddedEngine(WorkerFacts):
     def _render(self, request: GenerationRequest) -> list[int]:
         tools = request.tools if request.tool_choice != "none" else None
         return render_chat(self.tokenizer, request.messages, tools, self._family.tool_format, self._family.template_tools)
-
-    def _max_new_tokens(self, request: GenerationRequest, prompt_tokens: int) -> int:
-        left = self.context_length - prompt_tokens
-        if left <= 0:
-            raise InvalidRequest(
-                f"The prompt is {prompt_tokens} tokens but the context window is {self.context_length} tokens, "
-                "so no tokens are left for the completion. Shorten the messages.",
-                param="messages",
-                code="context_length_exceeded",
-            )
-        if request.max_tokens is None:
-            return left
-        if request.max_tokens < 0:
-            raise InvalidRequest("max_tokens must not be negative.", param="max_tokens")
-        if request.max_tokens > left:
-            raise InvalidRequest(
-                f"max_tokens is {request.max_tokens if request.max_tokens < 10**12 else 'over 10^12'}, "
-                f"but the prompt is {prompt_tokens} tokens of a "
-                f"{self.context_length}-token context, so only {left} tokens are left.",
-                param="max_tokens",
-                code="context_length_exceeded",
-            )
-        return request.max_tokens
 
     def _matcher(self, request: GenerationRequest) -> Any:
         if self.grammar_provider is None:

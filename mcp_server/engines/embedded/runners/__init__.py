@@ -2,8 +2,9 @@
 
 A runner owns the weights and the key/value caches of the running sequences. It
 admits a sequence (from a cached prefix of the same scope when it has a prefix cache),
-prefills its prompt a chunk at a time, decodes one token for a set of running sequences,
-and releases a sequence. Everything else (sampling, penalties, grammar masks, stop strings,
+prefills its prompt a chunk at a time, decodes one token for a set of running sequences
+(and, where the runner takes them, tokens drafted after it: jump-forward), and releases a
+sequence. Everything else (sampling, penalties, grammar masks, stop strings,
 cancellation) stays in :mod:`..scheduler`, the same for every runner.
 
 Two runners:
@@ -58,6 +59,8 @@ class ModelRunner(Protocol):
             what the rest of its computation does, so that a token at position ``p`` costs
             ``1 + p / attention_span`` short-context tokens (:func:`.policy.prompt_chunk`);
             None when the runner's cost does not grow with the context that way.
+        takes_drafts: :meth:`decode` takes drafted tokens and :meth:`rollback` drops them
+            (llama.cpp); False: one token per row (torch).
     """
 
     vocab_size: int
@@ -65,6 +68,7 @@ class ModelRunner(Protocol):
     eos_ids: frozenset[int]
     backend: str
     attention_span: int | None
+    takes_drafts: bool
 
     def admit(self, prompt_ids: list[int], scope: Hashable = None) -> tuple[int, int]:
         """Give a prompt a new sequence, without computing it yet (see :meth:`prefill`).
@@ -95,17 +99,28 @@ class ModelRunner(Protocol):
         """
         ...
 
-    def decode(self, slots: list[int], tokens: list[int]) -> np.ndarray:
-        """Append one token to each sequence in ``slots`` and return the next logits.
+    def decode(self, slots: list[int], tokens: list[int], drafts: list[list[int]] | None = None) -> np.ndarray:
+        """Append one token to each sequence in ``slots``, then its drafted tokens, and return
+        the logits after each appended token.
 
         Args:
             slots: the running sequences, in a stable order: the rows of the last call
                 that were not released, then newly prefilled ones in prefill order.
             tokens: the token appended to each, same order.
+            drafts: per row, tokens appended after its token (the grammar's forced tokens,
+                see :mod:`..scheduler`); None or empty lists: none. Only where
+                ``takes_drafts``.
 
         Returns:
-            float32 ``[len(slots), V]`` CPU logits, owned by the caller.
+            float32 ``[len(slots) + sum(len(d) for d in drafts), V]`` CPU logits, owned by the
+            caller: the rows in the order of ``slots``, each row's logits after its token then
+            after each of its drafts; ``[len(slots), V]`` without drafts.
         """
+        ...
+
+    def rollback(self, slot: int, count: int) -> None:
+        """Drop the last ``count`` tokens :meth:`decode` appended to a running sequence (drafts
+        that were not taken); only where ``takes_drafts``."""
         ...
 
     def release(self, slot: int) -> None:

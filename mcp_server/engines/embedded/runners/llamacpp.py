@@ -1,12 +1,11 @@
 """The llama.cpp runner: quantized GGUF compute through llama-cpp-python's low-level API.
 
-One ``llama_context`` serves every running sequence. Each sequence has its own sequence
-id and its own KV cache stream (``kv_unified = false``), and a decode step is one
-``llama_batch`` holding one token per running sequence. With separate streams a row's
-attention never sees another row's cache layout, and the weights' dot products are
-computed per row by llama.cpp's CPU kernels, so a sequence's logits do not depend on
-what else is in the batch: batched greedy output equals unbatched output (tested in
-``tests/test_engine.py``). The unified cache breaks that (llama.cpp issue 24962).
+One ``llama_context`` serves every running sequence, each with its own sequence id and KV
+cache stream (``kv_unified = false``); a decode step is one ``llama_batch`` holding one
+token per running sequence. A row's attention never sees another row's cache layout and
+llama.cpp's CPU kernels compute the weights' dot products per row, so a sequence's logits
+do not depend on what else is in the batch: batched greedy output equals unbatched output
+(``tests/test_engine.py``). The unified cache breaks that (llama.cpp issue 24962).
 
 llama.cpp computes a step's rows in one graph only when their sequence ids form one
 increasing run (``llama_batch_allocr::split_equal``): rows for ids {0, 2, 4, 6} take as
@@ -55,48 +54,14 @@ import numpy as np
 
 from mcp_server.engines.embedded.model_files import cache_root
 from mcp_server.engines.embedded.progress import Progress
+from mcp_server.engines.embedded.runners.llamacpp_defaults import (
+    ATTENTION_SPANS, DEFAULT_CONTEXT_LENGTH, DEFAULT_KV_CACHE_DTYPE, DEFAULT_MAX_BATCH_SIZE, KV_CACHE_DTYPES,
+)
 from mcp_server.engines.embedded.runners.repack import one_openmp_thread, resolve_repack
 
 __all__ = ["DEFAULT_CONTEXT_LENGTH", "DEFAULT_KV_CACHE_DTYPE", "DEFAULT_MAX_BATCH_SIZE", "KV_CACHE_DTYPES", "LlamaCppRunner"]
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_CONTEXT_LENGTH = 2048
-"""Tokens per sequence when ``--context-length`` is not given: 8 x 2048 tokens of KV cache,
-196 MB at q8_0 (about 12 KB per token for SmolLM2-135M), 363 MB at f16 (23 KB).
-
-Measured resident memory of a process on this runner (SmolLM2-135M Q4_1): ~294 MB for
-Python with transformers' tokenizer module and the web stack (no torch), 17 MB
-of tokenizer, 92 MB of mapped weights (124 MB of copies when repacked for AMX), ~25 MB of
-compute buffer, plus the KV cache."""
-
-KV_CACHE_DTYPES = ("q8_0", "f16")
-"""KV cache element types (llama.cpp's ``--cache-type-k/v``), for ``--kv-cache-dtype``."""
-
-DEFAULT_KV_CACHE_DTYPE = "q8_0"
-"""The KV cache type for ``--kv-cache-dtype auto``. Measured on one core, 8 sequences, a
-step at 40 / 400 tokens of context: q8_0 with flash attention 60 / 81 ms, f16 with
-llama.cpp's default (flash attention on) 66 / 128 ms, f16 without flash attention
-72 / 86 ms; q8_0 also halves the cache. Its values are rounded to 8 bits per block of 32,
-so answers differ slightly from an f16 cache's."""
-
-DEFAULT_MAX_BATCH_SIZE = 8
-"""Sequences decoded together when ``--max-running-requests`` is not given. Measured on
-one core (Q4_1, q8_0 cache, 40 tokens of context): a step takes 17 ms for 1 sequence and
-60 ms for 8 (58 and 134 tok/s) with the plain kernels, which cost almost the same per row
-at any batch size. Repacked for AMX: 5.4 ms for 1, 20.7 ms for 8 and 26.9 ms for 16
-(185, 386 and 594 tok/s), so ``--max-running-requests 16`` pays there, for another
-196 MB of KV cache at 2048 tokens a sequence (the default keeps memory down)."""
-
-ATTENTION_SPANS = {"q8_0": 256, "f16": 512}
-""":attr:`.ModelRunner.attention_span` per KV cache type. Over a q8_0 cache llama.cpp's CPU
-flash attention takes one query row at a time, dequantizing every cached value for each
-(per layer and head), so a prompt token's cost grows with its position much faster than
-over f16, whose prompt chunks take a tiled kernel. Measured on one busy AMX core, prompt
-chunks of 16 and 64 tokens (ms per token at position 0 / 512 / 1,024 / 1,900): q8_0 3.1-3.5 /
-10-13 / 17-28 / 20-31, f16 1.3 / 2.2 / 3.5 / 4.8-5.7. A 2,000-token prompt took 56 s to
-prefill over q8_0 against 7.4 s over f16, and one 64-token chunk at position 1,800 took
-1.2-4.9 s: a running stream's gap, were chunks counted in tokens alone."""
 
 _N_UBATCH = 128
 
@@ -132,13 +97,16 @@ class LlamaCppRunner:
         context_length: tokens per sequence, as llama.cpp sized it.
         eos_ids: the GGUF's end-of-sequence and end-of-turn tokens.
         repacked: the weights were loaded into llama.cpp's repacked (AMX) buffers.
-        backend: ``llamacpp-<amx|cpu>-<KV cache type>`` (see :class:`.ModelRunner`).
-        attention_span: :data:`ATTENTION_SPANS` for the KV cache type (see :class:`.ModelRunner`).
+        backend, attention_span: ``llamacpp-<amx|cpu>-<KV cache type>``, and that type's
+            :data:`.llamacpp_defaults.ATTENTION_SPANS` (see :class:`.ModelRunner`).
+        takes_drafts: True: :meth:`decode` takes drafted tokens, :meth:`rollback` drops them.
 
     Raises:
         RuntimeError: llama-cpp-python is missing, or llama.cpp cannot load the file
             or create the context.
     """
+
+    takes_drafts = True
 
     def __init__(
         self,
@@ -298,29 +266,54 @@ class LlamaCppRunner:
         del self._prompts[slot]
         return end - start, self._logits(1)[0]
 
-    def decode(self, slots: list[int], tokens: list[int]) -> np.ndarray:
-        """One token for each sequence in ``slots``; see :meth:`ModelRunner.decode`.
+    def decode(self, slots: list[int], tokens: list[int], drafts: list[list[int]] | None = None) -> np.ndarray:
+        """One token, then its row's drafts, for each sequence in ``slots``; see :meth:`ModelRunner.decode`.
 
         The rows go to llama.cpp in sequence-id order, after closing any gap in the ids
-        (see the module's docstring); the logits come back in the caller's order.
+        (see the module's docstring); the logits come back in the caller's order. A row with
+        drafts is several tokens of one sequence, as a prompt chunk is: over the q8_0 cache
+        each gets the logits it gets decoded alone (tested). llama.cpp splits the batch into
+        ubatches of as many tokens per sequence (``split_equal``): unequal rows cost more of them.
 
         Raises:
             RuntimeError: llama.cpp's decode failed (for example no room left in a cache).
         """
         self._compact()
+        rows = [[token, *(drafts[row] if drafts else ())] for row, token in enumerate(tokens)]
         order = sorted(range(len(slots)), key=lambda row: self._seq_ids[slots[row]])
         seq_ids = [self._seq_ids[slots[row]] for row in order]
-        ordered = [tokens[row] for row in order]
-        self._fill(ordered, [len(self._tokens[i]) for i in seq_ids], seq_ids)
-        for row in range(len(slots)):
-            self._batch.logits[row] = 1
+        flat, positions, ids = [], [], []
+        for row, seq_id in zip(order, seq_ids, strict=True):
+            start = len(self._tokens[seq_id])
+            flat += rows[row]
+            positions += range(start, start + len(rows[row]))
+            ids += [seq_id] * len(rows[row])
+        self._fill(flat, positions, ids)
+        np.ctypeslib.as_array(self._batch.logits, shape=(len(flat),))[:] = 1
         self._decode()
-        for seq_id, token in zip(seq_ids, ordered, strict=True):
-            self._tokens[seq_id].append(token)
-        logits = self._logits(len(slots))
+        for row, seq_id in zip(order, seq_ids, strict=True):
+            self._tokens[seq_id] += rows[row]
+        logits = self._logits(len(flat))
         if order == sorted(order):
             return logits
-        return logits[sorted(range(len(order)), key=order.__getitem__)]  # row k of logits is slots[order[k]]
+        # Batch position of each of the caller's tokens: rows in the caller's order, each row's tokens in turn.
+        starts = dict(zip(order, itertools.accumulate((len(rows[row]) for row in order), initial=0), strict=False))
+        return logits[[starts[row] + k for row in range(len(rows)) for k in range(len(rows[row]))]]
+
+    def rollback(self, slot: int, count: int) -> None:
+        """Drop the last ``count`` tokens of a running sequence from its cache (drafts the
+        scheduler did not take); the next :meth:`decode` continues from the token before them.
+
+        Raises:
+            RuntimeError: llama.cpp refused to remove the cells.
+        """
+        if count <= 0:
+            return
+        seq_id = self._seq_ids[slot]
+        keep = len(self._tokens[seq_id]) - count
+        if not self._lib.llama_memory_seq_rm(self._memory, seq_id, keep, -1):
+            raise RuntimeError(f"llama.cpp refused to drop the last {count} cells of a sequence")
+        del self._tokens[seq_id][keep:]
 
     def release(self, slot: int) -> None:
         """End the sequence; its id becomes free, its cells (what was computed) stay as a prefix cache."""
@@ -392,12 +385,10 @@ class LlamaCppRunner:
             raise RuntimeError(f"llama_decode returned {status}")
 
     def _logits(self, rows: int) -> np.ndarray:
-        """Copy the logits of the batch's first ``rows`` outputs into a float32 ``[rows, V]`` tensor."""
-        out = np.empty((rows, self.vocab_size), dtype=np.float32)
-        for i in range(rows):
-            pointer = self._lib.llama_get_logits_ith(self._ctx, i if rows > 1 else -1)
-            out[i] = np.ctypeslib.as_array(ctypes.cast(pointer, ctypes.POINTER(ctypes.c_float)), shape=(self.vocab_size,))
-        return out
+        """Copy the logits of the batch's ``rows`` outputs (all of them, in batch order) into a
+        float32 ``[rows, V]`` array: llama.cpp keeps them contiguous in that order (``llama_get_logits``)."""
+        pointer = ctypes.cast(self._lib.llama_get_logits(self._ctx), ctypes.POINTER(ctypes.c_float))
+        return np.ctypeslib.as_array(pointer, shape=(rows, self.vocab_size)).copy()
 
 
 def _shared_prefix(a: list[int], b: list[int]) -> int:

@@ -40,10 +40,13 @@ class TorchRunner:
         eos_ids: the end-of-sequence ids of the model's generation config.
         backend: ``torch-<dtype>-<device>``, ``-deterministic`` with ``deterministic`` (see :class:`.ModelRunner`).
         attention_span: None: a prompt is computed whole (see :class:`.ModelRunner`).
+        takes_drafts: False: one token per row (its batched cache has no multi-token rows).
 
     Raises:
         EngineUnavailable: the model cannot be loaded (:func:`..model_files.load_model`).
     """
+
+    takes_drafts = False
 
     def __init__(
         self,
@@ -94,12 +97,15 @@ class TorchRunner:
         return len(prompt_ids), out.logits[0, -1].float().cpu().numpy()
 
     @torch.inference_mode()
-    def decode(self, slots: list[int], tokens: list[int]) -> np.ndarray:
+    def decode(self, slots: list[int], tokens: list[int], drafts: list[list[int]] | None = None) -> np.ndarray:
         """One step for ``slots``; see :class:`.ModelRunner`.
 
         Raises:
-            RuntimeError: ``slots`` is not the batch's order (kept rows, then new ones).
+            RuntimeError: ``slots`` is not the batch's order (kept rows, then new ones), or
+                ``drafts`` holds tokens (this runner takes one token per row).
         """
+        if drafts and any(drafts):
+            raise RuntimeError("The torch runner decodes one token per row; it takes no drafts")
         self._pin_threads()
         kept = [i for i, slot in enumerate(self._order) if slot not in self._released]
         if len(kept) < len(self._order):
@@ -112,6 +118,15 @@ class TorchRunner:
         if self._order != slots:
             raise RuntimeError(f"Rows {slots} do not follow the batch order {self._order}")
         return self._batch.forward(self.model, torch.tensor(tokens)).float().cpu().numpy()
+
+    def rollback(self, slot: int, count: int) -> None:
+        """Not supported (``takes_drafts`` is False).
+
+        Raises:
+            RuntimeError: always, unless ``count`` is 0.
+        """
+        if count:
+            raise RuntimeError("The torch runner takes no drafts, so it has none to roll back")
 
     @torch.inference_mode()
     def release(self, slot: int) -> None:

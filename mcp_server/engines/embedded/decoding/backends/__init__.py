@@ -10,7 +10,8 @@ tool-call formats never name one:
 * :class:`GrammarMatcher`: ``fill_mask`` writes the allowed tokens into one row of an int32
   bitmask (``[B, ceil(V / 32)]``, bit ``j % 32`` of word ``j // 32`` for token ``j``, the
   layout both libraries use), ``accept`` advances by a token, ``is_terminated`` says the
-  grammar has ended.
+  grammar has ended, ``forced_tokens`` gives the tokens the grammar forces next (the
+  scheduler's jump-forward drafts).
 
 Backends: :mod:`.llguidance_backend` (``llguidance``, the default: no torch, the widest
 JSON Schema coverage, compiling bounded by its own limits) and
@@ -60,6 +61,13 @@ class GrammarMatcher(Protocol):
 
     def is_terminated(self) -> bool:
         """True once the grammar has ended (its end-of-sequence token was accepted, or nothing may follow)."""
+        ...
+
+    def forced_tokens(self) -> list[int]:
+        """Token ids of the text the grammar forces next (only one continuation is allowed),
+        in the tokenizer's own tokenization, less a last token that a longer one could
+        replace; [] when nothing is forced. Does not advance the matcher. Used as drafts
+        (:mod:`...scheduler`): sampling still decides whether each is taken."""
         ...
 
 

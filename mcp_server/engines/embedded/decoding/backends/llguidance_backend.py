@@ -84,6 +84,11 @@ class LLGuidanceMatcher:
         """See :class:`.GrammarMatcher`."""
         return self._ended and self._matcher.is_stopped()
 
+    def forced_tokens(self) -> list[int]:
+        """See :class:`.GrammarMatcher`: ``LLMatcher.compute_ff_tokens`` (llguidance tokenizes
+        the forced bytes and drops a last token that could be extended)."""
+        return [] if self._matcher.is_stopped() else self._matcher.compute_ff_tokens()
+
 
 class LLGuidanceBackend:
     """llguidance for one tokenizer (see :class:`.GrammarBackend`).

@@ -15,6 +15,7 @@ A fork copies nothing up front (pages are shared until written) and costs millis
 
 from __future__ import annotations
 
+import functools
 import json
 import multiprocessing
 from collections.abc import Callable, Iterable
@@ -37,10 +38,17 @@ __all__ = ["XGrammarBackend", "XGrammarMatcher"]
 
 
 class XGrammarMatcher:
-    """An ``xgrammar.GrammarMatcher`` behind the :class:`.GrammarMatcher` interface."""
+    """An ``xgrammar.GrammarMatcher`` behind the :class:`.GrammarMatcher` interface.
 
-    def __init__(self, compiled: xgrammar.CompiledGrammar):
+    Args:
+        compiled: the grammar.
+        encode: text -> token ids, without special tokens (the tokenizer's), for
+            :meth:`forced_tokens`.
+    """
+
+    def __init__(self, compiled: xgrammar.CompiledGrammar, encode: Callable[[str], list[int]]):
         self._matcher = xgrammar.GrammarMatcher(compiled)
+        self._encode = encode
 
     def fill_mask(self, bitmask: np.ndarray, row: int) -> None:
         """See :class:`.GrammarMatcher`."""
@@ -60,6 +68,12 @@ class XGrammarMatcher:
     def is_terminated(self) -> bool:
         """See :class:`.GrammarMatcher`."""
         return self._matcher.is_terminated()
+
+    def forced_tokens(self) -> list[int]:
+        """See :class:`.GrammarMatcher`: ``find_jump_forward_string`` tokenized, less its last
+        token (the text after it may merge with it into a longer token)."""
+        forced = self._matcher.find_jump_forward_string()
+        return self._encode(forced)[:-1] if forced else []
 
 
 class XGrammarBackend:
@@ -82,6 +96,7 @@ class XGrammarBackend:
     def __init__(self, tokenizer: Any, vocab_size: int, threads: int = 1, compile_timeout: float = COMPILE_TIMEOUT):
         self.compile_timeout = compile_timeout
         self.tokenizer_info = xgrammar.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size)
+        self._encode = functools.partial(tokenizer.encode, add_special_tokens=False)
         self.compiler = xgrammar.GrammarCompiler(self.tokenizer_info, max_threads=threads, cache_enabled=False)
         self.vocab = [bytes(token) for token in self.tokenizer_info.decoded_vocab]
 
@@ -133,7 +148,7 @@ class XGrammarBackend:
 
     def matcher(self, compiled: xgrammar.CompiledGrammar) -> XGrammarMatcher:
         """See :class:`.GrammarBackend`."""
-        return XGrammarMatcher(compiled)
+        return XGrammarMatcher(compiled, self._encode)
 
     @staticmethod
     def size_bytes(compiled: xgrammar.CompiledGrammar) -> int:
