@@ -51,6 +51,9 @@ class StandIn:
                 writer.write(f"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {len(payload)}"
                              f"\r\nconnection: close\r\n\r\n{payload}".encode())
                 return
+            if not request_line.startswith("POST /v1/chat/completions"):  # e.g. /server_info: not an SGLang of ours
+                writer.write(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                return
             chunks = json.loads(body).get("max_completion_tokens") or 256
             writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n")
             base = {"id": "chatcmpl-standin", "object": "chat.completion.chunk", "created": int(time.time()),
