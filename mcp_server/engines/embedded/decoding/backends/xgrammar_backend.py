@@ -32,6 +32,7 @@ from mcp_server.engines.embedded.decoding.constraints import (
 )
 from mcp_server.engines.embedded.decoding.grammar_cache import COMPILE_TIMEOUT
 from mcp_server.errors import InvalidRequest
+from mcp_server.families.arguments import ArgumentSyntax
 
 __all__ = ["XGrammarBackend", "XGrammarMatcher"]
 
@@ -134,6 +135,11 @@ class XGrammarBackend:
     def matcher(self, compiled: xgrammar.CompiledGrammar) -> XGrammarMatcher:
         """See :class:`.GrammarBackend`."""
         return XGrammarMatcher(compiled)
+
+    @staticmethod
+    def compiles_arguments(syntax: ArgumentSyntax) -> bool:
+        """See :class:`.GrammarBackend`: none (JSON arguments only)."""
+        return False
 
     @staticmethod
     def size_bytes(compiled: xgrammar.CompiledGrammar) -> int:
