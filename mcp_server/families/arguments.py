@@ -10,8 +10,14 @@ Three notations, each read back by its family's parser (:mod:`mcp_server.familie
   contain any of ``forbidden``, which would end it early), any other value is JSON;
 * ``python`` (pythonic): ``key=VALUE`` with Python literals (``"text"``, ``True``, ``None``,
   ``[..]``, ``{"k": v}``);
-* ``gemma`` (gemma4): ``key:VALUE`` with strings between ``<|"|>`` delimiters, bare keys in
-  nested objects, JSON numbers and ``true``/``false``/``null``.
+* ``gemma`` (gemma4): an object literal ``{key:VALUE,...}`` with strings between ``<|"|>``
+  delimiters, bare keys, JSON numbers and ``true``/``false``/``null``.
+
+``xgrammar_style`` names xgrammar's ``JSONSchemaFormat`` style for the same text (xgrammar
+0.2.9 ``structural_tag.py``), which the xgrammar backend compiles instead; set only where
+every text the style allows parses back to a valid value: its ``qwen_xml``, ``glm_xml`` and
+``kimi_k3_xml`` allow whitespace around a raw string value (``<arg_value> Paris\n</arg_value>``),
+which those families' parsers keep (an ``enum`` value then fails), so those formats have none.
 """
 
 from __future__ import annotations
@@ -37,13 +43,15 @@ class ArgumentSyntax:
         close: text after a value.
         separator: text between two arguments.
         forbidden: texts a raw string value may not contain (its end as the parser finds it).
+        xgrammar_style: xgrammar's name of this notation, or None (it has none).
     """
 
     notation: str
-    open: str
+    open: str = ""
     close: str = ""
     separator: str = ""
     forbidden: tuple[str, ...] = ()
+    xgrammar_style: str | None = None
 
     def opening(self, key: str, kind: str) -> str:
         """``open`` for argument ``key`` whose value has JSON type ``kind``."""
@@ -60,9 +68,10 @@ def is_raw_string(schema: Any) -> bool:
 
 def type_name(schema: Any) -> str:
     """The JSON type a tagged format names for a value of ``schema``: its ``type`` when it is
-    one name, else ``json``."""
+    one name (``integer`` is ``number``, as xgrammar's ``kimi_k3_xml`` writes it), else ``json``."""
     kind = schema.get("type") if isinstance(schema, dict) else None
-    return kind if isinstance(kind, str) else kind[0] if isinstance(kind, list) and len(kind) == 1 else "json"
+    kind = kind[0] if isinstance(kind, list) and len(kind) == 1 else kind
+    return ("number" if kind == "integer" else kind) if isinstance(kind, str) else "json"
 
 
 def render_arguments(syntax: ArgumentSyntax, arguments: str) -> str:
@@ -77,10 +86,12 @@ def render_arguments(syntax: ArgumentSyntax, arguments: str) -> str:
         values = None
     if not isinstance(values, dict):
         return arguments if syntax.notation == "tagged" else ""
+    if syntax.notation == "gemma":
+        return literal("gemma", values)
     parts = []
     for key, value in values.items():
         if syntax.notation == "tagged":
-            kind = "string" if isinstance(value, str) else _json_type(value)
+            kind = "string" if isinstance(value, str) else type_name({"type": _json_type(value)})
             text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
             parts.append(syntax.opening(key, kind) + text + syntax.close)
         else:

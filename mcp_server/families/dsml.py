@@ -67,7 +67,8 @@ def dsml(name: str, block: str) -> ToolSyntax:
             f"{close}invoke>\n{close}{block.strip()}>",
             f"{tag}{block.strip()}>",
             arguments=ArgumentSyntax(
-                "tagged", f'{tag}parameter name="{{key}}" string="{{string}}">', f"{close}parameter>\n", forbidden=("</｜DSML｜",)
+                "tagged", f'{tag}parameter name="{{key}}" string="{{string}}">', f"{close}parameter>\n", forbidden=("</｜DSML｜",),
+                xgrammar_style="deepseek_v4_1_xml" if block.startswith(" ") else "deepseek_xml",
             ),
         ),
     )

@@ -52,6 +52,8 @@ def _object(text: str, pos: int) -> tuple[dict[str, Any], int]:
     """Read an object whose ``{`` ends right before ``pos``; return it and the position after ``}``."""
     result: dict[str, Any] = {}
     while True:
+        while pos < len(text) and text[pos] in " \n":
+            pos += 1
         if pos >= len(text):
             raise _Incomplete
         if text[pos] == "}":
@@ -116,5 +118,5 @@ GEMMA4 = ToolSyntax(
     "gemma4",
     (_OPEN,),
     scan,
-    template=CallTemplate(_OPEN + "call:{name}{", "}" + _CLOSE, _OPEN, "", arguments=ArgumentSyntax("gemma", "{key}:", separator=",")),
+    template=CallTemplate(_OPEN + "call:{name}", _CLOSE, _OPEN, "", arguments=ArgumentSyntax("gemma", xgrammar_style="gemma")),
 )

@@ -59,6 +59,9 @@ def arguments_lark(
     """
     syntax = ArgumentSyntax(**{**content["syntax"], "forbidden": tuple(content["syntax"]["forbidden"])})
     writer = _Writer(syntax, prefix, rules, json_value, content["param"])
+    if syntax.notation == "gemma":  # the arguments are one object literal
+        schema = content["json_schema"]
+        return writer.literal({**schema, "type": schema.get("type", "object")} if isinstance(schema, dict) else schema)
     pairs = writer.pairs(content["json_schema"])
     items = [(writer.argument(key, schema), required) for key, schema, required in pairs]
     return _ordered(items, lark_literal(syntax.separator))
