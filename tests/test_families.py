@@ -146,3 +146,10 @@ def test_magistral_2506_thinks_in_plain_think_tags():
     assert (found.tool_call_parser, found.reasoning_parser) == ("mistral", "qwen3")
     result = _pieces_agree("mistral", "qwen3", '<think>Weather: call it.</think>[TOOL_CALLS]get_weather[ARGS]{"city": "Oslo"}', TOOLS)
     assert result[:2] == (None, "Weather: call it.") and calls(result) == [("get_weather", {"city": "Oslo"})]
+
+
+def test_gemma4_whitespace_inside_the_braces_is_layout():
+    # xgrammar's "gemma" style (the xgrammar backend's constraint for gemma4) allows it.
+    text = '<|tool_call>call:get_time{\n \n}<tool_call|><|tool_call>call:get_weather{ city:<|"|>Paris<|"|> ,\n}<tool_call|>'
+    result = parse("gemma4", None, text, TOOLS)
+    assert result[0] is None and calls(result) == [("get_time", {}), ("get_weather", {"city": "Paris"})]

@@ -237,7 +237,8 @@ def test_raw_request_fields_per_tool_choice_and_format():
     plain = _body(RawFormats("hermes", None), "none", response_format=PERSON)
     assert plain["tool_choice"] == "none" and plain["response_format"] == PERSON
     assert "skip_special_tokens" not in plain and plain["separate_reasoning"] is False
-    # A format without a call template (Qwen XML): auto runs free and is parsed; required is refused.
+    # A format whose arguments are not JSON (Qwen XML): auto runs free and is parsed; required is refused
+    # (SGLang's grammar backend compiles structural tags with JSON arguments only).
     coder = _body(RawFormats("qwen3_coder", "qwen3"), "auto")
     assert "response_format" not in coder and coder["tool_choice"] == "auto" and coder["skip_special_tokens"] is False
     with pytest.raises(InvalidRequest) as refused:

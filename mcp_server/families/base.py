@@ -26,6 +26,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from mcp_server.families.arguments import ArgumentSyntax
+
 __all__ = [
     "ArgumentsDelta",
     "Block",
@@ -106,23 +108,26 @@ class Block:
 
 @dataclass(frozen=True)
 class CallTemplate:
-    """How to write one call whose arguments are a JSON object: data for grammar backends
-    (which compile it into a constraint) and for rendering past calls into a prompt.
+    """How to write one call: data for grammar backends (which compile it into a constraint)
+    and for rendering past calls into a prompt.
 
-    The text of a call is ``begin + ARGUMENTS_JSON + end``; in ``begin``, ``{name}`` is the
-    function name as is and ``{name_json}`` the name as a JSON string.
+    The text of a call is ``begin + ARGUMENTS + end``: the arguments are a JSON object, or
+    written in ``arguments``' notation; in ``begin``, ``{name}`` is the function name as is
+    and ``{name_json}`` the name as a JSON string.
 
     Attributes:
         begin: text before the arguments.
         end: text after the arguments.
         trigger: the text that starts every call (what a free-text grammar watches for).
         separator: text between two calls of one turn.
+        arguments: the notation of arguments that are not one JSON object, or None.
     """
 
     begin: str
     end: str
     trigger: str
     separator: str = "\n"
+    arguments: ArgumentSyntax | None = None
 
     def opening(self, name: str) -> str:
         """``begin`` for function ``name``."""
@@ -142,8 +147,7 @@ class ToolSyntax:
             (the model called a tool or answered without closing its thoughts, or without
             thinking in a thinking prompt).
         drop: markers that are neither content nor calls (section tags), removed from content.
-        template: how to write a call with JSON arguments (for constrained decoding), or
-            None when the format's arguments are not JSON (XML-style formats, pythonic).
+        template: how to write a call (for constrained decoding and prompt rendering).
     """
 
     name: str

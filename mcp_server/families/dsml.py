@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import re
 
-from mcp_server.families.base import Block, Call, Tools, ToolSyntax
+from mcp_server.families.arguments import ArgumentSyntax
+from mcp_server.families.base import Block, Call, CallTemplate, Tools, ToolSyntax
 from mcp_server.families.xmlargs import arguments_text
 
-__all__ = ["DSML"]
+__all__ = ["DSML", "dsml"]
 
 _OPEN = "<｜DSML｜"
 _HEADER = re.compile(r"<｜DSML｜ ?(function_calls|tool_calls|calls)>")
@@ -51,4 +52,26 @@ def _parameters(body: str) -> list[tuple[str, str, bool | None]]:
     return [(m.group(1), m.group(3), None if m.group(2) is None else m.group(2) == "true") for m in _PARAMETER.finditer(body)]
 
 
-DSML = ToolSyntax("deepseekv32", (_OPEN,), scan, ends_reasoning=True)
+def dsml(name: str, block: str) -> ToolSyntax:
+    """The DSML syntax of ``name`` whose call block is named ``block`` (``function_calls``;
+    with a leading space, V4.1's spelling, every tag has one)."""
+    tag = "<｜DSML｜" + (" " if block.startswith(" ") else "")
+    close = "</｜DSML｜" + (" " if block.startswith(" ") else "")
+    return ToolSyntax(
+        name,
+        (_OPEN,),
+        scan,
+        ends_reasoning=True,
+        template=CallTemplate(
+            f'{tag}{block.strip()}>\n{tag}invoke name="{{name}}">\n',
+            f"{close}invoke>\n{close}{block.strip()}>",
+            f"{tag}{block.strip()}>",
+            arguments=ArgumentSyntax(
+                "tagged", f'{tag}parameter name="{{key}}" string="{{string}}">', f"{close}parameter>\n", forbidden=("</｜DSML｜",),
+                xgrammar_style="deepseek_v4_1_xml" if block.startswith(" ") else "deepseek_xml",
+            ),
+        ),
+    )
+
+
+DSML = dsml("deepseekv32", "function_calls")

@@ -12,7 +12,8 @@ import json
 import re
 from typing import Any
 
-from mcp_server.families.base import Block, Call, Tools, ToolSyntax
+from mcp_server.families.arguments import ArgumentSyntax
+from mcp_server.families.base import Block, Call, CallTemplate, Tools, ToolSyntax
 
 __all__ = ["GEMMA4"]
 
@@ -51,6 +52,8 @@ def _object(text: str, pos: int) -> tuple[dict[str, Any], int]:
     """Read an object whose ``{`` ends right before ``pos``; return it and the position after ``}``."""
     result: dict[str, Any] = {}
     while True:
+        while pos < len(text) and text[pos] in " \n":
+            pos += 1
         if pos >= len(text):
             raise _Incomplete
         if text[pos] == "}":
@@ -111,4 +114,9 @@ def _value(text: str, pos: int) -> tuple[Any, int]:
     return json.loads(scalar.group().strip()), scalar.end()
 
 
-GEMMA4 = ToolSyntax("gemma4", (_OPEN,), scan)
+GEMMA4 = ToolSyntax(
+    "gemma4",
+    (_OPEN,),
+    scan,
+    template=CallTemplate(_OPEN + "call:{name}", _CLOSE, _OPEN, "", arguments=ArgumentSyntax("gemma", xgrammar_style="gemma")),
+)

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import re
 
-from mcp_server.families.base import Block, Call, Tools, ToolSyntax
+from mcp_server.families.arguments import ArgumentSyntax
+from mcp_server.families.base import Block, Call, CallTemplate, Tools, ToolSyntax
 from mcp_server.families.xmlargs import arguments_text
 
 __all__ = ["GLM45", "GLM47"]
@@ -59,5 +60,22 @@ def scan(text: str, final: bool, tools: Tools) -> Block | None:
         pos = stop.end()
 
 
-GLM45 = ToolSyntax("glm45", (_OPEN,), scan)
-GLM47 = ToolSyntax("glm47", (_OPEN,), scan)
+GLM45 = ToolSyntax(
+    "glm45",
+    (_OPEN,),
+    scan,
+    template=CallTemplate(
+        _OPEN + "{name}\n", _CLOSE, _OPEN,
+        arguments=ArgumentSyntax("tagged", "<arg_key>{key}</arg_key>\n<arg_value>", "</arg_value>\n", forbidden=("</arg_value>",)),
+    ),
+)
+GLM47 = ToolSyntax(
+    "glm47",
+    (_OPEN,),
+    scan,
+    template=CallTemplate(
+        _OPEN + "{name}", _CLOSE, _OPEN, "",
+        arguments=ArgumentSyntax("tagged", "<arg_key>{key}</arg_key><arg_value>", "</arg_value>", forbidden=("</arg_value>",)),
+    ),
+)
+"""Written as the GLM-4.5 and GLM-4.7 chat templates write calls (4.7: no newlines)."""

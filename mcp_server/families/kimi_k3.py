@@ -17,7 +17,8 @@ from __future__ import annotations
 import html
 import re
 
-from mcp_server.families.base import Block, Call, ReasoningFormat, Tools, ToolSyntax
+from mcp_server.families.arguments import ArgumentSyntax
+from mcp_server.families.base import Block, Call, CallTemplate, ReasoningFormat, Tools, ToolSyntax
 from mcp_server.families.xmlargs import arguments_text
 
 __all__ = ["KIMI_K3", "KIMI_K3_REASONING"]
@@ -62,4 +63,14 @@ KIMI_K3 = ToolSyntax(
     scan,
     ends_reasoning=True,
     drop=("<|open|>response<|sep|>", "<|close|>response<|sep|>", "<|close|>message<|sep|>"),
+    template=CallTemplate(
+        _OPEN + '<|open|>call tool="{name}"<|sep|>',
+        "<|close|>call<|sep|>" + _CLOSE,
+        _OPEN,
+        "",
+        arguments=ArgumentSyntax(
+            "tagged", '<|open|>argument key="{key}" type="{type}"<|sep|>', "<|close|>argument<|sep|>", forbidden=("<|close|>",)
+        ),
+    ),
 )
+"""Constrained calls are one tools element each (the parser reads consecutive elements)."""

@@ -6,7 +6,8 @@ from __future__ import annotations
 import ast
 import json
 
-from mcp_server.families.base import Block, Call, Tools, ToolSyntax, balanced_end
+from mcp_server.families.arguments import ArgumentSyntax
+from mcp_server.families.base import Block, Call, CallTemplate, Tools, ToolSyntax, balanced_end
 
 __all__ = ["PYTHONIC"]
 
@@ -56,4 +57,10 @@ def _calls(source: str) -> tuple[Call, ...] | None:
     return tuple(calls)
 
 
-PYTHONIC = ToolSyntax("pythonic", (_START, "["), scan)
+PYTHONIC = ToolSyntax(
+    "pythonic",
+    (_START, "["),
+    scan,
+    template=CallTemplate("[{name}(", ")]", "[", "", arguments=ArgumentSyntax("python", "{key}=", separator=", ")),
+)
+"""Constrained calls are one list each (the parser reads consecutive lists)."""

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import re
 
-from mcp_server.families.base import Block, Call, Tools, ToolSyntax
+from mcp_server.families.arguments import ArgumentSyntax
+from mcp_server.families.base import Block, Call, CallTemplate, Tools, ToolSyntax
 from mcp_server.families.xmlargs import arguments_text
 
 __all__ = ["QWEN3_CODER"]
@@ -79,4 +80,18 @@ def _function(text: str, pos: int, tools: Tools) -> tuple[Call | None, int] | No
         pos = stop.end()
 
 
-QWEN3_CODER = ToolSyntax("qwen3_coder", (_OPEN, _FUNCTION), scan, ends_reasoning=True)
+QWEN3_CODER = ToolSyntax(
+    "qwen3_coder",
+    (_OPEN, _FUNCTION),
+    scan,
+    ends_reasoning=True,
+    template=CallTemplate(
+        _OPEN + "\n" + _FUNCTION + "{name}>\n",
+        _FUNCTION_END + "\n" + _CLOSE,
+        _OPEN,
+        arguments=ArgumentSyntax(
+            "tagged", "<parameter={key}>\n", "\n</parameter>\n", forbidden=("</parameter>", "\n<parameter=", "\n</function>")
+        ),
+    ),
+)
+"""Written as Qwen3-Coder's chat template writes calls (one ``<tool_call>`` per call)."""

@@ -15,11 +15,10 @@ Sources: each model's own chat template and model card; the canitoolcall 0.1.1 c
 from __future__ import annotations
 
 from dataclasses import dataclass
-from dataclasses import replace as _replace
 
 from mcp_server.families.base import CallTemplate, ReasoningFormat, ToolSyntax
 from mcp_server.families.deepseek import DEEPSEEK_V3, DEEPSEEK_V31
-from mcp_server.families.dsml import DSML
+from mcp_server.families.dsml import DSML, dsml
 from mcp_server.families.gemma4 import GEMMA4
 from mcp_server.families.glm import GLM45, GLM47
 from mcp_server.families.harmony import HARMONY_REASONING
@@ -56,8 +55,8 @@ TOOL_CALL_PARSERS: dict[str, ToolSyntax] = {
         DEEPSEEK_V3,
         DEEPSEEK_V31,
         DSML,
-        _replace(DSML, name="deepseekv4"),
-        _replace(DSML, name="deepseekv41"),
+        dsml("deepseekv4", "tool_calls"),
+        dsml("deepseekv41", " calls"),
         KIMI_K2,
         KIMI_K3,
         GLM45,

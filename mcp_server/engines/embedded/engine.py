@@ -328,7 +328,7 @@ class EmbeddedEngine(WorkerFacts):
         scheduler = self._scheduler
         if scheduler is None:
             raise EngineUnavailable("The engine is not started.")
-        check_tools_allowed(request, self._card.tool_call_format)
+        check_tools_allowed(request, self._card.tool_call_format, self.grammar_backend)
         # Tokenizing and compiling take up to seconds: off the event loop, so others go on.
         prompt_ids = await anyio.to_thread.run_sync(self._render, request)
         max_new_tokens = completion_budget(request, len(prompt_ids), self.context_length)

@@ -15,6 +15,7 @@ from typing import Any
 
 from mcp_server.catalog import CatalogEntry, ModelCard
 from mcp_server.engines.base import GenerationRequest
+from mcp_server.engines.embedded.decoding.backends import GrammarBackend
 from mcp_server.engines.embedded.decoding.toolcalls import FAMILIES as GRAMMAR_FORMATS
 from mcp_server.engines.embedded.decoding.toolcalls import ToolCallFormat
 from mcp_server.engines.embedded.prompt import TemplateTools, template_tools
@@ -27,6 +28,7 @@ __all__ = [
     "ServedFamily",
     "check_flags",
     "check_tools_allowed",
+    "constrains",
     "grammar_format",
     "keeps_special_tokens",
     "resolve_family",
@@ -142,8 +144,9 @@ To call a function, write exactly: EXAMPLE"""
 def grammar_format(tool_call_parser: str | None) -> ToolCallFormat | None:
     """The constraint and prompt-rendering format of a family: the grammar registry's own
     (``hermes``, ``llama3``, with their families' instructions), else one built from the family
-    table's call template (JSON-argument formats); None when the format has no template
-    (the engine then falls back to Hermes' for rendering, and refuses ``required``/named)."""
+    table's call template (with its arguments' notation where they are not JSON); None when
+    the format has no template (the engine then falls back to Hermes' for rendering, and
+    refuses ``required``/named)."""
     if tool_call_parser in GRAMMAR_FORMATS:
         return GRAMMAR_FORMATS[tool_call_parser]
     syntax = TOOL_CALL_PARSERS.get(tool_call_parser or "")
@@ -153,7 +156,7 @@ def grammar_format(tool_call_parser: str | None) -> ToolCallFormat | None:
     fmt = ToolCallFormat(
         name=tool_call_parser, prefix="", arguments_key="", suffix="", trigger=template.trigger, instructions="",
         result_role="user", result_open="<tool_response>\n", result_close="\n</tool_response>",
-        begin=template.begin, end=template.end, separator=template.separator,
+        begin=template.begin, end=template.end, separator=template.separator, arguments=template.arguments,
     )
     example = fmt.call_text("FUNCTION_NAME", '{"argument": "value"}').replace("{", "{{").replace("}", "}}")
     return replace(fmt, instructions=_INSTRUCTIONS.replace("EXAMPLE", example))
@@ -169,13 +172,21 @@ def keeps_special_tokens(request: GenerationRequest, card: ModelCard) -> bool:
     return calls or card.reasoning_parser is not None
 
 
-def check_tools_allowed(request: GenerationRequest, tool_call_parser: str | None) -> None:
+def check_tools_allowed(request: GenerationRequest, tool_call_parser: str | None, backend: GrammarBackend | None = None) -> None:
     """Refuse tools the served model's format cannot parse or constrain.
+
+    Args:
+        request: the request.
+        tool_call_parser: the served model's format, or None (unknown).
+        backend: the embedded engine's grammar backend; None for SGLang (whose backend
+            compiles structural tags with JSON arguments only).
 
     Raises:
         InvalidRequest: (param ``tools``) no tool-call format is known for the model; (param
-            ``tool_choice``) ``required`` or a named function for a format whose constraint
-            is not built yet.
+            ``tool_choice``) ``required`` or a named function for a format without a
+            constraint, or on SGLang for one whose arguments are not JSON; (param
+            ``grammar_backend``) for one whose arguments' notation the embedded engine's
+            grammar backend does not compile (XML-style and pythonic: llguidance only).
     """
     if not request.tools or request.tool_choice == "none":
         return
@@ -185,9 +196,33 @@ def check_tools_allowed(request: GenerationRequest, tool_call_parser: str | None
             "start the server with --tool-call-parser NAME to use tools.",
             param="tools",
         )
-    if request.tool_choice not in (None, "auto") and grammar_format(tool_call_parser) is None:
+    if request.tool_choice in (None, "auto"):
+        return
+    fmt = grammar_format(tool_call_parser)
+    if fmt is None:
         raise InvalidRequest(
             f"tool_choice {request.tool_choice!r} needs a grammar for the {tool_call_parser!r} tool-call format, "
             "which is not built yet; use tool_choice 'auto'.",
             param="tool_choice",
         )
+    if not constrains(backend, fmt):
+        notation = fmt.arguments.notation if fmt.arguments else "JSON"
+        if backend is None:
+            raise InvalidRequest(
+                f"tool_choice {request.tool_choice!r} needs a grammar for the {tool_call_parser!r} tool-call format, whose "
+                f"{notation} arguments only the embedded engine's llguidance backend compiles; use tool_choice 'auto'.",
+                param="tool_choice",
+            )
+        raise InvalidRequest(
+            f"tool_choice {request.tool_choice!r} needs a grammar for the {tool_call_parser!r} tool-call format, whose "
+            f"{notation} arguments the {backend.name} grammar backend does not compile; serve with "
+            "--grammar-backend llguidance (the default), or use tool_choice 'auto'.",
+            param="grammar_backend",
+        )
+
+
+def constrains(backend: GrammarBackend | None, fmt: ToolCallFormat) -> bool:
+    """Whether ``backend`` (None: SGLang's) compiles ``fmt``'s tool-call constraint: every
+    backend compiles JSON arguments, :meth:`GrammarBackend.compiles_arguments` says which
+    other notations."""
+    return fmt.arguments is None or (backend is not None and backend.compiles_arguments(fmt.arguments))

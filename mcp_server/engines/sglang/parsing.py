@@ -44,7 +44,7 @@ import httpx
 
 from mcp_server.catalog import ModelCard, find_entry
 from mcp_server.engines.base import GenerationDelta, GenerationRequest
-from mcp_server.engines.embedded.family import PROMPT_TAIL_TOKENS, check_tools_allowed, grammar_format
+from mcp_server.engines.embedded.family import PROMPT_TAIL_TOKENS, check_tools_allowed, constrains, grammar_format
 from mcp_server.engines.embedded.output import OutputProcessor
 from mcp_server.errors import EngineUnavailable
 from mcp_server.families import REASONING_PARSERS, check_names, prompt_opens
@@ -103,7 +103,7 @@ class RawFormats:
             fields["tool_choice"] = "auto"
             fields["response_format"] = (
                 fmt.constraint(request.tools, request.tool_choice, request.parallel_tool_calls, _no_check)
-                if fmt
+                if fmt and constrains(None, fmt)
                 else None
             )
         return fields

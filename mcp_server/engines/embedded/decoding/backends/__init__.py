@@ -29,6 +29,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from mcp_server.families.arguments import ArgumentSyntax
+
 __all__ = [
     "DEFAULT_GRAMMAR_BACKEND",
     "GRAMMAR_BACKENDS",
@@ -113,6 +115,11 @@ class GrammarBackend(Protocol):
 
     def matcher(self, compiled: Any) -> GrammarMatcher:
         """A fresh matcher at the start of a compiled grammar."""
+        ...
+
+    def compiles_arguments(self, syntax: ArgumentSyntax) -> bool:
+        """Whether structural tags with ``arguments`` contents in ``syntax`` compile (tool-call
+        arguments that are not one JSON object: XML-style, pythonic)."""
         ...
 
     def size_bytes(self, compiled: Any) -> int:

@@ -31,8 +31,10 @@ import llguidance.hf
 import llguidance.numpy
 import numpy as np
 
+from mcp_server.engines.embedded.decoding.backends.lark_arguments import arguments_lark, lark_literal, regex_literal
 from mcp_server.engines.embedded.decoding.constraints import check_schema
 from mcp_server.errors import InvalidRequest
+from mcp_server.families.arguments import ArgumentSyntax
 
 __all__ = ["JSON_OPTIONS", "LLGuidanceBackend", "LLGuidanceMatcher", "strict", "structural_tag_lark"]
 
@@ -141,6 +143,11 @@ class LLGuidanceBackend:
         return LLGuidanceMatcher(compiled.deep_copy(), self._eos_ids)
 
     @staticmethod
+    def compiles_arguments(syntax: ArgumentSyntax) -> bool:
+        """See :class:`.GrammarBackend`: every notation (:mod:`.lark_arguments`)."""
+        return True
+
+    @staticmethod
     def size_bytes(compiled: llguidance.LLMatcher) -> int:
         """A flat estimate (llguidance does not report it): 64 KB per grammar."""
         return 64 * 1024
@@ -170,7 +177,8 @@ def structural_tag_lark(tag: dict[str, Any]) -> str:
     """Translate a structural tag (the formats the tool-call families use) to llguidance Lark.
 
     Supported formats: ``tag`` (begin, content, end), ``tags_with_separator`` and
-    ``triggered_tags`` (one trigger, or several), with ``json_schema`` contents. Semantics as
+    ``triggered_tags`` (one trigger, or several), with ``json_schema`` contents or ``arguments``
+    contents (:mod:`.lark_arguments`: notations that are not one JSON object). Semantics as
     xgrammar's: ``at_least_one`` (at least one tag), ``stop_after_first`` (the grammar ends
     after the first tag); in ``triggered_tags`` any text may come before, between and after
     the tags, and a trigger in the text always starts one of the tags.
@@ -186,7 +194,7 @@ def structural_tag_lark(tag: dict[str, Any]) -> str:
     elif kind == "tags_with_separator":
         choice = " | ".join(_tag_rule(t, "", rules, i) for i, t in enumerate(fmt["tags"]))
         rules.append(f"call: {choice}")
-        repeat = "" if fmt.get("stop_after_first") else f" ({_lit(fmt['separator'])} call)*"
+        repeat = "" if fmt.get("stop_after_first") else f" ({lark_literal(fmt['separator'])} call)*"
         start = f"call{repeat}" if fmt.get("at_least_one") else f"(call{repeat})?"
     elif kind == "triggered_tags":
         triggers = fmt["triggers"]
@@ -194,10 +202,10 @@ def structural_tag_lark(tag: dict[str, Any]) -> str:
             tags = [(i, t) for i, t in enumerate(fmt["tags"]) if t["begin"].startswith(trigger)]
             choice = " | ".join(_tag_rule(t, trigger, rules, i) for i, t in tags)
             # A lazy lexeme ends at the trigger's first appearance (llguidance's form for tool calls).
-            rules.append(f"call_{t_index}_trigger[lazy]: TEXT {_lit(trigger)}")
+            rules.append(f"call_{t_index}_trigger[lazy]: TEXT {lark_literal(trigger)}")
             rules.append(f"call_{t_index}: call_{t_index}_trigger ({choice})")
         calls = " | ".join(f"call_{i}" for i in range(len(triggers)))
-        excluded = " | ".join(_regex_literal(t) for t in triggers)
+        excluded = "|".join(regex_literal(t) for t in triggers)
         rules.append(f"TEXT: /(.|\\n)*/ & ~/(.|\\n)*({excluded})(.|\\n)*/")
         if fmt.get("stop_after_first"):
             start = f"({calls})" if fmt.get("at_least_one") else f"TEXT | ({calls})"
@@ -211,15 +219,23 @@ def structural_tag_lark(tag: dict[str, Any]) -> str:
 def _tag_rule(tag: dict[str, Any], trigger: str, rules: list[str], index: int) -> str:
     """Add the rule of one ``tag`` (its begin less ``trigger``, content, end); return its name."""
     content = tag["content"]
-    if content.get("type") != "json_schema":
-        raise InvalidRequest(f"structural tag content {content.get('type')!r} is not supported by llguidance", param="tools")
-    schema = strict(content["json_schema"])
-    body = {**schema, "x-guidance": JSON_OPTIONS} if isinstance(schema, dict) else schema
-    end = tag["end"] if isinstance(tag["end"], str) else tag["end"][0]
     name = f"tag_{index}"
-    parts = [_lit(tag["begin"][len(trigger) :]), f"%json {_dumps(body)}", _lit(end)]
+    if content.get("type") == "json_schema":
+        arguments = _json_value(content["json_schema"])
+    elif content.get("type") == "arguments":
+        arguments = arguments_lark(content, f"{name}_", rules, _json_value)
+    else:
+        raise InvalidRequest(f"structural tag content {content.get('type')!r} is not supported by llguidance", param="tools")
+    end = tag["end"] if isinstance(tag["end"], str) else tag["end"][0]
+    parts = [lark_literal(tag["begin"][len(trigger) :]), arguments, lark_literal(end)]
     rules.append(f"{name}: " + " ".join(p for p in parts if p))
     return name
+
+
+def _json_value(schema: Any) -> str:
+    """``%json`` of ``schema``, strict, with :data:`JSON_OPTIONS`."""
+    schema = strict(schema)
+    return f"%json {_dumps({**schema, 'x-guidance': JSON_OPTIONS} if isinstance(schema, dict) else schema)}"
 
 
 _OPEN_KEYS = frozenset({"additionalProperties", "patternProperties", "unevaluatedProperties", "$ref", "allOf",
@@ -256,14 +272,6 @@ def strict(schema: Any) -> Any:
     if is_object and declared:
         node["additionalProperties"] = False
     return node
-
-
-def _lit(text: str) -> str:
-    return json.dumps(text) if text else ""
-
-
-def _regex_literal(text: str) -> str:
-    return "".join(f"\\x{ord(c):02x}" if ord(c) < 128 and not c.isalnum() else c for c in text)
 
 
 def _dumps(value: Any) -> str:

@@ -33,6 +33,7 @@ from mcp_server.engines.embedded.decoding.constraints import (
 )
 from mcp_server.engines.embedded.decoding.grammar_cache import COMPILE_TIMEOUT
 from mcp_server.errors import InvalidRequest
+from mcp_server.families.arguments import ArgumentSyntax
 
 __all__ = ["XGrammarBackend", "XGrammarMatcher"]
 
@@ -151,6 +152,12 @@ class XGrammarBackend:
         return XGrammarMatcher(compiled, self._encode)
 
     @staticmethod
+    def compiles_arguments(syntax: ArgumentSyntax) -> bool:
+        """See :class:`.GrammarBackend`: the notations xgrammar has a ``JSONSchemaFormat``
+        style for (:attr:`ArgumentSyntax.xgrammar_style`: XML-style and Gemma 4, not pythonic)."""
+        return syntax.xgrammar_style is not None
+
+    @staticmethod
     def size_bytes(compiled: xgrammar.CompiledGrammar) -> int:
         """``CompiledGrammar.memory_size_bytes``."""
         return compiled.memory_size_bytes
@@ -164,12 +171,35 @@ def _compile_and_send(compile_grammar: Callable[[], xgrammar.CompiledGrammar], p
         send.send((None, exc.message))
 
 
+def _unenforced_length(schema: Any) -> str | None:
+    """``minLength`` or ``maxLength`` anywhere in ``schema``: xgrammar 0.2.9's XML and Gemma
+    styles write string values as raw text and do not bound their length (measured: a
+    ``glm_xml`` value passed ``maxLength``)."""
+    if isinstance(schema, list):
+        return next((k for item in schema if (k := _unenforced_length(item))), None)
+    if not isinstance(schema, dict):
+        return None
+    if found := next((k for k in ("minLength", "maxLength") if k in schema), None):
+        return found
+    return next((k for value in schema.values() if (k := _unenforced_length(value))), None)
+
+
 def _with_ebnf(node: Any, param: str) -> Any:
-    """A copy of a structural tag whose ``json_schema`` contents are ``grammar`` (EBNF) contents."""
+    """A copy of a structural tag whose ``json_schema`` contents are ``grammar`` (EBNF) contents
+    and whose ``arguments`` contents are ``json_schema`` contents in their xgrammar style."""
     if isinstance(node, list):
         return [_with_ebnf(item, param) for item in node]
     if not isinstance(node, dict):
         return node
     if node.get("type") == "json_schema":
         return {"type": "grammar", "grammar": schema_ebnf(node["json_schema"], param)}
+    if node.get("type") == "arguments":  # xgrammar writes the notation itself (its whitespace rules)
+        if keyword := _unenforced_length(node["json_schema"]):
+            raise InvalidRequest(
+                f"JSON Schema keyword '{keyword}' is not supported by the xgrammar backend in "
+                f"{node['syntax']['xgrammar_style']} tool-call arguments (it is not enforced there); "
+                "use --grammar-backend llguidance",
+                param=node["param"],
+            )
+        return {"type": "json_schema", "json_schema": node["json_schema"], "style": node["syntax"]["xgrammar_style"]}
     return {key: _with_ebnf(value, param) for key, value in node.items()}

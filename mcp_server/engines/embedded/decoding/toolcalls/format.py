@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from mcp_server.capability.schemas import NO_PARAMETERS
+from mcp_server.families.arguments import ArgumentSyntax, render_arguments
 from mcp_server.errors import InvalidRequest
 
 __all__ = ["CALL_SEPARATOR", "ToolCallFormat", "function_of", "parameters_of"]
@@ -48,6 +49,10 @@ class ToolCallFormat:
             (:data:`mcp_server.families.TOOL_CALL_PARSERS`) are written this way.
         end: the text after a call's arguments, with ``begin``.
         separator: text between two calls of one turn.
+        arguments: the notation of arguments that are not one JSON object (XML-style,
+            pythonic), or None (JSON); with it a structural tag's contents are ``arguments``
+            contents (``{"type": "arguments", "syntax": ..., "json_schema": ..., "param": ...}``),
+            which only the llguidance backend compiles.
     """
 
     name: str
@@ -62,6 +67,7 @@ class ToolCallFormat:
     begin: str | None = None
     end: str = ""
     separator: str = CALL_SEPARATOR
+    arguments: ArgumentSyntax | None = None
 
     def call_text(self, name: str, arguments: str) -> str:
         """The text of one call, exactly as the grammar emits it.
@@ -70,6 +76,8 @@ class ToolCallFormat:
             name: the function name.
             arguments: the arguments as JSON text.
         """
+        if self.arguments is not None:
+            arguments = render_arguments(self.arguments, arguments)
         return self._begin(name) + arguments + self._end
 
     def constraint(
@@ -87,9 +95,10 @@ class ToolCallFormat:
         no text before, between or after them (vLLM's ``required``). A named function:
         exactly one call to it and nothing else. ``parallel_tool_calls=False``: at most one
         call (nothing after it).
-        Every call's arguments follow that tool's ``parameters`` (a ``json_schema`` content,
-        checked first with ``check_parameters(schema, param)``, the grammar backend's check);
-        a tool without parameters gets ``{}``.
+        Every call's arguments follow that tool's ``parameters`` (a ``json_schema`` content, or
+        an ``arguments`` content in the format's notation; checked first with
+        ``check_parameters(schema, param)``, the grammar backend's check); a tool without
+        parameters gets ``{}``.
 
         Raises:
             InvalidRequest: a malformed tool (param ``tools[i]``), a duplicate name, an
@@ -103,14 +112,12 @@ class ToolCallFormat:
             function = function_of(tool, index)
             if function["name"] in tags:
                 raise InvalidRequest(f"duplicate tool name {function['name']!r}", param=f"tools[{index}].function.name")
-            parameters = parameters_of(function)
-            check_parameters(parameters, f"tools[{index}].function.parameters")
-            tags[function["name"]] = {
-                "type": "tag",
-                "begin": self._begin(function["name"]),
-                "content": {"type": "json_schema", "json_schema": parameters},
-                "end": self._end,
-            }
+            parameters, param = parameters_of(function), f"tools[{index}].function.parameters"
+            check_parameters(parameters, param)
+            content: dict[str, Any] = {"type": "json_schema", "json_schema": parameters}
+            if self.arguments is not None:
+                content = {"type": "arguments", "syntax": asdict(self.arguments), "json_schema": parameters, "param": param}
+            tags[function["name"]] = {"type": "tag", "begin": self._begin(function["name"]), "content": content, "end": self._end}
         if isinstance(tool_choice, dict):
             name = (tool_choice.get("function") or {}).get("name")
             if tool_choice.get("type") != "function" or name not in tags:

@@ -30,7 +30,8 @@ class GrammarProvider:
     """Callable ``(request, tokenizer) -> compiled grammar | None`` for the engine.
 
     With tools and ``tool_choice != "none"`` the grammar is the family's tool-call structural
-    tag; otherwise it is the ``response_format`` grammar (None for plain text). Grammars are
+    tag (None when the backend does not compile its arguments' notation: ``auto`` is then free
+    text); otherwise it is the ``response_format`` grammar (None for plain text). Grammars are
     compiled by the grammar backend and cached (LRU) by the canonical JSON of what they
     depend on.
 
@@ -59,6 +60,8 @@ class GrammarProvider:
         """
         if not request.tools or request.tool_choice == "none":
             return compile_response_format(self.backend, request.response_format, self.cache)
+        if self.family.arguments is not None and not self.backend.compiles_arguments(self.family.arguments):
+            return None  # tool_choice auto, unconstrained (required/named were refused before)
         key = json.dumps([request.tools, request.tool_choice, request.parallel_tool_calls], ensure_ascii=False)
 
         def build() -> Any:
