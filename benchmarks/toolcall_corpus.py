@@ -1,7 +1,7 @@
 """Replaying the canitoolcall corpus through the server's own output path (shared by
 ``benchmarks/bench_toolcalls.py`` and ``tests/test_toolcall_corpus.py``).
 
-Each fixture's ``raw_output`` goes through :class:`~mcp_server.engines.embedded.output.OutputProcessor`
+Each fixture's ``raw_output`` goes through :class:`~mcp_server.engines.embedded.decoding.output.OutputProcessor`
 (the family table's splitter, the final validation, the finish reason) and
 :func:`~mcp_server.protocol.chunks.delta_payload` (OpenAI delta shaping), once whole and
 streamed by characters: one character per delta and five seeded random groupings of 1 to 8
@@ -22,7 +22,7 @@ from canitoolcall.fixtures import Fixture, load_fixtures
 from canitoolcall.results import Observation, ParseResult, StreamAccumulator
 
 from mcp_server.engines.base import GenerationDelta, GenerationRequest
-from mcp_server.engines.embedded.output import OutputProcessor
+from mcp_server.engines.embedded.decoding.output import OutputProcessor
 from mcp_server.errors import ServiceError
 from mcp_server.protocol.chunks import delta_payload
 

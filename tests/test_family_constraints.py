@@ -15,7 +15,7 @@ import pytest
 from mcp_server.engines.base import GenerationRequest, SamplingParams
 from mcp_server.engines.embedded.decoding.toolcalls import GrammarProvider
 from mcp_server.engines.embedded.engine import EmbeddedEngine
-from mcp_server.engines.embedded.family import check_tools_allowed, grammar_format
+from mcp_server.engines.embedded.decoding.toolcalls.support import check_tools_allowed, grammar_format
 from mcp_server.errors import InvalidRequest
 from mcp_server.families import TOOL_CALL_PARSERS, parse
 from tests.live_server import start_server

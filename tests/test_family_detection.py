@@ -10,7 +10,8 @@ import pytest
 from mcp_server.catalog import default_entry
 from mcp_server.engines.base import GenerationRequest
 from mcp_server.engines.embedded.engine import EmbeddedEngine
-from mcp_server.engines.embedded.family import check_tools_allowed, resolve_family
+from mcp_server.engines.embedded.decoding.toolcalls.support import check_tools_allowed
+from mcp_server.engines.embedded.family import resolve_family
 from mcp_server.errors import InvalidRequest
 from mcp_server.families.detect import detect
 

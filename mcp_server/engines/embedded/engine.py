@@ -37,13 +37,14 @@ from mcp_server.engines.embedded.decoding.backends import DEFAULT_GRAMMAR_BACKEN
 from mcp_server.engines.embedded.decoding.toolcalls import (
     GrammarProvider as ToolGrammarProvider,
 )
-from mcp_server.engines.embedded.family import PROMPT_TAIL_TOKENS, ServedFamily, check_tools_allowed, keeps_special_tokens
+from mcp_server.engines.embedded.decoding.output import PROMPT_TAIL_TOKENS, OutputProcessor
+from mcp_server.engines.embedded.decoding.toolcalls.support import check_tools_allowed
+from mcp_server.engines.embedded.family import ServedFamily, keeps_special_tokens
 from mcp_server.engines.embedded.handoff import Outbox
 from mcp_server.engines.embedded.jumpforward import StepStats
 from mcp_server.engines.embedded.model_check import check_model_path
 from mcp_server.engines.embedded.model_facts import WorkerFacts
 from mcp_server.engines.embedded.model_files import load_tokenizer
-from mcp_server.engines.embedded.output import OutputProcessor
 from mcp_server.engines.embedded.policy import Limits, cache_scope
 from mcp_server.engines.embedded.progress import Progress
 from mcp_server.engines.embedded.prompt import completion_budget, render_chat

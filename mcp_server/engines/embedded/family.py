@@ -4,7 +4,7 @@ Order: ``--tool-call-parser`` / ``--reasoning-parser`` (SGLang's flag and parser
 win; then the catalog entry of a bundled model; then :func:`mcp_server.families.detect.detect`
 on the tokenizer's chat template. One start-up log line says what was chosen and how; a
 model that nothing determines logs a warning naming the flag, and its requests with tools
-are refused (:func:`check_tools_allowed`).
+are refused (:func:`.decoding.toolcalls.support.check_tools_allowed`).
 """
 
 from __future__ import annotations
@@ -15,27 +15,15 @@ from typing import Any
 
 from mcp_server.catalog import CatalogEntry, ModelCard
 from mcp_server.engines.base import GenerationRequest
-from mcp_server.engines.embedded.decoding.backends import GrammarBackend
 from mcp_server.engines.embedded.decoding.toolcalls import FAMILIES as GRAMMAR_FORMATS
 from mcp_server.engines.embedded.decoding.toolcalls import ToolCallFormat
+from mcp_server.engines.embedded.decoding.toolcalls.support import grammar_format
 from mcp_server.engines.embedded.prompt import TemplateTools, template_tools
 from mcp_server.errors import InvalidRequest
-from mcp_server.families import TOOL_CALL_PARSERS, check_names
+from mcp_server.families import check_names
 from mcp_server.families.detect import detect
 
-__all__ = [
-    "PROMPT_TAIL_TOKENS",
-    "ServedFamily",
-    "check_flags",
-    "check_tools_allowed",
-    "constrains",
-    "grammar_format",
-    "keeps_special_tokens",
-    "resolve_family",
-]
-
-PROMPT_TAIL_TOKENS = 32
-"""Prompt tokens decoded to see whether the generation prompt opened a think block."""
+__all__ = ["ServedFamily", "check_flags", "keeps_special_tokens", "resolve_family"]
 
 logger = logging.getLogger(__name__)
 
@@ -132,36 +120,6 @@ def resolve_family(
     return tool, reasoning
 
 
-_INSTRUCTIONS = """# Tools
-
-You may call one or more functions to assist with the user query. The functions:
-{tools}
-
-To call a function, write exactly: EXAMPLE"""
-"""System-prompt block for formats from the family table, for templates without tool support."""
-
-
-def grammar_format(tool_call_parser: str | None) -> ToolCallFormat | None:
-    """The constraint and prompt-rendering format of a family: the grammar registry's own
-    (``hermes``, ``llama3``, with their families' instructions), else one built from the family
-    table's call template (with its arguments' notation where they are not JSON); None when
-    the format has no template (the engine then falls back to Hermes' for rendering, and
-    refuses ``required``/named)."""
-    if tool_call_parser in GRAMMAR_FORMATS:
-        return GRAMMAR_FORMATS[tool_call_parser]
-    syntax = TOOL_CALL_PARSERS.get(tool_call_parser or "")
-    template = syntax.template if syntax else None
-    if template is None or tool_call_parser is None:
-        return None
-    fmt = ToolCallFormat(
-        name=tool_call_parser, prefix="", arguments_key="", suffix="", trigger=template.trigger, instructions="",
-        result_role="user", result_open="<tool_response>\n", result_close="\n</tool_response>",
-        begin=template.begin, end=template.end, separator=template.separator, arguments=template.arguments,
-    )
-    example = fmt.call_text("FUNCTION_NAME", '{"argument": "value"}').replace("{", "{{").replace("}", "}}")
-    return replace(fmt, instructions=_INSTRUCTIONS.replace("EXAMPLE", example))
-
-
 def keeps_special_tokens(request: GenerationRequest, card: ModelCard) -> bool:
     """Whether a sequence's text must keep special tokens: many families write their call and
     reasoning markers as special tokens (``[TOOL_CALLS]``, ``<|python_tag|>``, harmony's
@@ -170,59 +128,3 @@ def keeps_special_tokens(request: GenerationRequest, card: ModelCard) -> bool:
     tokens never reach the text."""
     calls = bool(request.tools) and request.tool_choice != "none" and card.tool_call_format is not None
     return calls or card.reasoning_parser is not None
-
-
-def check_tools_allowed(request: GenerationRequest, tool_call_parser: str | None, backend: GrammarBackend | None = None) -> None:
-    """Refuse tools the served model's format cannot parse or constrain.
-
-    Args:
-        request: the request.
-        tool_call_parser: the served model's format, or None (unknown).
-        backend: the embedded engine's grammar backend; None for SGLang (whose backend
-            compiles structural tags with JSON arguments only).
-
-    Raises:
-        InvalidRequest: (param ``tools``) no tool-call format is known for the model; (param
-            ``tool_choice``) ``required`` or a named function for a format without a
-            constraint, or on SGLang for one whose arguments are not JSON; (param
-            ``grammar_backend``) for one whose arguments' notation the embedded engine's
-            grammar backend does not compile (XML-style and pythonic: llguidance only).
-    """
-    if not request.tools or request.tool_choice == "none":
-        return
-    if tool_call_parser is None:
-        raise InvalidRequest(
-            "The served model's tool-call format is unknown (nothing in its chat template determines it); "
-            "start the server with --tool-call-parser NAME to use tools.",
-            param="tools",
-        )
-    if request.tool_choice in (None, "auto"):
-        return
-    fmt = grammar_format(tool_call_parser)
-    if fmt is None:
-        raise InvalidRequest(
-            f"tool_choice {request.tool_choice!r} needs a grammar for the {tool_call_parser!r} tool-call format, "
-            "which is not built yet; use tool_choice 'auto'.",
-            param="tool_choice",
-        )
-    if not constrains(backend, fmt):
-        notation = fmt.arguments.notation if fmt.arguments else "JSON"
-        if backend is None:
-            raise InvalidRequest(
-                f"tool_choice {request.tool_choice!r} needs a grammar for the {tool_call_parser!r} tool-call format, whose "
-                f"{notation} arguments only the embedded engine's llguidance backend compiles; use tool_choice 'auto'.",
-                param="tool_choice",
-            )
-        raise InvalidRequest(
-            f"tool_choice {request.tool_choice!r} needs a grammar for the {tool_call_parser!r} tool-call format, whose "
-            f"{notation} arguments the {backend.name} grammar backend does not compile; serve with "
-            "--grammar-backend llguidance (the default), or use tool_choice 'auto'.",
-            param="grammar_backend",
-        )
-
-
-def constrains(backend: GrammarBackend | None, fmt: ToolCallFormat) -> bool:
-    """Whether ``backend`` (None: SGLang's) compiles ``fmt``'s tool-call constraint: every
-    backend compiles JSON arguments, :meth:`GrammarBackend.compiles_arguments` says which
-    other notations."""
-    return fmt.arguments is None or (backend is not None and backend.compiles_arguments(fmt.arguments))

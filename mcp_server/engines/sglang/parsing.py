@@ -2,7 +2,7 @@
 
 SGLang's own parsers fail 171 of the 469 fixtures of the canitoolcall corpus where ours fail 4
 (``benchmarks/bench_toolcalls.py``, SGLang 0.5.23). So by default chatcap asks SGLang for the
-model's raw text and parses it with the same :class:`~mcp_server.engines.embedded.output.OutputProcessor`
+model's raw text and parses it with the same :class:`~mcp_server.engines.embedded.decoding.output.OutputProcessor`
 the embedded engine runs, streamed and not; ``--sglang-parsers sglang`` keeps SGLang's parsers.
 
 What SGLang 0.5.23 is asked for (its ``ChatCompletionRequest``, ``serving_chat.py``), per
@@ -44,8 +44,8 @@ import httpx
 
 from mcp_server.catalog import ModelCard, find_entry
 from mcp_server.engines.base import GenerationDelta, GenerationRequest
-from mcp_server.engines.embedded.family import PROMPT_TAIL_TOKENS, check_tools_allowed, constrains, grammar_format
-from mcp_server.engines.embedded.output import OutputProcessor
+from mcp_server.engines.embedded.decoding.output import PROMPT_TAIL_TOKENS, OutputProcessor
+from mcp_server.engines.embedded.decoding.toolcalls.support import check_tools_allowed, constrains, grammar_format
 from mcp_server.errors import EngineUnavailable
 from mcp_server.families import REASONING_PARSERS, check_names, prompt_opens
 

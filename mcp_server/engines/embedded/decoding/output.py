@@ -35,7 +35,11 @@ from mcp_server.engines.embedded.decoding.toolcalls.format import parameters_of
 from mcp_server.errors import ServiceError
 from mcp_server.families import ArgumentsDelta, CallStart, ReasoningDelta, TextDelta, make_splitter
 
-__all__ = ["OutputProcessor"]
+__all__ = ["PROMPT_TAIL_TOKENS", "OutputProcessor"]
+
+PROMPT_TAIL_TOKENS = 32
+"""Prompt tokens decoded to see whether the generation prompt opened a think block (the
+``prompt_tail`` an :class:`OutputProcessor` is given)."""
 
 
 class OutputProcessor:
