@@ -272,3 +272,23 @@ def test_xgrammar_refuses_string_lengths_it_does_not_enforce_in_raw_values(xgram
     with pytest.raises(InvalidRequest) as refused:
         GrammarProvider(xgrammar_backend, grammar_format(name))(request)
     assert refused.value.param == "tools[0].function.parameters" and "maxLength" in refused.value.message
+
+
+@pytest.mark.parametrize(("name", "key"), [("pythonic", "class"), ("pythonic", "a-b"), ("gemma4", "a b"), ("qwen3_coder", "a>b")])
+def test_an_argument_name_the_notation_cannot_write_is_refused(llguidance_backend, name, key):
+    """A name the format's parser would not read back (a Python keyword or a non-identifier as
+    a keyword argument, a space in a Gemma 4 bare key, ``>`` in an XML-style tag) is a 400
+    naming the parameters, not a grammar whose output fails to parse."""
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {key: {"type": "integer"}}}}}
+    request = GenerationRequest(model="m", messages=[], tools=[tool], tool_choice="required")
+    with pytest.raises(InvalidRequest) as refused:
+        GrammarProvider(llguidance_backend, grammar_format(name))(request)
+    assert refused.value.param == "tools[0].function.parameters" and repr(key) in refused.value.message
+
+
+def test_a_function_name_pythonic_cannot_call_is_refused(llguidance_backend):
+    tools = [{"type": "function", "function": {"name": "get-weather", "parameters": {"type": "object", "properties": {}}}}]
+    with pytest.raises(InvalidRequest) as refused:
+        check_tools_allowed(GenerationRequest(model="m", messages=[], tools=tools, tool_choice="required"), "pythonic", llguidance_backend)
+    assert refused.value.param == "tools[0].function.name"
+    check_tools_allowed(GenerationRequest(model="m", messages=[], tools=tools), "pythonic", llguidance_backend)  # auto: free text

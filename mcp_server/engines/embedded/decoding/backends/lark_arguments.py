@@ -20,6 +20,7 @@ A keyword these rules cannot enforce is refused (400 naming it), never ignored.
 from __future__ import annotations
 
 import json
+import keyword
 from collections.abc import Callable
 from typing import Any
 
@@ -62,7 +63,7 @@ def arguments_lark(
     if syntax.notation == "gemma":  # the arguments are one object literal
         schema = content["json_schema"]
         return writer.literal({**schema, "type": schema.get("type", "object")} if isinstance(schema, dict) else schema)
-    pairs = writer.pairs(content["json_schema"])
+    pairs = writer.pairs(content["json_schema"], nested=False)
     items = [(writer.argument(key, schema), required) for key, schema, required in pairs]
     return _ordered(items, lark_literal(syntax.separator))
 
@@ -72,12 +73,18 @@ class _Writer:
         self.syntax, self.prefix, self.rules, self.json_value, self.param = syntax, prefix, rules, json_value, param
         self.count = 0
 
-    def pairs(self, schema: Any) -> list[tuple[str, Any, bool]]:
+    def pairs(self, schema: Any, nested: bool = True) -> list[tuple[str, Any, bool]]:
         """``(key, schema, required)`` of an object schema's properties: required first."""
         if not isinstance(schema, dict) or schema.get("type", "object") != "object":
             raise InvalidRequest(f"{self.syntax.notation} tool-call arguments need an object schema", param=self.param)
         self.check(schema, "object")
         properties, required = schema.get("properties") or {}, schema.get("required") or []
+        if (bad := next((k for k in properties if not _writable(self.syntax.notation, k, nested)), None)) is not None:
+            raise InvalidRequest(
+                f"The argument name {bad!r} cannot be written in {self.syntax.notation} tool-call arguments "
+                "so that the format's parser reads it back; rename it, or use tool_choice 'auto'.",
+                param=self.param,
+            )
         if undeclared := [name for name in required if name not in properties]:
             raise InvalidRequest(f"required names undeclared properties {undeclared}", param=self.param)
         ordered = [(k, properties[k], True) for k in properties if k in required]
@@ -158,6 +165,17 @@ class _Writer:
     def name(self) -> str:
         self.count += 1
         return f"{self.prefix}v{self.count}"
+
+
+def _writable(notation: str, key: str, nested: bool) -> bool:
+    """Whether a notation writes argument name ``key`` so that its parser reads it back: a
+    Python keyword argument (pythonic, top level; nested keys are quoted) and a Gemma 4 bare
+    key need an identifier; an XML-style element's name may not hold ``<``, ``>`` or a line break."""
+    if notation == "python":
+        return nested or (key.isidentifier() and not keyword.iskeyword(key))
+    if notation == "gemma":
+        return key.isidentifier()
+    return not any(c in key for c in "<>\n")
 
 
 def _repeat(schema: dict[str, Any]) -> str:
