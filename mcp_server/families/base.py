@@ -37,6 +37,7 @@ __all__ = [
     "Event",
     "ReasoningDelta",
     "ReasoningFormat",
+    "Stepper",
     "TextDelta",
     "ToolSyntax",
     "Tools",
@@ -266,3 +267,25 @@ def collect(events: list[Event]) -> tuple[str | None, str | None, list[Call]]:
             arguments[event.index] += event.text
     return content or None, reasoning or None, [Call(n, a) for n, a in zip(names, arguments, strict=True)]
 
+
+class Stepper:
+    """The driver the incremental splitters share: output accumulates in ``_buf``, and
+    ``_step(events, final)`` consumes what it can of it, appending the events it completes,
+    and returns True while it may consume more."""
+
+    _buf: str
+
+    def feed(self, text: str) -> list[Event]:
+        """Consume the next piece of output; return the events it completes."""
+        self._buf += text
+        return self._drain(final=False)
+
+    def _drain(self, final: bool) -> list[Event]:
+        """Step until nothing more can be consumed (``final``: the output has ended)."""
+        events: list[Event] = []
+        while self._step(events, final):
+            pass
+        return events
+
+    def _step(self, events: list[Event], final: bool) -> bool:
+        raise NotImplementedError

@@ -24,6 +24,7 @@ from mcp_server.families.base import (
     Event,
     ReasoningDelta,
     ReasoningFormat,
+    Stepper,
     TextDelta,
     Tools,
     balanced_end,
@@ -41,7 +42,7 @@ _CHANNEL = re.compile(r"<\|channel\|>\s*([A-Za-z_]+)")
 _RECIPIENT = re.compile(r"to=([^\s<]+)")
 
 
-class HarmonySplitter:
+class HarmonySplitter(Stepper):
     """Incremental splitter of harmony output (the interface of :class:`~mcp_server.families.base.Splitter`)."""
 
     def __init__(self, tools: Tools | None):
@@ -52,20 +53,10 @@ class HarmonySplitter:
         self._calls = 0
         self._lead = {"reasoning": True, "content": True}
 
-    def feed(self, text: str) -> list[Event]:
-        """Consume the next piece of output; return the events it completes."""
-        self._buf += text
-        events: list[Event] = []
-        while self._step(events, final=False):
-            pass
-        return events
-
     def finish(self, truncated: bool = False) -> list[Event]:
         """End of output: flush the open body (a cut call or header is dropped; ``truncated``,
         as :meth:`Splitter.finish`, changes nothing here: headers are special tokens)."""
-        events: list[Event] = []
-        while self._step(events, final=True):
-            pass
+        events = self._drain(final=True)
         self._buf = ""
         return events
 

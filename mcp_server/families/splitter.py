@@ -10,6 +10,7 @@ from mcp_server.families.base import (
     Event,
     ReasoningDelta,
     ReasoningFormat,
+    Stepper,
     TextDelta,
     Tools,
     ToolSyntax,
@@ -33,7 +34,7 @@ class _Pending:
     at_edge: bool = True  # nothing but markers or calls came before: leading space is dropped
 
 
-class Splitter:
+class Splitter(Stepper):
     """Incremental splitter of one sequence's output into content, reasoning and tool calls.
 
     Args:
@@ -70,14 +71,6 @@ class Splitter:
         self._reasoning_lead = True
         self._truncated = False
 
-    def feed(self, text: str) -> list[Event]:
-        """Consume the next piece of output; return the events it completes."""
-        self._buf += text
-        events: list[Event] = []
-        while self._step(events, final=False):
-            pass
-        return events
-
     def finish(self, truncated: bool = False) -> list[Event]:
         """End of output: flush what was held back (a block cut off is dropped).
 
@@ -86,9 +79,7 @@ class Splitter:
                 (``<tool``) is markup cut short, and is dropped too; otherwise it is content.
         """
         self._truncated = truncated
-        events: list[Event] = []
-        while self._step(events, final=True):
-            pass
+        events = self._drain(final=True)
         if self._state == _REASONING:
             self._reason(self._buf.rstrip(), events)
         self._buf = ""
