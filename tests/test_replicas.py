@@ -43,7 +43,7 @@ def cluster(request, tmp_path_factory, redis_server):
     keys = {name: (record.id, secret) for name, (record, secret) in made.items()}
     logs = tmp_path_factory.mktemp("replicas-logs")
     args = (*store_args, "--redis-url", redis_server.url, "--price", "100,100", "--context-length", str(CONTEXT),
-            "--threads", "1", "--reservation-ttl", "3")
+            "--threads", "1", "--reservation-ttl", "10")
     with ThreadPoolExecutor(2) as pool:
         replicas = list(pool.map(lambda _: start_server(logs, *args), range(2)))
     yield location, keys, replicas
@@ -158,7 +158,9 @@ def test_a_sigkilled_replicas_hold_expires_and_nothing_is_lost(cluster):
     completed_id = asyncio.run(kill_mid_stream())
     doomed.process.wait(30)
     _, _, audit, reserved = _books(location, key_id)
-    assert audit == {} and reserved == 100 * (CONTEXT + 200)  # the dead replica's hold is still there
+    # The dead replica's hold is still there: renewed every 10/3 s, it lapses at least 6.7 s after
+    # the kill (with a 3 s TTL a slow machine saw it lapse before this read).
+    assert audit == {} and reserved == 100 * (CONTEXT + 200)
     deadline = time.monotonic() + 60
     while reserved:
         assert time.monotonic() < deadline, "the dead replica's reservation never lapsed"
