@@ -286,8 +286,9 @@ def test_an_argument_name_the_notation_cannot_write_is_refused(llguidance_backen
     assert refused.value.param == "tools[0].function.parameters" and repr(key) in refused.value.message
 
 
-def test_a_function_name_pythonic_cannot_call_is_refused(llguidance_backend):
-    tools = [{"type": "function", "function": {"name": "get-weather", "parameters": {"type": "object", "properties": {}}}}]
+@pytest.mark.parametrize("name", ["get-weather", "class"])
+def test_a_function_name_pythonic_cannot_call_is_refused(llguidance_backend, name):
+    tools = [{"type": "function", "function": {"name": name, "parameters": {"type": "object", "properties": {}}}}]
     with pytest.raises(InvalidRequest) as refused:
         check_tools_allowed(GenerationRequest(model="m", messages=[], tools=tools, tool_choice="required"), "pythonic", llguidance_backend)
     assert refused.value.param == "tools[0].function.name"

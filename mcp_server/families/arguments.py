@@ -23,6 +23,7 @@ which those families' parsers keep (an ``enum`` value then fails), so those form
 from __future__ import annotations
 
 import json
+import keyword
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,10 +54,30 @@ class ArgumentSyntax:
     forbidden: tuple[str, ...] = ()
     xgrammar_style: str | None = None
 
+    def writes_key(self, key: str, nested: bool = False) -> bool:
+        """Whether this notation writes argument name ``key`` so that its parser reads it back:
+        a Python keyword argument (top level; nested keys are quoted) and a Gemma 4 bare key
+        need an identifier; an XML-style element's name may not hold ``<``, ``>`` or a line break."""
+        if self.notation == "python":
+            return nested or _python_name(key)
+        if self.notation == "gemma":
+            return key.isidentifier()
+        return not any(c in key for c in "<>\n")
+
+    def writes_function(self, name: str) -> bool:
+        """Whether a call of function ``name`` written in this notation parses back: pythonic
+        writes ``name(...)``, a Python call, so ``name`` must be a Python name (not
+        ``get-weather``, not ``class``); the others write names the OpenAI name pattern allows."""
+        return self.notation != "python" or _python_name(name)
+
     def opening(self, key: str, kind: str) -> str:
         """``open`` for argument ``key`` whose value has JSON type ``kind``."""
         string = "true" if kind == "string" else "false"
         return self.open.replace("{key}", key).replace("{type}", kind).replace("{string}", string)
+
+
+def _python_name(name: str) -> bool:
+    return name.isidentifier() and not keyword.iskeyword(name)
 
 
 def is_raw_string(schema: Any) -> bool:

@@ -20,7 +20,6 @@ A keyword these rules cannot enforce is refused (400 naming it), never ignored.
 from __future__ import annotations
 
 import json
-import keyword
 from collections.abc import Callable
 from typing import Any
 
@@ -79,7 +78,7 @@ class _Writer:
             raise InvalidRequest(f"{self.syntax.notation} tool-call arguments need an object schema", param=self.param)
         self.check(schema, "object")
         properties, required = schema.get("properties") or {}, schema.get("required") or []
-        if (bad := next((k for k in properties if not _writable(self.syntax.notation, k, nested)), None)) is not None:
+        if (bad := next((k for k in properties if not self.syntax.writes_key(k, nested)), None)) is not None:
             raise InvalidRequest(
                 f"The argument name {bad!r} cannot be written in {self.syntax.notation} tool-call arguments "
                 "so that the format's parser reads it back; rename it, or use tool_choice 'auto'.",
@@ -165,17 +164,6 @@ class _Writer:
     def name(self) -> str:
         self.count += 1
         return f"{self.prefix}v{self.count}"
-
-
-def _writable(notation: str, key: str, nested: bool) -> bool:
-    """Whether a notation writes argument name ``key`` so that its parser reads it back: a
-    Python keyword argument (pythonic, top level; nested keys are quoted) and a Gemma 4 bare
-    key need an identifier; an XML-style element's name may not hold ``<``, ``>`` or a line break."""
-    if notation == "python":
-        return nested or (key.isidentifier() and not keyword.iskeyword(key))
-    if notation == "gemma":
-        return key.isidentifier()
-    return not any(c in key for c in "<>\n")
 
 
 def _repeat(schema: dict[str, Any]) -> str:

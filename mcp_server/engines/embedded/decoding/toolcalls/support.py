@@ -62,8 +62,8 @@ def check_tools_allowed(request: GenerationRequest, tool_call_parser: str | None
             constraint, or on SGLang for one whose arguments are not JSON; (param
             ``grammar_backend``) for one whose arguments' notation the embedded engine's
             grammar backend does not compile (XML-style and pythonic: llguidance only);
-            (param ``tools[i].function.name``) a name the pythonic format cannot write as a
-            Python call (``get-weather``).
+            (param ``tools[i].function.name``) a name the format cannot write back
+            (:meth:`~mcp_server.families.arguments.ArgumentSyntax.writes_function`).
     """
     if not request.tools or request.tool_choice == "none":
         return
@@ -82,15 +82,14 @@ def check_tools_allowed(request: GenerationRequest, tool_call_parser: str | None
             "which is not built yet; use tool_choice 'auto'.",
             param="tool_choice",
         )
-    if fmt.arguments is not None and fmt.arguments.notation == "python":
-        for i, tool in enumerate(request.tools):
-            name = (tool.get("function") or {}).get("name", "")
-            if not name.isidentifier():
-                raise InvalidRequest(
-                    f"The function name {name!r} cannot be written as a Python call, as the {tool_call_parser!r} "
-                    f"tool-call format writes them; rename it, or use tool_choice 'auto'.",
-                    param=f"tools[{i}].function.name",
-                )
+    for i, tool in enumerate(request.tools):
+        name = (tool.get("function") or {}).get("name", "")
+        if fmt.arguments is not None and not fmt.arguments.writes_function(name):
+            raise InvalidRequest(
+                f"The function name {name!r} cannot be written in a call of the {tool_call_parser!r} tool-call "
+                "format so that its parser reads it back; rename it, or use tool_choice 'auto'.",
+                param=f"tools[{i}].function.name",
+            )
     if not constrains(backend, fmt):
         notation = fmt.arguments.notation if fmt.arguments else "JSON"
         if backend is None:
