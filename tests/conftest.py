@@ -69,27 +69,26 @@ def client(server):
     return openai.OpenAI(base_url=f"{server.base_url}/v1", api_key=server.api_key)
 
 
-@pytest.fixture(scope="session")
-def postgres():
-    """A real PostgreSQL 15 for the session (:func:`tests.services.start_postgres`); ``.url``."""
-    from tests.services import Unavailable, start_postgres
+def _session_service(start_name: str):
+    """Start a real service with ``tests.services.<start_name>`` for the session (skip, saying
+    why, where this machine lacks it); yield it, stop it at the end."""
+    import tests.services as services
 
     try:
-        service = start_postgres()
-    except Unavailable as exc:
+        service = getattr(services, start_name)()
+    except services.Unavailable as exc:
         pytest.skip(str(exc))
     yield service
     service.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL 15 for the session (:func:`tests.services.start_postgres`); ``.url``."""
+    yield from _session_service("start_postgres")
 
 
 @pytest.fixture(scope="session")
 def redis_server():
     """A real Redis for the session (:func:`tests.services.start_redis`); ``.url``."""
-    from tests.services import Unavailable, start_redis
-
-    try:
-        service = start_redis()
-    except Unavailable as exc:
-        pytest.skip(str(exc))
-    yield service
-    service.stop()
+    yield from _session_service("start_redis")
