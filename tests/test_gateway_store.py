@@ -50,10 +50,11 @@ def replicas(location):
     second.close()
 
 
-def test_two_replicas_overdraw_by_at_most_one_max_cost_and_books_balance(replicas):
+@pytest.mark.parametrize("count", [1, 2])
+def test_one_or_two_replicas_overdraw_by_at_most_one_max_cost_and_books_balance(replicas, count):
     store = KeyStore(replicas[0])
     key, _ = store.create("bob", credit_usd="0.0001")  # 100 micro-dollars
-    ledgers = [Ledger(db) for db in replicas]
+    ledgers = [Ledger(db) for db in replicas[:count]] * (2 // count)  # 8 threads on each replica's ledger
     admitted = []
 
     def client(ledger: Ledger):
