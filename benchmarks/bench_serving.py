@@ -448,14 +448,14 @@ import mcp_server.app, mcp_server.cli, uvicorn  # the serving path's imports
 stages.append(("imports", rss()))
 from pathlib import Path
 from mcp_server.engines.embedded.model_files import default_gguf_path, load_tokenizer
+from mcp_server.engines.embedded.runners.llamacpp import LlamaCppRunner, DEFAULT_KV_CACHE_DTYPE
+runner = LlamaCppRunner(default_gguf_path(), int(sys.argv[1]), None, int(sys.argv[2]), True, DEFAULT_KV_CACHE_DTYPE, "auto")
+stages.append(("llama.cpp model + context", rss()))
 tokenizer = load_tokenizer()
 stages.append(("tokenizer", rss()))
 from mcp_server.engines.embedded.decoding.backends import DEFAULT_GRAMMAR_BACKEND, make_backend
 backend = make_backend(DEFAULT_GRAMMAR_BACKEND, tokenizer, 49152, [tokenizer.eos_token_id], 1)
 stages.append(("grammar backend", rss()))
-from mcp_server.engines.embedded.runners.llamacpp import LlamaCppRunner, DEFAULT_KV_CACHE_DTYPE
-runner = LlamaCppRunner(default_gguf_path(), int(sys.argv[1]), None, int(sys.argv[2]), True, DEFAULT_KV_CACHE_DTYPE, "auto")
-stages.append(("llama.cpp model + context", rss()))
 slot, _ = runner.admit(list(range(1, 200)))
 runner.prefill(slot, 199)
 runner.decode([slot], [5])
@@ -477,10 +477,12 @@ def memory_breakdown(threads: int, batch: int) -> dict[str, float]:
     """Where chatcap's memory goes at the default settings (llama.cpp runner), in MB of RSS.
 
     Loads the serving path stage by stage in a child Python and reads ``VmRSS`` after each:
-    interpreter, imports, tokenizer, grammar backend, llama.cpp model and context (weights,
-    KV cache, buffers), first steps (compute buffer pages touched), and the freed heap the
-    engine hands back once started (negative). The KV cache's share is
-    computed from the model's shape (layers x cells x K and V widths x bytes per element).
+    interpreter, imports, llama.cpp model and context (weights, buffers, and the KV cache's
+    pages already written: :mod:`.runners.kv_pages`), tokenizer, grammar backend, first steps
+    (compute buffer and KV pages touched), and the freed heap the engine hands back once
+    started (negative), in the engine's order. The KV cache's allocated size is computed from
+    the model's shape (layers x cells x K and V widths x bytes per element); the peak
+    (``VmHWM``) includes it whole, for the moment llama.cpp zero-fills it.
     """
     done = subprocess.run([sys.executable, "-c", BREAKDOWN, str(batch), str(threads)], cwd=ROOT,
                           capture_output=True, text=True, check=True)  # fmt: skip
@@ -489,7 +491,7 @@ def memory_breakdown(threads: int, batch: int) -> dict[str, float]:
     for name, value in data["stages"]:
         out[name] = round(value - last, 1)
         last = value
-    out["of which KV cache (computed)"] = round(data["kv_cache_mb"], 1)
+    out["KV cache allocated (computed)"] = round(data["kv_cache_mb"], 1)
     out["total RSS"] = round(last, 1)
     out["peak RSS (VmHWM)"] = round(int(data["hwm"]) / 1024, 1)
     return out

@@ -288,15 +288,14 @@ class EmbeddedEngine(WorkerFacts):
         """Build the runner and the Hugging Face tokenizer (blocking; run in a worker thread)."""
         if self._runner_name == "llamacpp":
             cache_dir = Path(self._cache_dir) if self._cache_dir else None
-            tokenizer = load_tokenizer(self._model_path, cache_dir)
-            try:
+            try:  # first: the KV cache is briefly all resident (see runners.kv_pages), so the peak is lower
                 runner = LlamaCppRunner(
                     self._path, self._max_batch_size, self._context_length, self._threads, self._prefix_cache,
                     self._kv_cache_dtype, self._repack, cache_dir,
                 )
             except RuntimeError as exc:
                 raise EngineUnavailable(str(exc)) from exc
-            return runner, tokenizer
+            return runner, load_tokenizer(self._model_path, cache_dir)
         # Imported here: transformers' modeling modules cost ~120 MB of memory the llama.cpp runner does not need.
         from mcp_server.engines.embedded.runners.torch_runner import TorchRunner
 

@@ -30,8 +30,9 @@ chunk (one ``llama_decode``) at a time, the scheduler decoding the others in bet
 
 Memory is allocated once, when the context is created: the KV cache holds
 ``context_length * max_batch_size`` tokens (at q8_0 about 12 KB per token for
-SmolLM2-135M: 30 layers x 2 x 3 KV heads x 64 values at 34 bytes per 32), and the compute
-buffer grows with ``n_ubatch`` (128 here: ~25 MB, against ~98 MB at llama.cpp's default 512).
+SmolLM2-135M: 30 layers x 2 x 3 KV heads x 64 values at 34 bytes per 32), resident only as
+sequences write into it (:mod:`.kv_pages`), and the compute buffer grows with ``n_ubatch``
+(128 here: ~25 MB, against ~98 MB at llama.cpp's default 512).
 
 On CPUs with AMX the weights are repacked for its tile units (:mod:`.repack`): a step
 costs about a third of the plain kernels' at any batch size.
@@ -54,19 +55,16 @@ import numpy as np
 
 from mcp_server.engines.embedded.model_files import cache_root
 from mcp_server.engines.embedded.progress import Progress
+from mcp_server.engines.embedded.runners.kv_pages import released_kv_pages
 from mcp_server.engines.embedded.runners.llamacpp_defaults import (
     ATTENTION_SPANS, DEFAULT_CONTEXT_LENGTH, DEFAULT_KV_CACHE_DTYPE, DEFAULT_MAX_BATCH_SIZE, KV_CACHE_DTYPES,
+    MIN_COPIED_PREFIX, N_UBATCH,
 )
 from mcp_server.engines.embedded.runners.repack import one_openmp_thread, resolve_repack
 
 __all__ = ["DEFAULT_CONTEXT_LENGTH", "DEFAULT_KV_CACHE_DTYPE", "DEFAULT_MAX_BATCH_SIZE", "KV_CACHE_DTYPES", "LlamaCppRunner"]
 
 logger = logging.getLogger(__name__)
-
-_N_UBATCH = 128
-
-_MIN_COPIED_PREFIX = 8
-"""Shortest prefix worth copying from another id: a copy costs about what computing 2 tokens does."""
 
 
 class LlamaCppRunner:
@@ -155,13 +153,14 @@ class LlamaCppRunner:
         params.n_seq_max = max_batch_size
         params.kv_unified = False
         params.n_batch = per_sequence  # a whole prompt in one llama_decode call
-        params.n_ubatch = min(_N_UBATCH, per_sequence)
+        params.n_ubatch = min(N_UBATCH, per_sequence)
         params.n_threads = params.n_threads_batch = threads
         params.no_perf = True
         if kv_cache_dtype == "q8_0":
             params.type_k = params.type_v = lib.GGML_TYPE_Q8_0
             params.flash_attn_type = lib.LLAMA_FLASH_ATTN_TYPE_ENABLED
-        self._ctx = lib.llama_init_from_model(self._model, params)
+        with released_kv_pages(lib):
+            self._ctx = lib.llama_init_from_model(self._model, params)
         if not self._ctx:
             lib.llama_model_free(self._model)
             raise RuntimeError(f"llama.cpp could not create a context of {params.n_ctx} tokens")
@@ -193,7 +192,7 @@ class LlamaCppRunner:
         See :meth:`ModelRunner.admit`. Only ids whose cells were computed for the same
         ``scope`` are searched, so one scope never reuses (or learns the length of) another's
         prompt. The id is the free one holding that prefix, or, when a running sequence holds
-        it (copied if it is at least ``_MIN_COPIED_PREFIX`` tokens) or none does, the lowest
+        it (copied if it is at least ``MIN_COPIED_PREFIX`` tokens) or none does, the lowest
         free one. The last prompt token is always computed (its logits are the answer), so at
         most ``len(prompt_ids) - 1`` tokens are cached.
 
@@ -213,7 +212,7 @@ class LlamaCppRunner:
         source, cached = -source, min(cached, len(prompt_ids) - 1)
         # A free id is used in place (a gap it leaves is closed at the next step); a running one is copied.
         seq_id = source if source in free else free[0]
-        if source != seq_id and cached < _MIN_COPIED_PREFIX:
+        if source != seq_id and cached < MIN_COPIED_PREFIX:
             source, cached = seq_id, 0
         handle = next(self._handles)
         self._seq_ids[handle] = seq_id

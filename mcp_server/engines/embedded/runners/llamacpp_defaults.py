@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-__all__ = ["ATTENTION_SPANS", "DEFAULT_CONTEXT_LENGTH", "DEFAULT_KV_CACHE_DTYPE", "DEFAULT_MAX_BATCH_SIZE", "KV_CACHE_DTYPES"]
+__all__ = ["ATTENTION_SPANS", "DEFAULT_CONTEXT_LENGTH", "DEFAULT_KV_CACHE_DTYPE", "DEFAULT_MAX_BATCH_SIZE", "KV_CACHE_DTYPES", "MIN_COPIED_PREFIX",
+           "N_UBATCH"]
 
 DEFAULT_CONTEXT_LENGTH = 2048
 """Tokens per sequence when ``--context-length`` is not given: 8 x 2048 tokens of KV cache,
@@ -40,3 +41,11 @@ chunks of 16 and 64 tokens (ms per token at position 0 / 512 / 1,024 / 1,900): q
 10-13 / 17-28 / 20-31, f16 1.3 / 2.2 / 3.5 / 4.8-5.7. A 2,000-token prompt took 56 s to
 prefill over q8_0 against 7.4 s over f16, and one 64-token chunk at position 1,800 took
 1.2-4.9 s: a running stream's gap, were chunks counted in tokens alone."""
+
+N_UBATCH = 128
+"""Tokens per llama.cpp micro-batch (``n_ubatch``); the compute buffer grows with it (~25 MB
+here, against ~98 MB at llama.cpp's default 512)."""
+
+MIN_COPIED_PREFIX = 8
+"""Shortest cached prefix worth copying from another sequence id: a copy costs about what
+computing 2 tokens does."""

@@ -1,0 +1,136 @@
+"""The KV cache's memory, resident as sequences grow into it rather than all at once.
+
+llama.cpp allocates the KV cache of every sequence when the context is created
+(``n_seq_max x n_ctx_seq`` cells; SmolLM2-135M at 8 x 2,048 q8_0: 191 MB) and fills it with
+zeros (``llama_kv_cache``'s constructor clears its buffers "to avoid NaNs in the padding"),
+which makes every page of it resident before a single token is computed. A private anonymous
+page that holds only zeros reads the same after ``madvise(MADV_DONTNEED)``: the kernel maps
+its shared zero page until the page is written, and a write gets a fresh zero-filled page
+(``madvise(2)``). Handing those pages back therefore changes nothing llama.cpp reads or
+computes; the cache then costs memory a page at a time, as cells are written (about 0.5 MB a
+sequence for a short chat with SmolLM2), up to the whole cache, where ``llama-server`` stays.
+
+The buffers are found by what llama.cpp itself reports: the sizes it logs as
+``KV buffer size = <MiB>`` while :func:`released_kv_pages`'s body runs. glibc serves a buffer
+this large with a mapping of its own, whose first page also holds malloc's header (never
+zero), so the buffer's pages are a run of zero pages, in the address ranges mapped meanwhile
+(``/proc/self/maps``; the kernel merges neighbouring mappings), starting at a page boundary
+and as long as the buffer. A size that matches no run, or more runs than buffers, releases
+nothing (and off Linux nothing is found): the cache then stays resident, as before.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import mmap
+import re
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+PAGE = mmap.PAGESIZE
+_KV_BUFFER = re.compile(rb"KV buffer size =\s*([0-9.]+) MiB")
+_LOG_LOCK = threading.Lock()  # llama.cpp's log callback is process-wide
+
+
+@contextmanager
+def released_kv_pages(lib: Any) -> Iterator[list[int]]:
+    """Around ``llama_init_from_model``: release the zero pages of the KV buffers it creates.
+
+    Args:
+        lib: the ``llama_cpp.llama_cpp`` module (its ``llama_log_set``).
+
+    Yields:
+        A list that, once the body has run, holds the bytes released per KV buffer found.
+
+    Raises:
+        OSError: ``madvise`` refused a range.
+    """
+    released: list[int] = []
+    sizes: list[int] = []
+    import llama_cpp._logger as llama_logger  # llama-cpp-python's own callback, restored after
+
+    @lib.llama_log_callback
+    def note(level: int, text: bytes, user_data: Any) -> None:
+        if match := _KV_BUFFER.search(text or b""):
+            sizes.append(round(float(match.group(1)) * 2**20))
+        llama_logger.llama_log_callback(level, text, user_data)
+
+    with _LOG_LOCK:
+        before = _anonymous_mappings()
+        lib.llama_log_set(note, ctypes.c_void_p(0))
+        try:
+            yield released
+        finally:
+            lib.llama_log_set(llama_logger.llama_log_callback, ctypes.c_void_p(0))
+    runs = [run for start, end in _subtract(_anonymous_mappings(), before) for run in _zero_runs(start, end)]
+    for size, count in Counter(sizes).items():
+        inside = (size // PAGE - 1) * PAGE  # the buffer's pages after the one it shares with malloc's header
+        starts = [start for start, end in runs if inside <= end - start <= inside + 3 * PAGE]
+        if inside > 0 and len(starts) == count:
+            released.extend(release_pages(start, inside) for start in starts)
+    logger.debug("KV buffers of %s bytes: %s bytes of zero pages released", sizes, released)
+
+
+def release_pages(start: int, length: int) -> int:
+    """``madvise(MADV_DONTNEED)`` ``length`` bytes from ``start`` (page-aligned); returns ``length``.
+
+    The range must be private anonymous pages that hold only zeros and that no other thread
+    writes meanwhile. Transparent huge pages are turned off for it first, so that a later
+    write faults in one 4 KiB page, not 2 MiB.
+
+    Raises:
+        OSError: ``madvise`` refused the range.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    for advice in (mmap.MADV_NOHUGEPAGE, mmap.MADV_DONTNEED):
+        if libc.madvise(start, length, advice) != 0:
+            raise OSError(ctypes.get_errno(), f"madvise({advice}) of {length} bytes at {start:#x} failed")
+    return length
+
+
+def _zero_runs(start: int, end: int) -> list[tuple[int, int]]:
+    """The runs of all-zero pages in ``[start, end)``, as (start, end) addresses."""
+    words = np.frombuffer((ctypes.c_char * (end - start)).from_address(start), dtype=np.uint64)
+    zero = np.concatenate(([False], ~words.reshape(-1, PAGE // 8).any(axis=1), [False]))
+    edges = np.flatnonzero(np.diff(zero.astype(np.int8))) * PAGE + start
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True))
+
+
+def _subtract(ranges: set[tuple[int, int]], old: set[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The address ranges covered by ``ranges`` and by none of ``old``."""
+    out = []
+    for start, end in sorted(ranges):
+        for old_start, old_end in sorted(old):
+            if old_end <= start or old_start >= end:
+                continue
+            if old_start > start:
+                out.append((start, old_start))
+            start = max(start, old_end)
+        if start < end:
+            out.append((start, end))
+    return out
+
+
+def _anonymous_mappings() -> set[tuple[int, int]]:
+    """(start, end) of this process's private, writable mappings with no file or name; empty off Linux."""
+    try:
+        with open("/proc/self/maps") as maps:
+            lines = maps.read().splitlines()
+    except OSError:
+        return set()
+    found = set()
+    for line in lines:
+        fields = line.split()
+        if len(fields) == 5 and fields[1] == "rw-p":
+            start, end = fields[0].split("-")
+            found.add((int(start, 16), int(end, 16)))
+    return found

@@ -1,0 +1,40 @@
+"""The llama.cpp KV cache is resident only where sequences have written (``runners/kv_pages.py``), on the bundled model."""
+
+from __future__ import annotations
+
+from mcp_server.engines.embedded.model_files import default_gguf_path
+from mcp_server.engines.embedded.runners.llamacpp import LlamaCppRunner
+
+
+def _resident_bytes() -> int:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:")) * 1024
+
+
+def _kv_bytes_per_token(runner: LlamaCppRunner) -> float:
+    """Keys and values of one token, all layers, at q8_0 (34 bytes per 32 values)."""
+    lib, model = runner._lib, runner._model
+    head = lib.llama_model_n_embd(model) // lib.llama_model_n_head(model)
+    return lib.llama_model_n_layer(model) * 2 * head * lib.llama_model_n_head_kv(model) * 34 / 32
+
+
+def test_the_kv_cache_is_resident_only_where_cells_are_written():
+    before = _resident_bytes()
+    runner = LlamaCppRunner(default_gguf_path(), 8, 2048, 1, False, "q8_0")
+    try:
+        created = _resident_bytes() - before
+        per_token = _kv_bytes_per_token(runner)
+        whole_cache = per_token * runner.context_length * 8
+        assert created < whole_cache, (
+            f"creating the runner made {created / 2**20:.0f} MB resident, the whole KV cache is {whole_cache / 2**20:.0f} MB"
+        )
+        first, _ = runner.admit(list(range(100, 140)))
+        runner.prefill(first, 40)  # the compute buffer's pages, touched once
+        grown_from = _resident_bytes()
+        second, _ = runner.admit(list(range(200, 700)))
+        runner.prefill(second, 500)
+        grown = _resident_bytes() - grown_from
+        assert grown >= 0.9 * 500 * per_token, f"500 tokens' cells written, {grown / 2**20:.1f} MB more resident"
+        assert grown < 0.5 * whole_cache
+    finally:
+        runner.close()
