@@ -19,8 +19,10 @@ def _kv_bytes_per_token(runner: LlamaCppRunner) -> float:
 
 
 def test_the_kv_cache_is_resident_only_where_cells_are_written():
+    """Creating the runner leaves the cache unresident; prefilling and copying a sequence
+    bring back about its cells' bytes (a whole-stream copy would bring back 2,048 cells')."""
     before = _resident_bytes()
-    runner = LlamaCppRunner(default_gguf_path(), 8, 2048, 1, False, "q8_0")
+    runner = LlamaCppRunner(default_gguf_path(), 8, 2048, 1, True, "q8_0")
     try:
         created = _resident_bytes() - before
         per_token = _kv_bytes_per_token(runner)
@@ -36,5 +38,12 @@ def test_the_kv_cache_is_resident_only_where_cells_are_written():
         grown = _resident_bytes() - grown_from
         assert grown >= 0.9 * 500 * per_token, f"500 tokens' cells written, {grown / 2**20:.1f} MB more resident"
         assert grown < 0.5 * whole_cache
+        copied_from = _resident_bytes()
+        third, cached = runner.admit(list(range(200, 600)) + [5])  # the running second's prefix, copied
+        assert cached == 400 and runner._seq_ids[third] != runner._seq_ids[second]
+        runner.prefill(third, 1)  # llama_memory_seq_cp would copy here, at the next decode
+        copied = _resident_bytes() - copied_from
+        stream = per_token * runner.context_length
+        assert copied < 0.5 * stream, f"a 500-token sequence's copy made {copied / 2**20:.1f} MB resident"
     finally:
         runner.close()

@@ -97,6 +97,30 @@ def release_pages(start: int, length: int) -> int:
     return length
 
 
+def copy_sequence(lib: Any, ctx: Any, source: int, target: int) -> None:
+    """Make sequence ``target``'s cells an exact copy of ``source``'s, writing only the cells in use.
+
+    ``llama_memory_seq_cp`` between the streams of a per-sequence cache copies all
+    ``n_ctx_seq`` cells of every layer (``llama_kv_cache::update``), which makes the whole
+    target stream resident (25 MB for SmolLM2 at 2,048 cells, whatever the sequence's
+    length). Serializing ``source``'s cells (``llama_state_seq_get_data``: their positions
+    and the bytes of their rows) and restoring them as ``target``
+    (``llama_state_seq_set_data``, which drops ``target``'s cells first) writes just those.
+
+    Args:
+        lib: the ``llama_cpp.llama_cpp`` module; ctx: its ``llama_context``.
+
+    Raises:
+        RuntimeError: llama.cpp could not restore the cells.
+    """
+    size = lib.llama_state_seq_get_size(ctx, source)
+    state = np.empty(size, dtype=np.uint8)  # not zero-filled: only the bytes written become resident
+    pointer = state.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8))
+    written = lib.llama_state_seq_get_data(ctx, pointer, size, source)
+    if lib.llama_state_seq_set_data(ctx, pointer, written, target) != written:
+        raise RuntimeError(f"llama.cpp could not copy sequence {source}'s {written}-byte state to sequence {target}")
+
+
 def _zero_runs(start: int, end: int) -> list[tuple[int, int]]:
     """The runs of all-zero pages in ``[start, end)``, as (start, end) addresses."""
     words = np.frombuffer((ctypes.c_char * (end - start)).from_address(start), dtype=np.uint64)
