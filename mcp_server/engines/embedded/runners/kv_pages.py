@@ -25,7 +25,6 @@ import ctypes
 import logging
 import mmap
 import re
-import threading
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,11 +32,14 @@ from typing import Any
 
 import numpy as np
 
+from mcp_server.engines.embedded.runners.llama_log import captured_log
+
+__all__ = ["copy_sequence", "release_pages", "released_kv_pages"]
+
 logger = logging.getLogger(__name__)
 
 PAGE = mmap.PAGESIZE
-_KV_BUFFER = re.compile(rb"KV buffer size =\s*([0-9.]+) MiB")
-_LOG_LOCK = threading.Lock()  # llama.cpp's log callback is process-wide
+_KV_BUFFER = re.compile(r"KV buffer size =\s*([0-9.]+) MiB")
 
 
 @contextmanager
@@ -45,7 +47,7 @@ def released_kv_pages(lib: Any) -> Iterator[list[int]]:
     """Around ``llama_init_from_model``: release the zero pages of the KV buffers it creates.
 
     Args:
-        lib: the ``llama_cpp.llama_cpp`` module (its ``llama_log_set``).
+        lib: the ``llama_cpp.llama_cpp`` module.
 
     Yields:
         A list that, once the body has run, holds the bytes released per KV buffer found.
@@ -54,28 +56,16 @@ def released_kv_pages(lib: Any) -> Iterator[list[int]]:
         OSError: ``madvise`` refused a range.
     """
     released: list[int] = []
-    sizes: list[int] = []
-    import llama_cpp._logger as llama_logger  # llama-cpp-python's own callback, restored after
-
-    @lib.llama_log_callback
-    def note(level: int, text: bytes, user_data: Any) -> None:
-        if match := _KV_BUFFER.search(text or b""):
-            sizes.append(round(float(match.group(1)) * 2**20))
-        llama_logger.llama_log_callback(level, text, user_data)
-
-    with _LOG_LOCK:
+    with captured_log(lib) as lines:  # and its lock: no other runner maps its buffers meanwhile
         before = _anonymous_mappings()
-        lib.llama_log_set(note, ctypes.c_void_p(0))
-        try:
-            yield released
-        finally:
-            lib.llama_log_set(llama_logger.llama_log_callback, ctypes.c_void_p(0))
-    runs = [run for start, end in _subtract(_anonymous_mappings(), before) for run in _zero_runs(start, end)]
-    for size, count in Counter(sizes).items():
-        inside = (size // PAGE - 1) * PAGE  # the buffer's pages after the one it shares with malloc's header
-        starts = [start for start, end in runs if inside <= end - start <= inside + 3 * PAGE]
-        if inside > 0 and len(starts) == count:
-            released.extend(release_pages(start, inside) for start in starts)
+        yield released
+        sizes = [round(float(match.group(1)) * 2**20) for line in lines if (match := _KV_BUFFER.search(line))]
+        runs = [run for start, end in _subtract(_anonymous_mappings(), before) for run in _zero_runs(start, end)]
+        for size, count in Counter(sizes).items():
+            inside = (size // PAGE - 1) * PAGE  # the buffer's pages after the one it shares with malloc's header
+            starts = [start for start, end in runs if inside <= end - start <= inside + 3 * PAGE]
+            if inside > 0 and len(starts) == count:
+                released.extend(release_pages(start, inside) for start in starts)
     logger.debug("KV buffers of %s bytes: %s bytes of zero pages released", sizes, released)
 
 

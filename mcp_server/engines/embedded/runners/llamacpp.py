@@ -56,6 +56,7 @@ import numpy as np
 from mcp_server.engines.embedded.model_files import cache_root
 from mcp_server.engines.embedded.progress import Progress
 from mcp_server.engines.embedded.runners.kv_pages import copy_sequence, released_kv_pages
+from mcp_server.engines.embedded.runners.llama_log import captured_log, failure_reason, quiet_llama_log
 from mcp_server.engines.embedded.runners.llamacpp_defaults import (
     ATTENTION_SPANS, DEFAULT_CONTEXT_LENGTH, DEFAULT_KV_CACHE_DTYPE, DEFAULT_MAX_BATCH_SIZE, KV_CACHE_DTYPES,
     MIN_COPIED_PREFIX, N_UBATCH,
@@ -121,9 +122,7 @@ class LlamaCppRunner:
             import llama_cpp.llama_cpp as lib
         except ImportError as exc:
             raise RuntimeError("The llamacpp runner needs llama-cpp-python: pip install llama-cpp-python==0.3.36") from exc
-        llama_log = logging.getLogger("llama-cpp-python")  # its C log callback prints below this level
-        if llama_log.level == logging.NOTSET:
-            llama_log.setLevel(logging.ERROR)
+        quiet_llama_log()
         self._lib = lib
         # One OpenMP thread for this thread (llama.cpp's, and torch's when loaded, share one
         # libgomp). The OpenMP regions that repack the weights leave no idle team behind: with one, GNU OpenMP
@@ -143,9 +142,10 @@ class LlamaCppRunner:
             model_params.progress_callback = lib.llama_progress_callback(
                 lambda fraction, _: progress.update(fraction) is None
             )
-            self._model = lib.llama_model_load_from_file(str(gguf_path).encode(), model_params)
+            with captured_log(lib) as log:
+                self._model = lib.llama_model_load_from_file(str(gguf_path).encode(), model_params)
         if not self._model:
-            raise RuntimeError(f"llama.cpp could not load {gguf_path}")
+            raise RuntimeError(f"llama.cpp could not load {gguf_path}{failure_reason(log)}")
         n_ctx_train = lib.llama_model_n_ctx_train(self._model)
         per_sequence = min(context_length or DEFAULT_CONTEXT_LENGTH, n_ctx_train)
         params = lib.llama_context_default_params()
