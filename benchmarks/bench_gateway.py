@@ -33,8 +33,9 @@ sys.path.insert(0, str(ROOT))
 from mcp_server.capability.loader import load_capability  # noqa: E402
 from mcp_server.catalog import ModelCard, Price  # noqa: E402
 from mcp_server.engines.base import GenerationDelta, GenerationRequest  # noqa: E402
-from mcp_server.gateway import Gateway, KeyStore, RequestLimits  # noqa: E402
+from mcp_server.gateway import Gateway, RequestLimits  # noqa: E402
 from mcp_server.gateway.db import Database  # noqa: E402
+from mcp_server.gateway.keys import KeyStore  # noqa: E402
 from mcp_server.protocol.request import parse_request  # noqa: E402
 from mcp_server.service import ChatService  # noqa: E402
 

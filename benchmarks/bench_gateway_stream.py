@@ -115,8 +115,8 @@ async def _through_chatcap(upstream: str, args: argparse.Namespace, workers: int
                  "--workers", str(workers)]
         key = None
         if args.keyed:
-            from mcp_server.gateway import KeyStore
             from mcp_server.gateway.db import Database
+            from mcp_server.gateway.keys import KeyStore
 
             store = KeyStore(Database.open(Path(folder)))
             key = store.create("bench", credit_usd=1000)[1]

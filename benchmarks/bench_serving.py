@@ -198,8 +198,8 @@ def start_chatcap(runner: str, threads: int, batch: int, log_dir: Path) -> Serve
 
 def start_chatcap_keys(chunk: int, threads: int, batch: int, log_dir: Path) -> tuple[Server, dict[str, str]]:
     """chatcap's llama.cpp runner with a new data directory holding keys ``a`` and ``b``: the server and the secrets."""
-    from mcp_server.gateway import KeyStore
     from mcp_server.gateway.db import Database
+    from mcp_server.gateway.keys import KeyStore
 
     data_dir = Path(tempfile.mkdtemp(dir=log_dir))
     store = KeyStore(Database.open(data_dir))

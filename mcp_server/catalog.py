@@ -26,7 +26,7 @@ import yaml
 
 from mcp_server.errors import CapabilityError
 
-__all__ = ["CATALOG_PATH", "CatalogEntry", "ModelCard", "Price", "default_entry", "find_entry", "load_catalog"]
+__all__ = ["CATALOG_PATH", "CatalogEntry", "ModelCard", "Price", "catalog_price", "default_entry", "find_entry", "load_catalog"]
 
 CATALOG_PATH = Path(__file__).with_name("catalog.yaml")
 MODALITIES = frozenset({"text", "image"})
@@ -194,3 +194,9 @@ def find_entry(name: str) -> CatalogEntry | None:
     base = PurePosixPath(name.rstrip("/")).name
     matches = [e for e in entries if base in (PurePosixPath(e.id).name, PurePosixPath(e.model_path).name)]
     return matches[0] if len(matches) == 1 else None
+
+
+def catalog_price(name: str) -> Price:
+    """The catalog's price of a model (:func:`find_entry`), free (0, 0) for a model it lacks."""
+    entry = find_entry(name)
+    return entry.price if entry is not None else Price(0.0, 0.0)

@@ -18,11 +18,11 @@ from mcp_server.errors import (
     InvalidRequest,
     RateLimited,
 )
-from mcp_server.gateway import Gateway, KeyStore, RequestLimits
+from mcp_server.gateway import Gateway, RequestLimits
 from mcp_server.gateway.db import DB_FILE, Database
-from mcp_server.gateway.keys import usd_to_micros
-from mcp_server.gateway.ledger import cost_micros
+from mcp_server.gateway.keys import KeyStore
 from mcp_server.gateway.limits import RateLimiter
+from mcp_server.gateway.records import cost_micros, usd_to_micros
 from mcp_server.gateway.request_limits import json_depth
 from mcp_server.protocol.request import parse_request
 from mcp_server.service import ChatService

@@ -19,9 +19,11 @@ from sqlalchemy import create_engine
 from mcp_server.catalog import Price
 from mcp_server.cli import main
 from mcp_server.errors import EngineUnavailable, InsufficientQuota, InvalidRequest, RateLimited, RequestConflict
-from mcp_server.gateway import Gateway, KeyStore, Ledger, RequestLimits, idempotency_key
+from mcp_server.gateway import Gateway, RequestLimits, idempotency_key
 from mcp_server.gateway.db import DB_FILE, Database
-from mcp_server.gateway.ledger import Usage
+from mcp_server.gateway.keys import KeyStore
+from mcp_server.gateway.ledger import Ledger
+from mcp_server.gateway.records import Usage
 from mcp_server.gateway.redis_limits import RedisRateLimiter
 from mcp_server.gateway.schema import SCHEMA_VERSION
 from mcp_server.service import ChatService

@@ -13,8 +13,8 @@ from __future__ import annotations
 import openai
 import pytest
 
-from mcp_server.gateway import KeyStore
 from mcp_server.gateway.db import Database
+from mcp_server.gateway.keys import KeyStore
 from tests.live_server import start_server
 
 PIN = "4821"

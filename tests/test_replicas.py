@@ -17,8 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from mcp_server.gateway import KeyStore, Ledger
 from mcp_server.gateway.db import Database
+from mcp_server.gateway.keys import KeyStore
+from mcp_server.gateway.ledger import Ledger
 from tests.live_server import LiveServer, start_server
 from tests.services import empty_store
 

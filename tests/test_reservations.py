@@ -7,9 +7,10 @@ row was committed (a 500, a leaked in-flight gauge, tokens never counted against
 
 from __future__ import annotations
 
-from mcp_server.gateway import KeyStore, Ledger
 from mcp_server.gateway.db import Database
-from mcp_server.gateway.ledger import Usage
+from mcp_server.gateway.keys import KeyStore
+from mcp_server.gateway.ledger import Ledger
+from mcp_server.gateway.records import Usage
 
 
 def test_concurrent_reservations_settle_each_their_own_at_any_price(tmp_path):

@@ -22,8 +22,8 @@ import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from mcp_server.gateway import KeyStore
 from mcp_server.gateway.db import DB_FILE, Database
+from mcp_server.gateway.keys import KeyStore
 from tests.live_server import LiveServer, start_server
 from tests.test_patterns import F1, _chain
 

@@ -19,8 +19,8 @@ import httpx
 import openai
 import pytest
 
-from mcp_server.gateway import KeyStore
 from mcp_server.gateway.db import Database
+from mcp_server.gateway.keys import KeyStore
 from tests.live_server import free_port, spawn_healthy, start_server, stop_process
 
 pytest.importorskip("sglang_router", reason="sglang-router is a dev dependency (pip install sglang-router==0.3.2)")

@@ -16,9 +16,9 @@ import sqlite3
 import httpx
 
 from mcp_server.catalog import Price
-from mcp_server.gateway import KeyStore
 from mcp_server.gateway.db import DB_FILE, Database
-from mcp_server.gateway.ledger import cost_micros
+from mcp_server.gateway.keys import KeyStore
+from mcp_server.gateway.records import cost_micros
 from tests.live_server import start_server
 
 PRICE = Price(10.0, 20.0)

@@ -1,4 +1,5 @@
-"""The llama.cpp serving path imports no torch (and no xgrammar, whose package imports torch)."""
+"""The llama.cpp serving path imports no torch (and no xgrammar, whose package imports torch), and
+without a data directory or ``--redis-url`` no database or Redis client (SQLAlchemy, redis-py)."""
 
 from __future__ import annotations
 
@@ -32,11 +33,11 @@ with TestClient(create_app(Settings(runner="llamacpp")), base_url="http://127.0.
             "tools": [weather], "tool_choice": {"type": "function", "function": {"name": "get_weather"}}}),
     ]
 print(json.dumps({"status": [a.status_code for a in answers], "bodies": [a.json() for a in answers],
-                  "torch": "torch" in sys.modules, "xgrammar": "xgrammar" in sys.modules}))
+                  "unloaded": [m for m in ("torch", "xgrammar", "sqlalchemy", "redis") if m not in sys.modules]}))
 """
 
 
-def test_the_llamacpp_serving_path_imports_no_torch():
+def test_the_llamacpp_serving_path_imports_no_torch_and_no_database_client():
     done = subprocess.run(
         [sys.executable, "-c", SERVE_ONE], cwd=ROOT, capture_output=True, text=True, timeout=300, check=False
     )
@@ -48,4 +49,4 @@ def test_the_llamacpp_serving_path_imports_no_torch():
     assert structured["choices"][0]["logprobs"]["content"]
     call = called["choices"][0]["message"]["tool_calls"][0]["function"]
     assert call["name"] == "get_weather" and isinstance(json.loads(call["arguments"])["city"], str)
-    assert (result["torch"], result["xgrammar"]) == (False, False)
+    assert result["unloaded"] == ["torch", "xgrammar", "sqlalchemy", "redis"]

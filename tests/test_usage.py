@@ -19,8 +19,8 @@ from decimal import Decimal
 import httpx
 import pytest
 
-from mcp_server.gateway import KeyStore
 from mcp_server.gateway.db import DB_FILE, Database
+from mcp_server.gateway.keys import KeyStore
 from tests.live_server import ROOT, start_server
 
 ADMIN = "admin-key-for-usage"

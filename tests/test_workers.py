@@ -22,8 +22,9 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from mcp_server.cli import main
-from mcp_server.gateway import KeyStore, Ledger
 from mcp_server.gateway.db import Database
+from mcp_server.gateway.keys import KeyStore
+from mcp_server.gateway.ledger import Ledger
 from tests.live_server import LiveServer, start_server, wait_for_workers
 from tests.services import empty_store
 from tests.stream_stand_in import MODEL, running_stand_in

@@ -2,6 +2,7 @@
 
 Modules, one job each (imports point down the list):
 
+- :mod:`.records`: keys, reservations, usage and money as plain data (no database).
 - :mod:`.schema`: the tables (SQLAlchemy Core); :mod:`.migrate`: creating and upgrading them.
 - :mod:`.db`: the database: SQLite in the data directory (WAL), or PostgreSQL by URL.
 - :mod:`.keys`: API keys, hashed, with balances and limits.
@@ -14,6 +15,10 @@ Modules, one job each (imports point down the list):
 - :mod:`.gateway`: :class:`Gateway`, through which REST and MCP run every completion.
 - :mod:`.http`: the ASGI middleware (body limit and read timeout, authentication, HTTP metrics).
 - :mod:`.cli`: ``chatcap keys``.
+
+The database modules (SQLAlchemy) and :mod:`.redis_limits` (redis-py) load only when a data
+directory, ``--database-url`` or ``--redis-url`` is set: :class:`KeyStore
+<.keys.KeyStore>` and :class:`Ledger <.ledger.Ledger>` are imported from their modules.
 """
 
 from __future__ import annotations
@@ -21,12 +26,11 @@ from __future__ import annotations
 from mcp_server.gateway.gateway import Gateway
 from mcp_server.gateway.http import GatewayMiddleware, request_is_keyless, request_key, request_tenant
 from mcp_server.gateway.idempotency import idempotency_key, tool_call_idempotency_key
-from mcp_server.gateway.keys import KeyRecord, KeyStore
-from mcp_server.gateway.ledger import Ledger
+from mcp_server.gateway.records import KeyRecord
 from mcp_server.gateway.request_limits import RequestLimits
 
 __all__ = [
-    "Gateway", "GatewayMiddleware", "KeyRecord", "KeyStore", "Ledger", "RequestLimits", "idempotency_key",
+    "Gateway", "GatewayMiddleware", "KeyRecord", "RequestLimits", "idempotency_key",
     "tool_call_idempotency_key",
     "request_is_keyless", "request_key", "request_tenant",
 ]

@@ -24,12 +24,13 @@ import time
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from sqlalchemy.exc import SQLAlchemyError
+from mcp_server.gateway.records import KeyRecord, micros_to_usd
 
-from mcp_server.gateway.db import Database
-from mcp_server.gateway.keys import KeyRecord, KeyStore, micros_to_usd
-from mcp_server.gateway.usage import UsageTotal, query_usage
+if TYPE_CHECKING:  # loaded by run_keys: the server's own start-up needs no SQLAlchemy
+    from mcp_server.gateway.keys import KeyStore
+    from mcp_server.gateway.usage import UsageTotal
 
 __all__ = ["add_command", "add_keys_parser", "run_keys"]
 
@@ -130,6 +131,8 @@ def _usage_table(totals: list[UsageTotal], names: dict[str, str]) -> str:
 
 
 def _print_usage(store: KeyStore, args: argparse.Namespace) -> None:
+    from mcp_server.gateway.usage import query_usage
+
     if args.key_id is not None:
         store.get(args.key_id)  # an unknown key id is an error, not an empty report
     totals = query_usage(store.db, args.key_id, args.since)
@@ -155,6 +158,11 @@ def run_keys(args: argparse.Namespace) -> int:
         print("chatcap keys: set --data-dir (CHATCAP_DATA_DIR) or --database-url (CHATCAP_DATABASE_URL)",
               file=sys.stderr)
         return 2
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from mcp_server.gateway.db import Database
+    from mcp_server.gateway.keys import KeyStore
+
     try:
         db = Database.open(Path(args.data_dir) if args.data_dir else None, url=args.database_url,
                            create=args.keys_command not in ("list", "usage"))

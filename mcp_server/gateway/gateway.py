@@ -36,31 +36,30 @@ import math
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
-from sqlalchemy.exc import InterfaceError, OperationalError
 
-from mcp_server.catalog import ModelCard, Price, find_entry
+from mcp_server.catalog import ModelCard, Price, catalog_price
 from mcp_server.errors import AuthenticationError, EngineUnavailable, ServiceError
-from mcp_server.gateway.db import Database
 from mcp_server.gateway.idempotency import replay_chunks, stored_answer
-from mcp_server.gateway.keys import KeyRecord, KeyStore
-from mcp_server.gateway.ledger import Ledger, Reservation, Status, Usage, cost_micros
 from mcp_server.gateway.limits import RateLimiter
 from mcp_server.gateway.meter import Meter
-from mcp_server.gateway.redis_limits import RedisRateLimiter
 from mcp_server.gateway.metrics import Metrics
+from mcp_server.gateway.records import KeyRecord, Reservation, Status, Usage, cost_micros
 from mcp_server.gateway.request_limits import RequestLimits
 from mcp_server.protocol.chunks import drain, usage
 from mcp_server.protocol.request import ChatRequest
 from mcp_server.service import ChatService, ProgressCallback
 from mcp_server.settings import Settings
 
+if TYPE_CHECKING:  # loaded only with a database or Redis (SQLAlchemy and redis-py cost 18 MB)
+    from mcp_server.gateway.keys import KeyStore
+    from mcp_server.gateway.ledger import Ledger
+    from mcp_server.gateway.redis_limits import RedisRateLimiter
+
 __all__ = ["Gateway"]
 
-
-_FREE = Price(0.0, 0.0)
 logger = logging.getLogger("chatcap.gateway")
 _SHUTTING_DOWN = "server_shutting_down"
 
@@ -100,7 +99,11 @@ class Gateway:
         self.limits = limits
         self.api_paths = api_paths
         self.store = store
-        self.ledger = ledger or (Ledger(store.db) if store is not None else None)
+        if ledger is None and store is not None:
+            from mcp_server.gateway.ledger import Ledger
+
+            ledger = Ledger(store.db)
+        self.ledger = ledger
         self.api_key = api_key
         self.price = price
         self.rate_limiter = rate_limiter or RateLimiter()
@@ -120,11 +123,19 @@ class Gateway:
             ValueError: a bad ``--database-url`` or ``--redis-url``.
             sqlalchemy.exc.DBAPIError: the database cannot be reached.
         """
-        store = ledger = None
+        store = ledger = rate_limiter = None
         if settings.database_url or settings.data_dir is not None:
+            from mcp_server.gateway.db import Database
+            from mcp_server.gateway.keys import KeyStore
+            from mcp_server.gateway.ledger import Ledger
+
             store = KeyStore(Database.open(settings.data_dir, url=settings.database_url))
             ledger = Ledger(store.db, ttl=settings.reservation_ttl)
             ledger.start_keeper()
+        if settings.redis_url:
+            from mcp_server.gateway.redis_limits import RedisRateLimiter
+
+            rate_limiter = RedisRateLimiter(settings.redis_url)
         return cls(
             service,
             RequestLimits(max_body_bytes=settings.max_request_bytes, read_timeout=settings.read_timeout),
@@ -133,7 +144,7 @@ class Gateway:
             ledger=ledger,
             api_key=settings.api_key,
             price=Price(*settings.price) if settings.price is not None else None,
-            rate_limiter=RedisRateLimiter(settings.redis_url) if settings.redis_url else None,
+            rate_limiter=rate_limiter,
             allow_unauthenticated=settings.allow_unauthenticated,
         )
 
@@ -195,7 +206,7 @@ class Gateway:
 
     def price_of(self, model_id: str) -> Price:
         """The price of a served model: ``--price``, else the catalog's (free for a model it lacks)."""
-        return self.price or _catalog_price(model_id)
+        return self.price or catalog_price(model_id)
 
     def requires_key(self) -> bool:
         """Whether a caller needs a key now (the ``--api-key``, or a store that is closed; see :meth:`authenticate`)."""
@@ -359,16 +370,8 @@ class Gateway:
                 await self.rate_limiter.record_tokens(key, meter.prompt_tokens + meter.completion_tokens)
             except ServiceError as exc:  # the answer is delivered and billed; the window misses it
                 logger.warning("TPM not recorded for key %s: %s", key.id if key else None, exc.message)
-            metrics = self.metrics
-            if meter.completion_id is None:
-                metrics.queue_depth.labels(meter.model).dec()
-            metrics.in_flight.labels(meter.model).dec()
             self.in_flight -= 1
-            metrics.generations.labels(meter.model, status).inc()
-            metrics.prompt_tokens.labels(meter.model).inc(meter.prompt_tokens)
-            metrics.cached_prompt_tokens.labels(meter.model).inc(meter.cached_tokens)
-            metrics.completion_tokens.labels(meter.model).inc(meter.completion_tokens)
-            metrics.latency.labels(meter.model).observe(time.monotonic() - meter.started)
+            self.metrics.settled(meter, status)
 
 
 async def _in_thread(function, *args):
@@ -377,6 +380,8 @@ async def _in_thread(function, *args):
     Raises:
         EngineUnavailable: the database connection failed (code ``database_unavailable``).
     """
+    from sqlalchemy.exc import InterfaceError, OperationalError  # loaded with the database
+
     try:
         return await anyio.to_thread.run_sync(function, *args)
     except (OperationalError, InterfaceError) as exc:
@@ -384,11 +389,6 @@ async def _in_thread(function, *args):
         raise EngineUnavailable(
             "The gateway database did not answer; try again shortly.", code="database_unavailable"
         ) from None
-
-
-def _catalog_price(model_id: str) -> Price:
-    entry = find_entry(model_id)
-    return entry.price if entry is not None else _FREE
 
 
 def _max_cost(request: ChatRequest, card: ModelCard, price: Price) -> int:

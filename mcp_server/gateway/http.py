@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mcp_server.errors import AuthenticationError, PayloadTooLarge, RequestTimeout, ServiceError
 from mcp_server.gateway.gateway import Gateway
-from mcp_server.gateway.keys import KeyRecord
+from mcp_server.gateway.records import KeyRecord
 
 __all__ = ["GatewayMiddleware", "request_is_keyless", "request_key", "request_tenant"]
 

@@ -19,80 +19,22 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
-from dataclasses import dataclass
-from decimal import ROUND_HALF_EVEN, Decimal
 
 from sqlalchemy import exists, insert, select, update
 
 from mcp_server.errors import InvalidRequest
 from mcp_server.gateway.db import Database
+from mcp_server.gateway.records import MAX_MICROS, KeyRecord, micros_to_usd, usd_to_micros
 from mcp_server.gateway.schema import credits, keys
 
-__all__ = ["KEY_PREFIX", "MAX_MICROS", "KeyRecord", "KeyStore", "micros_to_usd", "usd_to_micros"]
+__all__ = ["KEY_PREFIX", "KeyStore"]
 
 KEY_PREFIX = "sk-chatcap-"
-MAX_MICROS = 2**63 - 1
-"""The largest balance a BIGINT holds (past it SQLite would switch to REAL, PostgreSQL refuse)."""
-_MAX_USD = Decimal(MAX_MICROS) / 1_000_000
 _SHOWN_PREFIX = len(KEY_PREFIX) + 4
-
-
-def usd_to_micros(usd: float | str | Decimal) -> int:
-    """Convert USD to integer micro-dollars, rounding half to even.
-
-    Raises:
-        InvalidRequest: the amount is not a finite number, or is above
-            :data:`MAX_MICROS` micro-dollars in size.
-    """
-    try:
-        value = Decimal(str(usd))
-    except ArithmeticError:
-        raise InvalidRequest(f"Not an amount of USD: {usd!r}.") from None
-    if not value.is_finite():
-        raise InvalidRequest(f"Not an amount of USD: {usd!r}.")
-    if abs(value) > _MAX_USD:
-        raise InvalidRequest(f"The amount {usd} USD is too large; at most {_MAX_USD} USD.", param="amount")
-    return int((value * 1_000_000).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
-
-
-def micros_to_usd(micros: int) -> Decimal:
-    """Convert integer micro-dollars to an exact USD amount."""
-    return Decimal(micros) / 1_000_000
 
 
 def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
-
-
-@dataclass(frozen=True)
-class KeyRecord:
-    """One API key as stored (never the secret).
-
-    Attributes:
-        id: ``key_<12 hex>``, the name used in logs, the ledger and the CLI.
-        name: a label chosen at creation.
-        prefix: the secret's first characters (``sk-chatcap-abcd``), for recognising it.
-        balance_micros: remaining credit in micro-dollars (may be slightly negative,
-            see :mod:`mcp_server.gateway.ledger`).
-        rpm: requests per minute allowed, or None for no limit.
-        tpm: prompt plus completion tokens per minute allowed, or None.
-        created_at: Unix time of creation.
-        revoked_at: Unix time of revocation, or None while the key is active.
-    """
-
-    id: str
-    name: str
-    prefix: str
-    balance_micros: int
-    rpm: int | None
-    tpm: int | None
-    created_at: float
-    revoked_at: float | None
-
-    @property
-    def active(self) -> bool:
-        """True until the key is revoked."""
-        return self.revoked_at is None
 
 
 _COLUMNS = [keys.c[name] for name in ("id", "name", "prefix", "balance_micros", "rpm", "tpm", "created_at", "revoked_at")]

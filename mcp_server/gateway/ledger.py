@@ -47,7 +47,6 @@ recorded with ``key_id`` NULL.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import secrets
 import socket
@@ -55,88 +54,24 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from decimal import Decimal
-from typing import Literal
 
 from sqlalchemy import BigInteger, Double, delete, func, insert, literal, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from mcp_server.catalog import Price
 from mcp_server.errors import InsufficientQuota, RequestConflict
 from mcp_server.gateway.db import Database
-from mcp_server.gateway.keys import KeyRecord, micros_to_usd
+from mcp_server.gateway.records import KeyRecord, Reservation, Usage, micros_to_usd
 from mcp_server.gateway.schema import credits, keys, ledger, reservations
 
-__all__ = ["Ledger", "Reservation", "Status", "Usage", "cost_micros", "replica_id"]
+__all__ = ["Ledger", "replica_id"]
 
-Status = Literal["completed", "cancelled", "failed"]
 logger = logging.getLogger("chatcap.gateway")
 _SETTLE_TRIES = 5
-
-
-def cost_micros(price: Price, prompt_tokens: int, completion_tokens: int) -> int:
-    """The cost of a request in whole micro-dollars, rounded up.
-
-    A price in USD per million tokens is a price in micro-dollars per token, so the
-    exact cost is ``prompt * input + completion * output`` micro-dollars; decimals keep
-    prices such as 0.1 exact before the one rounding.
-    """
-    exact = Decimal(str(price.input)) * prompt_tokens + Decimal(str(price.output)) * completion_tokens
-    return math.ceil(exact)
 
 
 def replica_id() -> str:
     """A name for this process among the replicas: ``<host>-<pid>-<6 hex>``."""
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
-
-
-@dataclass
-class Reservation:
-    """An admitted request's hold on its key's credit.
-
-    Attributes:
-        id: ``req_<hex>``; becomes the ledger row's primary key.
-        key_id: the key charged, or None when the request has no key.
-        amount_micros: the reserved maximum cost.
-        idempotency_key: the request's idempotency key, or None.
-        replay: the stored answer (``chat.completion`` JSON text) of an earlier completed
-            request with the same idempotency key; such a reservation holds nothing and
-            is not settled.
-        started: ``time.monotonic()`` at admission, for the latency.
-        settled: set once the row is written.
-    """
-
-    id: str
-    key_id: str | None
-    amount_micros: int
-    idempotency_key: str | None = None
-    replay: str | None = None
-    started: float = field(default_factory=time.monotonic)
-    settled: bool = False
-
-
-@dataclass(frozen=True)
-class Usage:
-    """What a finished request used.
-
-    Attributes:
-        model: the model id.
-        prompt_tokens: tokens in the prompt (0 when generation never started).
-        completion_tokens: tokens generated, across all choices.
-        cost_micros: what the request costs (:func:`cost_micros`).
-        status: ``completed``, ``cancelled`` (the client went away) or ``failed``.
-        completion_id: the ``chatcmpl-...`` id the client saw, or None.
-        error_code: the error's code when ``status`` is ``failed``.
-    """
-
-    model: str
-    prompt_tokens: int
-    completion_tokens: int
-    cost_micros: int
-    status: Status
-    completion_id: str | None = None
-    error_code: str | None = None
 
 
 class _Replay(Exception):

@@ -32,7 +32,7 @@ from collections import deque
 from collections.abc import Callable
 
 from mcp_server.errors import RateLimited
-from mcp_server.gateway.keys import KeyRecord
+from mcp_server.gateway.records import KeyRecord
 
 __all__ = ["WINDOW_SECONDS", "RateLimiter", "rpm_exceeded", "tpm_exceeded"]
 

@@ -29,6 +29,7 @@ name                                        type       meaning
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 
 from prometheus_client import (
@@ -41,6 +42,8 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
+
+from mcp_server.gateway.meter import Meter
 
 __all__ = ["CONTENT_TYPE", "Metrics"]
 
@@ -96,6 +99,19 @@ class Metrics:
     def count_http(self, path: str, status: int) -> None:
         """Count one HTTP response."""
         self.http_requests.labels(path if path in self._paths else "other", str(status)).inc()
+
+    def settled(self, meter: Meter, status: str) -> None:
+        """Count one admitted generation that ended with ``status`` (its tokens, latency, and
+        its place in the queue and in-flight gauges, which it leaves)."""
+        model = meter.model
+        if meter.completion_id is None:
+            self.queue_depth.labels(model).dec()
+        self.in_flight.labels(model).dec()
+        self.generations.labels(model, status).inc()
+        self.prompt_tokens.labels(model).inc(meter.prompt_tokens)
+        self.cached_prompt_tokens.labels(model).inc(meter.cached_tokens)
+        self.completion_tokens.labels(model).inc(meter.completion_tokens)
+        self.latency.labels(model).observe(time.monotonic() - meter.started)
 
     def render(self) -> bytes:
         """The registry in the Prometheus text exposition format."""

@@ -28,8 +28,8 @@ import anyio
 import redis
 
 from mcp_server.errors import EngineUnavailable
-from mcp_server.gateway.keys import KeyRecord
 from mcp_server.gateway.limits import WINDOW_SECONDS, rpm_exceeded, tpm_exceeded
+from mcp_server.gateway.records import KeyRecord
 
 __all__ = ["RedisRateLimiter"]
 
