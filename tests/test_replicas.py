@@ -145,8 +145,9 @@ def test_a_sigkilled_replicas_hold_expires_and_nothing_is_lost(cluster):
         async with httpx.AsyncClient(timeout=300) as http:
             done = await _post(http, doomed, headers)
             assert done.status_code == 200
+            # Greedy: this prompt's answer is ~100 tokens; a sampled one may end (and settle) before the kill.
             body = {"messages": [{"role": "user", "content": "Count from one to two hundred."}],
-                    "max_tokens": 200, "stream": True}
+                    "max_tokens": 200, "stream": True, "temperature": 0}
             async with http.stream("POST", f"{doomed.base_url}/v1/chat/completions", headers=headers,
                                    json=body) as response:
                 async for line in response.aiter_lines():

@@ -7,12 +7,14 @@ __all__ = ["ATTENTION_SPANS", "DEFAULT_CONTEXT_LENGTH", "DEFAULT_KV_CACHE_DTYPE"
 
 DEFAULT_CONTEXT_LENGTH = 2048
 """Tokens per sequence when ``--context-length`` is not given: 8 x 2048 tokens of KV cache,
-196 MB at q8_0 (about 12 KB per token for SmolLM2-135M), 363 MB at f16 (23 KB).
+191 MiB at q8_0 (about 12 KB per token for SmolLM2-135M), 360 MiB at f16 (23 KB), resident
+only as sequences write into it (:mod:`.kv_pages`).
 
-Measured resident memory of a process on this runner (SmolLM2-135M Q4_1): ~294 MB for
-Python with transformers' tokenizer module and the web stack (no torch), 17 MB
-of tokenizer, 92 MB of mapped weights (124 MB of copies when repacked for AMX), ~25 MB of
-compute buffer, plus the KV cache."""
+Measured resident memory of ``chatcap serve`` on this runner (SmolLM2-135M Q4_1, AMX Xeon,
+``benchmarks/bench_serving.py``): 313 MB idle (Python and the web stack 70 MB, llama.cpp's
+model and buffers 168 MB with the weights repacked for AMX, tokenizer 71 MB, llguidance's
+token table 31 MB), plus the KV cache's pages written so far; the peak, 429 MB, is the
+moment llama.cpp zero-fills the whole cache at start."""
 
 KV_CACHE_DTYPES = ("q8_0", "f16")
 """KV cache element types (llama.cpp's ``--cache-type-k/v``), for ``--kv-cache-dtype``."""
