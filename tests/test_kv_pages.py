@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from mcp_server.engines.embedded.model_files import default_gguf_path
 from mcp_server.engines.embedded.runners.llamacpp import LlamaCppRunner
 
@@ -47,3 +49,43 @@ def test_the_kv_cache_is_resident_only_where_cells_are_written():
         assert copied < 0.5 * stream, f"a 500-token sequence's copy made {copied / 2**20:.1f} MB resident"
     finally:
         runner.close()
+
+
+def test_clearing_the_cache_keeps_it_unresident_and_answers_unchanged():
+    runner = LlamaCppRunner(default_gguf_path(), 8, 2048, 1, False, "q8_0")
+    try:
+        prompt = list(range(300, 420))
+        slot, _ = runner.admit(prompt)
+        _, before = runner.prefill(slot, len(prompt))
+        runner.release(slot)
+        resident = _resident_bytes()
+        runner.clear()  # llama_memory_clear(data=True) would write zeros over every cell
+        assert _resident_bytes() - resident < 0.5 * _kv_bytes_per_token(runner) * runner.context_length * 8
+        slot, cached = runner.admit(prompt)
+        _, after = runner.prefill(slot, len(prompt))
+        assert cached == 0 and np.array_equal(before, after)
+    finally:
+        runner.close()
+
+
+def test_a_sequence_with_no_cells_yet_moves_onto_an_id_that_held_another():
+    """Compaction copies an admitted, not yet prefilled sequence onto a freed id: the id's old
+    cells must go (restoring an empty state drops nothing), or its prefill at position 0 fails."""
+    runner = LlamaCppRunner(default_gguf_path(), 3, 256, 1, False, "q8_0")
+    alone = LlamaCppRunner(default_gguf_path(), 1, 256, 1, False, "q8_0")
+    try:
+        first, _ = runner.admit(list(range(100, 140)))
+        runner.prefill(first, 40)
+        second, _ = runner.admit(list(range(200, 230)))
+        runner.prefill(second, 30)
+        late, _ = runner.admit(list(range(500, 520)))  # id 2, no cells yet
+        runner.release(first)
+        runner.decode([second], [7])  # closes the gap: the late sequence moves to id 0
+        assert runner._seq_ids[late] == 0
+        _, logits = runner.prefill(late, 20)
+        slot, _ = alone.admit(list(range(500, 520)))
+        _, expected = alone.prefill(slot, 20)
+        assert np.array_equal(logits, expected)
+    finally:
+        runner.close()
+        alone.close()

@@ -34,7 +34,7 @@ import numpy as np
 
 from mcp_server.engines.embedded.runners.llama_log import captured_log
 
-__all__ = ["copy_sequence", "release_pages", "released_kv_pages"]
+__all__ = ["clear_cache", "copy_sequence", "release_pages", "released_kv_pages"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,47 +43,70 @@ _KV_BUFFER = re.compile(r"KV buffer size =\s*([0-9.]+) MiB")
 
 
 @contextmanager
-def released_kv_pages(lib: Any) -> Iterator[list[int]]:
+def released_kv_pages(lib: Any) -> Iterator[list[tuple[int, int]]]:
     """Around ``llama_init_from_model``: release the zero pages of the KV buffers it creates.
+
+    A ``madvise`` that fails is logged and leaves the cache resident; nothing is raised.
 
     Args:
         lib: the ``llama_cpp.llama_cpp`` module.
 
     Yields:
-        A list that, once the body has run, holds the bytes released per KV buffer found.
+        A list that, once the body has run, holds the (start, length) of each range released
+        (for :func:`clear_cache`).
+    """
+    released: list[tuple[int, int]] = []
+    with captured_log(lib) as lines:  # and its lock: no other runner maps its buffers meanwhile
+        before = _anonymous_mappings()
+        yield released
+        # A logged size is rounded to 0.01 MiB: the buffer is at least this long.
+        sizes = [round((float(match.group(1)) - 0.005) * 2**20) for line in lines if (match := _KV_BUFFER.search(line))]
+        insides = Counter((size // PAGE - 1) * PAGE for size in sizes)  # pages after the one malloc's header shares
+        shortest = min(insides, default=0)
+        new = [(start, end) for start, end in _subtract(_anonymous_mappings(), before) if end - start > shortest]
+        runs = [run for start, end in new for run in _zero_runs(start, end)] if shortest > 0 else []
+        try:
+            for inside, count in insides.items():
+                starts = [start for start, end in runs if inside <= end - start <= inside + 3 * PAGE]
+                if len(starts) == count:
+                    released.extend((start, release_pages(start, inside)) for start in starts)
+        except OSError as exc:
+            logger.warning("The KV cache stays resident: %s", exc)
+    logger.debug("KV buffers of %s bytes: %s released", sizes, released)
+
+
+def clear_cache(lib: Any, memory: Any, released: list[tuple[int, int]]) -> None:
+    """``llama_memory_clear`` without making the whole cache resident again.
+
+    Clearing the data writes zeros over every cell (all pages resident); clearing the cells'
+    metadata only and releasing the ranges :func:`released_kv_pages` found gives the same
+    zeros there. What lies outside them (at most a page at each buffer's ends) keeps the
+    values of cells no sequence holds, which attention never weighs (their mask is -inf).
 
     Raises:
         OSError: ``madvise`` refused a range.
     """
-    released: list[int] = []
-    with captured_log(lib) as lines:  # and its lock: no other runner maps its buffers meanwhile
-        before = _anonymous_mappings()
-        yield released
-        sizes = [round(float(match.group(1)) * 2**20) for line in lines if (match := _KV_BUFFER.search(line))]
-        runs = [run for start, end in _subtract(_anonymous_mappings(), before) for run in _zero_runs(start, end)]
-        for size, count in Counter(sizes).items():
-            inside = (size // PAGE - 1) * PAGE  # the buffer's pages after the one it shares with malloc's header
-            starts = [start for start, end in runs if inside <= end - start <= inside + 3 * PAGE]
-            if inside > 0 and len(starts) == count:
-                released.extend(release_pages(start, inside) for start in starts)
-    logger.debug("KV buffers of %s bytes: %s bytes of zero pages released", sizes, released)
+    lib.llama_memory_clear(memory, not released)
+    for start, length in released:
+        release_pages(start, length)
 
 
 def release_pages(start: int, length: int) -> int:
     """``madvise(MADV_DONTNEED)`` ``length`` bytes from ``start`` (page-aligned); returns ``length``.
 
-    The range must be private anonymous pages that hold only zeros and that no other thread
-    writes meanwhile. Transparent huge pages are turned off for it first, so that a later
-    write faults in one 4 KiB page, not 2 MiB.
+    The range must be private anonymous pages that hold only zeros, or whose contents may
+    become zeros, and that no other thread writes meanwhile. Transparent huge pages are
+    turned off for it first where the kernel has them, so that a later write faults in one
+    4 KiB page, not 2 MiB.
 
     Raises:
-        OSError: ``madvise`` refused the range.
+        OSError: ``madvise(MADV_DONTNEED)`` refused the range.
     """
     libc = ctypes.CDLL(None, use_errno=True)
     libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    for advice in (mmap.MADV_NOHUGEPAGE, mmap.MADV_DONTNEED):
-        if libc.madvise(start, length, advice) != 0:
-            raise OSError(ctypes.get_errno(), f"madvise({advice}) of {length} bytes at {start:#x} failed")
+    libc.madvise(start, length, mmap.MADV_NOHUGEPAGE)  # fails (harmlessly) without transparent huge pages
+    if libc.madvise(start, length, mmap.MADV_DONTNEED) != 0:
+        raise OSError(ctypes.get_errno(), f"madvise(MADV_DONTNEED) of {length} bytes at {start:#x} failed")
     return length
 
 
@@ -93,26 +116,41 @@ def copy_sequence(lib: Any, ctx: Any, source: int, target: int) -> None:
     ``llama_memory_seq_cp`` between the streams of a per-sequence cache copies all
     ``n_ctx_seq`` cells of every layer (``llama_kv_cache::update``), which makes the whole
     target stream resident (25 MB for SmolLM2 at 2,048 cells, whatever the sequence's
-    length). Serializing ``source``'s cells (``llama_state_seq_get_data``: their positions
-    and the bytes of their rows) and restoring them as ``target``
-    (``llama_state_seq_set_data``, which drops ``target``'s cells first) writes just those.
+    length). Instead ``target``'s cells are dropped and ``source``'s restored there from its
+    serialized state (``llama_state_seq_get_data``/``set_data``: positions and the bytes of
+    the rows, in order), which writes just those. A model with sliding-window layers keeps
+    ``llama_memory_seq_cp``: its saved state leaves out the cells outside the window as seen
+    from the source's last position, which a copied prefix's later tokens still attend to.
 
     Args:
         lib: the ``llama_cpp.llama_cpp`` module; ctx: its ``llama_context``.
 
     Raises:
-        RuntimeError: llama.cpp could not restore the cells.
+        RuntimeError: llama.cpp could not save or restore the cells (``target`` then holds none).
     """
+    memory = lib.llama_get_memory(ctx)
+    lib.llama_memory_seq_rm(memory, target, -1, -1)  # set_data drops them only when the source has cells
+    if lib.llama_model_n_swa(lib.llama_get_model(ctx)) > 0:
+        lib.llama_memory_seq_cp(memory, source, target, -1, -1)
+        return
     size = lib.llama_state_seq_get_size(ctx, source)
     state = np.empty(size, dtype=np.uint8)  # not zero-filled: only the bytes written become resident
     pointer = state.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8))
     written = lib.llama_state_seq_get_data(ctx, pointer, size, source)
-    if lib.llama_state_seq_set_data(ctx, pointer, written, target) != written:
-        raise RuntimeError(f"llama.cpp could not copy sequence {source}'s {written}-byte state to sequence {target}")
+    if written != size or lib.llama_state_seq_set_data(ctx, pointer, written, target) != written:
+        lib.llama_memory_seq_rm(memory, target, -1, -1)
+        raise RuntimeError(f"llama.cpp could not copy sequence {source}'s {size}-byte state to sequence {target}")
 
 
 def _zero_runs(start: int, end: int) -> list[tuple[int, int]]:
-    """The runs of all-zero pages in ``[start, end)``, as (start, end) addresses."""
+    """The runs of all-zero pages in ``[start, end)``, as (start, end) addresses.
+
+    Read in place: a page never written maps the kernel's zero page and stays unresident
+    (reading through ``/proc/self/mem`` or ``process_vm_readv`` instead, which would survive
+    a range unmapped meanwhile, made every page read resident: measured +64 MB for 64 MB).
+    Only ranges mapped during ``llama_init_from_model`` and longer than the shortest buffer
+    sought are read, while no other runner is being built.
+    """
     words = np.frombuffer((ctypes.c_char * (end - start)).from_address(start), dtype=np.uint64)
     zero = np.concatenate(([False], ~words.reshape(-1, PAGE // 8).any(axis=1), [False]))
     edges = np.flatnonzero(np.diff(zero.astype(np.int8))) * PAGE + start

@@ -55,7 +55,7 @@ import numpy as np
 
 from mcp_server.engines.embedded.model_files import cache_root
 from mcp_server.engines.embedded.progress import Progress
-from mcp_server.engines.embedded.runners.kv_pages import copy_sequence, released_kv_pages
+from mcp_server.engines.embedded.runners.kv_pages import clear_cache, copy_sequence, released_kv_pages
 from mcp_server.engines.embedded.runners.llama_log import captured_log, failure_reason, quiet_llama_log
 from mcp_server.engines.embedded.runners.llamacpp_defaults import (
     ATTENTION_SPANS, DEFAULT_CONTEXT_LENGTH, DEFAULT_KV_CACHE_DTYPE, DEFAULT_MAX_BATCH_SIZE, KV_CACHE_DTYPES,
@@ -159,7 +159,7 @@ class LlamaCppRunner:
         if kv_cache_dtype == "q8_0":
             params.type_k = params.type_v = lib.GGML_TYPE_Q8_0
             params.flash_attn_type = lib.LLAMA_FLASH_ATTN_TYPE_ENABLED
-        with released_kv_pages(lib):
+        with released_kv_pages(lib) as self._kv_released:
             self._ctx = lib.llama_init_from_model(self._model, params)
         if not self._ctx:
             lib.llama_model_free(self._model)
@@ -323,7 +323,7 @@ class LlamaCppRunner:
         """Drop every sequence and every cached prefix (for example after a failed step)."""
         self._seq_ids.clear()
         self._prompts.clear()
-        self._lib.llama_memory_clear(self._memory, True)
+        clear_cache(self._lib, self._memory, self._kv_released)
         self._tokens = [[] for _ in self._tokens]
         self._scopes = [None for _ in self._scopes]
 
@@ -333,6 +333,7 @@ class LlamaCppRunner:
 
     def _copy(self, source: int, target: int) -> None:
         """Make ``target``'s cells an exact copy of ``source``'s (:func:`.kv_pages.copy_sequence`)."""
+        self._tokens[target] = []  # what it holds should the copy fail
         copy_sequence(self._lib, self._ctx, source, target)
         self._tokens[target] = list(self._tokens[source])
         self._scopes[target] = self._scopes[source]
