@@ -61,13 +61,13 @@ def released_kv_pages(lib: Any) -> Iterator[list[tuple[int, int]]]:
         yield released
         # A logged size is rounded to 0.01 MiB: the buffer is at least this long.
         sizes = [round((float(match.group(1)) - 0.005) * 2**20) for line in lines if (match := _KV_BUFFER.search(line))]
-        insides = Counter((size // PAGE - 1) * PAGE for size in sizes)  # pages after the one malloc's header shares
+        insides = Counter(n for size in sizes if (n := (size // PAGE - 1) * PAGE) > 0)  # after malloc's header page
         shortest = min(insides, default=0)
         new = [(start, end) for start, end in _subtract(_anonymous_mappings(), before) if end - start > shortest]
         runs = [run for start, end in new for run in _zero_runs(start, end)] if shortest > 0 else []
         try:
             for inside, count in insides.items():
-                starts = [start for start, end in runs if inside <= end - start <= inside + 3 * PAGE]
+                starts = [start for start, end in runs if inside <= end - start <= inside + 6 * PAGE]
                 if len(starts) == count:
                     released.extend((start, release_pages(start, inside)) for start in starts)
         except OSError as exc:
