@@ -23,7 +23,7 @@ from mcp_server.capability.loader import MCP_PATH, Capability, load_capability
 from mcp_server.capability.schemas import PROJECT_ROOT
 from mcp_server.engines.base import Engine
 from mcp_server.engines.router import ModelRouter
-from mcp_server.errors import ServiceError
+from mcp_server.errors import InvalidRequest, ServiceError
 from mcp_server.gateway import Gateway, GatewayMiddleware
 from mcp_server.generate.skill import SkillCatalog
 from mcp_server.service import ChatService
@@ -81,8 +81,23 @@ def build_runtime(
     else:
         router = engine if isinstance(engine, ModelRouter) else ModelRouter([(settings, engine)])
     service = ChatService(router)
-    gateway = Gateway.build(service, settings, capability.api_paths)
+    gateway = _open_gateway(service, settings, capability.api_paths)
     return Runtime(capability, router, service, gateway, build_server(gateway, capability, PROJECT_ROOT))
+
+
+def _open_gateway(service: ChatService, settings: Settings, api_paths: frozenset[str]) -> Gateway:
+    """:meth:`Gateway.build`, a store that cannot be opened reported in one line.
+
+    Raises:
+        InvalidRequest: the data directory, ``--database-url`` or ``--redis-url`` does not open
+            (not a directory, not a database, a bad URL): the message is the cause's.
+    """
+    try:
+        return Gateway.build(service, settings, api_paths)
+    except Exception as exc:  # SQLAlchemy's errors too, whose module is loaded only with a database
+        if not isinstance(exc, (OSError, ValueError)) and not type(exc).__module__.startswith("sqlalchemy"):
+            raise
+        raise InvalidRequest(f"The gateway's data directory, database or Redis cannot be used: {exc}") from None
 
 
 async def run_mcp_stdio(settings: Settings, models: Sequence[Settings] | None = None) -> None:

@@ -161,3 +161,15 @@ def test_aliases_are_listed_once_each_in_order():
     engine = EmbeddedEngine(served_model_name=["smol", "tiny", "smol"])  # builds, loads nothing yet
     assert [card.id for card in engine.models] == ["smol", "tiny"]
     assert EmbeddedEngine().models[0].id == "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def test_a_data_directory_that_cannot_be_used_ends_the_server_with_one_line(tmp_path):
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("x")
+    not_a_database = tmp_path / "junk"
+    not_a_database.mkdir()
+    (not_a_database / "chatcap.db").write_text("junk")
+    for data_dir, cause in [(not_a_folder, "is not a directory"), (not_a_database, "file is not a database")]:
+        status, _, err, _ = run_cli("serve", "--port", "0", "--data-dir", str(data_dir))
+        assert status == 2 and "Traceback" not in err, err[-2000:]
+        assert "chatcap: error: The gateway's data directory, database or Redis cannot be used" in err and cause in err
