@@ -7,10 +7,14 @@ row was committed (a 500, a leaked in-flight gauge, tokens never counted against
 
 from __future__ import annotations
 
+import pytest
+
+from mcp_server.errors import InsufficientQuota
 from mcp_server.gateway.db import Database
 from mcp_server.gateway.keys import KeyStore
 from mcp_server.gateway.ledger import Ledger
 from mcp_server.gateway.records import Usage
+from tests.services import empty_store
 
 
 def test_concurrent_reservations_settle_each_their_own_at_any_price(tmp_path):
@@ -31,3 +35,24 @@ def test_concurrent_reservations_settle_each_their_own_at_any_price(tmp_path):
     assert len(store.db.query("SELECT id FROM ledger")) == 10
     assert ledger.audit() == {}
     store.db.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_location(request, tmp_path_factory):
+    return empty_store(request, tmp_path_factory)[0]
+
+
+def test_a_key_without_credit_is_admitted_only_where_the_request_costs_nothing(store_location):
+    """The README's keys (``chatcap keys create``, credit 0 by default) serve the free bundled model."""
+    store = KeyStore(Database.open(**store_location))
+    try:
+        record, _ = store.create("no-credit")
+        ledger = Ledger(store.db)
+        free = ledger.reserve(record, 0)
+        with pytest.raises(InsufficientQuota):
+            ledger.reserve(record, 1)
+        ledger.settle(free, Usage("m", 3, 4, 0, "completed"))
+        assert ledger.reserved_micros(record.id) == 0 and store.get(record.id).balance_micros == 0
+        assert ledger.audit() == {}
+    finally:
+        store.db.close()

@@ -13,8 +13,8 @@ The billing rule:
 
 1. **Admission.** A request is admitted when its key's *available* credit, the stored
    balance minus the reservations of its requests still running (``keys.reserved_micros``),
-   is above zero; otherwise it is refused with 402 ``insufficient_quota`` before any
-   generation. An admitted request reserves its maximum cost: the price of a whole context
+   is above zero (or the request cannot cost anything: a price of 0); otherwise it is refused
+   with 402 ``insufficient_quota`` before any generation. An admitted request reserves its maximum cost: the price of a whole context
    of prompt plus ``n * max_tokens`` completion tokens (the context when ``max_tokens`` is
    unset). Check and hold are one statement on the key's row (``UPDATE keys SET
    reserved_micros = reserved_micros + :cost WHERE id = :key AND balance_micros -
@@ -305,9 +305,11 @@ class Ledger:
 
 
 def _take_credit(hold: Reservation):
-    """``UPDATE keys`` adding the hold to ``reserved_micros`` while the key has credit available."""
+    """``UPDATE keys`` adding the hold to ``reserved_micros`` while the key has credit available
+    (whatever its credit for a hold of 0: a request that costs nothing cannot overspend)."""
+    room = [keys.c.balance_micros - keys.c.reserved_micros > 0] if hold.amount_micros > 0 else []
     return (update(keys)
-            .where(keys.c.id == hold.key_id, keys.c.balance_micros - keys.c.reserved_micros > 0)
+            .where(keys.c.id == hold.key_id, *room)
             .values(reserved_micros=keys.c.reserved_micros + hold.amount_micros)
             .returning(keys.c.id))
 
