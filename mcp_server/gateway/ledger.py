@@ -14,9 +14,9 @@ The billing rule:
 1. **Admission.** A request is admitted when its key's *available* credit, the stored
    balance minus the reservations of its requests still running (``keys.reserved_micros``),
    is above zero (or the request cannot cost anything: a price of 0); otherwise it is refused
-   with 402 ``insufficient_quota`` before any generation. An admitted request reserves its maximum cost: the price of a whole context
-   of prompt plus ``n * max_tokens`` completion tokens (the context when ``max_tokens`` is
-   unset). Check and hold are one statement on the key's row (``UPDATE keys SET
+   with 402 ``insufficient_quota`` before any generation. An admitted request reserves its
+   maximum cost: the price of a whole context of prompt plus ``n * max_tokens`` completion
+   tokens (the context when ``max_tokens`` is unset). Check and hold are one statement on the key's row (``UPDATE keys SET
    reserved_micros = reserved_micros + :cost WHERE id = :key AND balance_micros -
    reserved_micros > 0 RETURNING ...``) with the ``INSERT`` of the request's ``reservations``
    row (PostgreSQL: one ``WITH`` statement), so every replica sees every other's holds.

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-__all__ = ["ATTENTION_SPANS", "DEFAULT_CONTEXT_LENGTH", "DEFAULT_KV_CACHE_DTYPE", "DEFAULT_MAX_BATCH_SIZE", "KV_CACHE_DTYPES", "MIN_COPIED_PREFIX",
-           "N_UBATCH"]
+__all__ = [
+    "ATTENTION_SPANS", "DEFAULT_CONTEXT_LENGTH", "DEFAULT_KV_CACHE_DTYPE", "DEFAULT_MAX_BATCH_SIZE", "KV_CACHE_DTYPES",
+    "MIN_COPIED_PREFIX", "N_UBATCH",
+]
 
 DEFAULT_CONTEXT_LENGTH = 2048
 """Tokens per sequence when ``--context-length`` is not given: 8 x 2048 tokens of KV cache,
@@ -49,5 +51,7 @@ N_UBATCH = 128
 here, against ~98 MB at llama.cpp's default 512)."""
 
 MIN_COPIED_PREFIX = 8
-"""Shortest cached prefix worth copying from another sequence id: a copy costs about what
-computing 2 tokens does."""
+"""Shortest cached prefix worth copying from another sequence id. Chosen when a copy was
+``llama_memory_seq_cp``'s whole stream (~8 ms, about 2 prompt tokens' compute); a copy of
+the cells in use (:func:`.kv_pages.copy_sequence`) now costs ~0.5 ms for 50 tokens, so a
+shorter prefix may pay too (not re-measured)."""
